@@ -1,0 +1,1 @@
+"""The ``jaxdream`` command line: parse, call the library, report."""

@@ -1,0 +1,83 @@
+"""Layers with Caffe semantics, shared by the model ports.
+
+Caffe differs from the usual JAX/Keras conventions in three places that matter for exact
+activations: pooling rounds the output size up (and then drops a last window that would start
+inside the padding), average pooling divides by a window size that counts padding but not the
+overhang past it, and local response normalisation runs across channels with ``alpha / n``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+
+def caffe_pool_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output length of a Caffe pooling layer along one axis (ceil mode with clipping)."""
+    out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
+    if pad > 0 and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pool_padding(size: int, kernel: int, stride: int, pad: int) -> tuple[int, int]:
+    out = caffe_pool_size(size, kernel, stride, pad)
+    high = (out - 1) * stride + kernel - size - pad
+    return pad, max(high, 0)
+
+
+def caffe_max_pool(x: jax.Array, kernel: int, stride: int, pad: int = 0) -> jax.Array:
+    """Caffe MAX pooling of an NHWC array (padding never wins the max)."""
+    ph = _pool_padding(x.shape[1], kernel, stride, pad)
+    pw = _pool_padding(x.shape[2], kernel, stride, pad)
+    return lax.reduce_window(
+        x, -jnp.inf, lax.max, (1, kernel, kernel, 1), (1, stride, stride, 1),
+        ((0, 0), ph, pw, (0, 0)))
+
+
+def _avg_counts(size: int, kernel: int, stride: int, pad: int) -> np.ndarray:
+    out = caffe_pool_size(size, kernel, stride, pad)
+    start = np.arange(out) * stride - pad
+    end = np.minimum(start + kernel, size + pad)
+    return (end - start).astype(np.float32)
+
+
+def caffe_avg_pool(x: jax.Array, kernel: int, stride: int, pad: int = 0) -> jax.Array:
+    """Caffe AVE pooling of an NHWC array: zero padding, Caffe's divisor."""
+    ph = _pool_padding(x.shape[1], kernel, stride, pad)
+    pw = _pool_padding(x.shape[2], kernel, stride, pad)
+    total = lax.reduce_window(
+        x, 0.0, lax.add, (1, kernel, kernel, 1), (1, stride, stride, 1),
+        ((0, 0), ph, pw, (0, 0)))
+    counts = np.outer(_avg_counts(x.shape[1], kernel, stride, pad),
+                      _avg_counts(x.shape[2], kernel, stride, pad))
+    return total / jnp.asarray(counts, x.dtype)[None, :, :, None]
+
+
+def lrn_across_channels(x: jax.Array, local_size: int = 5, alpha: float = 1e-4,
+                        beta: float = 0.75, k: float = 1.0) -> jax.Array:
+    """Caffe LRN (ACROSS_CHANNELS): ``x / (k + alpha/n * sum of x^2 over n channels)^beta``.
+
+    The windowed channel sum is a matmul with a banded 0/1 matrix, which is cheaper on CPU
+    (forward and backward) than a reduce_window over the channel axis.
+    """
+    channels = x.shape[-1]
+    half = local_size // 2
+    idx = np.arange(channels)
+    band = (np.abs(idx[:, None] - idx[None, :]) <= half).astype(np.float32)
+    summed = jnp.dot(x * x, jnp.asarray(band, x.dtype), precision=lax.Precision.HIGHEST)
+    return x * (k + (alpha / local_size) * summed) ** (-beta)
+
+
+def pool2x2(x: jax.Array, mode: str) -> jax.Array:
+    """2x2 stride-2 pooling with floor rounding (Keras 'valid'), as reshape-and-reduce.
+
+    Cheaper than reduce_window on CPU, mostly in the backward pass.
+    """
+    n, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2, :].reshape(n, h // 2, 2, w // 2, 2, c)
+    return x.max(axis=(2, 4)) if mode == "max" else x.mean(axis=(2, 4))
