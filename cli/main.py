@@ -18,19 +18,26 @@ from jaxdream._version import __version__
 from jaxdream.errors import JaxdreamError
 
 #: Modules of ``jaxdream.cli`` that add commands, in help order.
-COMMAND_MODULES = ("basic",)
+COMMAND_MODULES = ("basic", "dream", "style",)
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
     print(f"jaxdream: warning: {message}", file=sys.stderr if file is None else file)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other jaxdream error."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"jaxdream: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jaxdream",
         description="DeepDream and neural style transfer in JAX, with zoom animations and video.")
     parser.add_argument("--version", action="version", version=f"jaxdream {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"jaxdream.cli.{name}").register(sub)
     return parser
@@ -54,6 +61,8 @@ def enable_compilation_cache() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     warnings.showwarning = _one_line_warnings
+    # JAX warns on any fork; ffmpeg subprocesses exec at once, so the warning is noise here
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -159,3 +159,191 @@ def read_settings(path: str | os.PathLike) -> dict:
             return json.loads(text.get("jaxdream", "{}"))
     except (OSError, ValueError) as e:
         raise MediaError(f"{path}: cannot read settings ({e})") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# animations and video
+
+#: Suffixes :func:`write_video` writes.
+VIDEO_FORMATS = {".mp4": "mp4", ".gif": "gif"}
+
+
+def check_animation_output(path: str | os.PathLike) -> tuple[Path, str]:
+    """Validate where an animation goes: ``.mp4``, ``.gif`` or a folder (given with a trailing
+    slash or no suffix). Returns (path, kind) with kind ``mp4``, ``gif`` or ``frames``.
+
+    Raises:
+        MediaError: unknown suffix, missing or unwritable parent folder.
+    """
+    text = os.fspath(path)
+    p = Path(text)
+    if text.endswith(("/", os.sep)) or (p.suffix == "" and not p.is_file()) or p.is_dir():
+        parent = p.parent if str(p.parent) else Path(".")
+        if p.exists() and not p.is_dir():
+            raise MediaError(f"{p}: exists and is not a folder")
+        if not parent.is_dir():
+            raise MediaError(f"{p}: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK) or (p.is_dir() and not os.access(p, os.W_OK)):
+            raise MediaError(f"{p}: cannot write there")
+        return p, "frames"
+    check_output(p, VIDEO_FORMATS)
+    return p, VIDEO_FORMATS[p.suffix.lower()]
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    return frame[: h - h % 2, : w - w % 2]
+
+
+def write_video(path: str | os.PathLike, frames, fps: float, audio_from: str | None = None) -> Path:
+    """Encode an iterable of (H, W, 3) frames to MP4 (H.264, yuv420p) or GIF, atomically.
+
+    Frames are consumed one at a time (an MP4 streams through ffmpeg; a GIF keeps only
+    palette-indexed frames). Odd frame sizes are cropped by one pixel for yuv420p.
+
+    Args:
+        path: ``.mp4`` or ``.gif``.
+        frames: iterable of RGB frames (uint8 or float 0..255).
+        fps: frames per second.
+        audio_from: a video whose audio stream is copied into an MP4 (if it has one).
+
+    Raises:
+        MediaError: unknown suffix, unwritable folder, no frames, encoder failure.
+    """
+    path, kind = check_animation_output(path)
+    if kind == "frames":
+        raise MediaError(f"{path}: write_video needs a .mp4 or .gif name")
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise MediaError(f"{path}: no frames to write")
+
+    def write(tmp: str) -> None:
+        if kind == "gif":
+            def palette(frame):
+                return Image.fromarray(to_uint8(frame)).quantize(256, method=Image.Quantize.MEDIANCUT)
+            head = palette(first)
+            head.save(tmp, format="GIF", save_all=True, append_images=(palette(f) for f in frames),
+                      duration=round(1000 / fps), loop=0, optimize=False)
+            return
+        _write_mp4(tmp, first, frames, fps, audio_from)
+
+    atomic_write(path, write)
+    return path
+
+
+def _write_mp4(tmp: str, first: np.ndarray, frames, fps: float, audio_from: str | None) -> None:
+    import imageio_ffmpeg
+    first = _even(to_uint8(first))
+    h, w = first.shape[:2]
+    target = tmp if audio_from is None else tmp + ".video.mp4"
+    writer = imageio_ffmpeg.write_frames(
+        target, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
+        macro_block_size=1, output_params=["-crf", "18", "-preset", "medium", "-movflags", "+faststart"],
+        ffmpeg_log_level="error")
+    writer.send(None)
+    try:
+        writer.send(np.ascontiguousarray(first))
+        for frame in frames:
+            writer.send(np.ascontiguousarray(_even(to_uint8(frame))[:h, :w]))
+    finally:
+        writer.close()
+    if audio_from is not None:
+        try:
+            _mux_audio(target, audio_from, tmp)
+        finally:
+            if os.path.exists(target):
+                os.unlink(target)
+
+
+def has_audio(path: str | os.PathLike) -> bool:
+    """Whether a media file has an audio stream (asks ffmpeg)."""
+    import subprocess
+
+    import imageio_ffmpeg
+    result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", os.fspath(path)],
+                            capture_output=True, text=True)
+    return any("Audio:" in line for line in result.stderr.splitlines() if "Stream #" in line)
+
+
+def _mux_audio(video: str, audio_source: str, out: str) -> None:
+    import subprocess
+
+    import imageio_ffmpeg
+    if not has_audio(audio_source):
+        os.replace(video, out)
+        return
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", video, "-i", audio_source,
+           "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "copy", "-shortest",
+           "-movflags", "+faststart", "-f", "mp4", out]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        # the audio codec may not fit MP4 as is: re-encode it to AAC
+        cmd[cmd.index("-c:a") + 1] = "aac"
+        result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise MediaError(f"{audio_source}: could not copy the audio track "
+                         f"({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'ffmpeg failed'})")
+
+
+class VideoReader:
+    """Frames of any clip ffmpeg reads, one at a time, as float32 RGB (H, W, 3) 0..255.
+
+    Args:
+        path: the video file.
+        size: if given, frames are scaled so the longest side has this many pixels.
+        start: first frame index to yield; end: one past the last (None: to the end).
+
+    Attributes:
+        fps, frame_size (w, h of the yielded frames), source_size, has_audio, frames (count
+        in the requested range, from ffmpeg's count), meta (ffmpeg's metadata).
+
+    Raises:
+        MediaError: missing file, not a video, no frames.
+    """
+
+    def __init__(self, path: str | os.PathLike, size: int | None = None, start: int = 0,
+                 end: int | None = None):
+        import imageio_ffmpeg
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MediaError(f"{self.path}: file not found")
+        try:
+            gen = imageio_ffmpeg.read_frames(str(self.path))
+            self.meta = next(gen)
+            gen.close()
+            total, _ = imageio_ffmpeg.count_frames_and_secs(str(self.path))
+        except (OSError, RuntimeError, StopIteration, ValueError):
+            raise MediaError(f"{self.path}: not a video file ffmpeg can read") from None
+        if total < 1 or not self.meta.get("fps"):
+            raise MediaError(f"{self.path}: the video has no frames")
+        if start < 0 or (end is not None and end <= start):
+            raise SettingsError(f"frame range {start}..{end} is empty")
+        if start >= total:
+            raise SettingsError(f"{self.path} has {total} frames; --start {start} is past the end")
+        self.fps = float(self.meta["fps"])
+        self.source_size = tuple(self.meta["source_size"])
+        self.has_audio = bool(self.meta.get("audio_codec"))
+        self.start, self.end = start, min(end, total) if end is not None else total
+        self.frames = self.end - self.start
+        w, h = self.source_size
+        self.size = size
+        self.frame_size = (w, h) if size is None else fit_size(h, w, size)[::-1]
+
+    def __iter__(self):
+        import imageio_ffmpeg
+        w, h = self.source_size
+        gen = imageio_ffmpeg.read_frames(str(self.path))
+        try:
+            next(gen)
+            for i, buf in enumerate(gen):
+                if i >= self.end:
+                    break
+                if i < self.start:
+                    continue
+                frame = np.frombuffer(buf, np.uint8).reshape(h, w, 3).astype(np.float32)
+                if self.size is not None:
+                    frame = resize(frame, self.frame_size[::-1])
+                yield frame
+        finally:
+            gen.close()

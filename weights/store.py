@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import http.client
 import json
 import os
 import tempfile
@@ -140,8 +141,9 @@ def download(info: WeightsInfo, url: str | None = None, progress: ProgressFactor
                                f"published {info.hash}; the download is corrupt or not {info.filename}")
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
+        reason = " ".join(str(reason).split()) or type(e).__name__  # one line
         raise WeightsError(f"could not download {info.key} weights from {url} ({reason}); "
                            f"{_where_to_put(info)}") from None
     finally:

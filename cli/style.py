@@ -1,0 +1,221 @@
+"""``jaxdream style``: Gatys neural style transfer with jcjohnson/neural-style's settings.
+
+The command parses, validates the output path, calls :func:`jaxdream.style.stylize` and owns
+the progress bar, printing, intermediate saves and Ctrl-C (which writes the current image and
+exits 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from jaxdream.errors import SettingsError
+
+from .basic import positive_int
+
+_ABBREV = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "seed": "seed"}
+
+
+def register(sub) -> None:
+    from jaxdream import style as st
+    p = sub.add_parser(
+        "style", help="neural style transfer (Gatys et al.), neural-style's defaults",
+        description="Paint CONTENT in the style of one or more --style images. Defaults and "
+                    "loss scale follow jcjohnson/neural-style. Comma-separated values of "
+                    "--style-weight, --content-weight, --tv-weight and --seed run as one "
+                    "batched sweep, writing OUT_sw100.png etc. and OUT_sheet.png.")
+    p.add_argument("content", help="content image")
+    p.add_argument("--style", "-s", action="append", required=True, metavar="IMAGE",
+                   help="style image (repeat to blend several)")
+    p.add_argument("-o", "--output", default="out.png", help="output image (default out.png)")
+    p.add_argument("--style-blend-weights", metavar="W1,W2", help="relative weight of each style (default equal)")
+    p.add_argument("--content-weight", default="5", metavar="W[,W..]", help="default 5")
+    p.add_argument("--style-weight", default="100", metavar="W[,W..]", help="default 100")
+    p.add_argument("--tv-weight", default="1e-3", metavar="W[,W..]", help="default 1e-3")
+    p.add_argument("--content-layers", default=",".join(st.CONTENT_LAYERS), metavar="LAYERS")
+    p.add_argument("--style-layers", default=",".join(st.STYLE_LAYERS), metavar="LAYERS")
+    p.add_argument("--num-iterations", default="1000", metavar="N[,N..]",
+                   help="iterations (default 1000) at the coarsest scale (finer scales get half "
+                        "as many as the one before), or one count per scale")
+    p.add_argument("--optimizer", default="lbfgs", help="lbfgs (default) or adam")
+    p.add_argument("--learning-rate", type=float, help="default 1 for lbfgs, 10 for adam")
+    p.add_argument("--lbfgs-num-correction", type=positive_int, default=100, help="default 100")
+    p.add_argument("--size", "--image-size", type=positive_int, default=512,
+                   help="longest side of the result (default 512)")
+    p.add_argument("--scales", metavar="S1,S2,..|off",
+                   help="coarse-to-fine longest sides, the last one the output size (default: "
+                        "automatic above 512 px, halving down to 512; off: single scale)")
+    p.add_argument("--init", default="random", help="random (default), image/content, or an image file")
+    p.add_argument("--init-image", help="start from this image (same as --init FILE)")
+    p.add_argument("--pooling", default="max", help="max (default) or avg")
+    p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to --size")
+    p.add_argument("--original-colors", action="store_true", help="keep the content's colours")
+    p.add_argument("--color-transfer", help="histogram or mean-cov: give the style images the "
+                                            "content's colour statistics first")
+    p.add_argument("--seed", default="0", metavar="N[,N..]", help="random seed (default 0)")
+    p.add_argument("--model", default="vgg19", help=argparse.SUPPRESS)
+    p.add_argument("--weights", help="weights file (default: the cache, downloading if needed)")
+    p.add_argument("--print-iter", type=int, default=50, help="print losses every N iterations (0: never)")
+    p.add_argument("--save-iter", type=int, default=0, help="write OUT_N.png every N iterations (0: never)")
+    p.add_argument("--chunk", type=positive_int, default=20, help="iterations per compiled call (default 20)")
+    p.add_argument("--remat", default="auto", help="auto (above 1024x1024), on or off: recompute "
+                                                 "activations in the backward pass to save memory")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or loss lines")
+    p.set_defaults(func=cmd_style)
+
+
+def _floats(text: str, name: str) -> list[float] | float:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SettingsError(f"--{name}: expected numbers separated by commas, got '{text}'") from None
+    if not values:
+        raise SettingsError(f"--{name}: no value given")
+    return values if len(values) > 1 else values[0]
+
+
+def _ints(text: str, name: str) -> list[int] | int:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SettingsError(f"--{name}: expected whole numbers separated by commas, got '{text}'") from None
+    if not values:
+        raise SettingsError(f"--{name}: no value given")
+    return values if len(values) > 1 else values[0]
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def output_path(base: Path, label: dict, extra: str = "") -> Path:
+    """``out.png`` + ``{"style_weight": 100}`` -> ``out_sw100.png`` (``extra`` appended)."""
+    parts = [f"{_ABBREV[k]}{v:g}" if isinstance(v, float) else f"{_ABBREV[k]}{v}"
+             for k, v in label.items()]
+    if extra:
+        parts.append(extra)
+    return base.with_name("_".join([base.stem, *parts]) + base.suffix) if parts else base
+
+
+def contact_sheet(images, labels: list[dict], thumb: int = 256):
+    """A grid of thumbnails with their swept settings written under each (uint8 RGB array)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from jaxdream import media
+    n = len(images)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    h, w = images[0].shape[:2]
+    th, tw = media.fit_size(h, w, thumb)
+    pad, text_h = 6, 16
+    sheet = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + text_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        r, c = divmod(i, cols)
+        x0, y0 = pad + c * (tw + pad), pad + r * (th + text_h + pad)
+        sheet.paste(Image.fromarray(media.to_uint8(media.resize(np.asarray(img), (th, tw)))), (x0, y0))
+        text = " ".join(f"{_ABBREV[k]}={v:g}" if isinstance(v, float) else f"{_ABBREV[k]}={v}"
+                        for k, v in label.items())
+        draw.text((x0 + 2, y0 + th + 2), text, fill="black")
+    return np.asarray(sheet)
+
+
+def cmd_style(args) -> int:
+    from jaxdream import media
+    from jaxdream.cli.main import enable_compilation_cache
+    from jaxdream.progress import bar
+    from jaxdream.style import stylize
+
+    out = media.check_output(args.output)
+    if args.print_iter < 0 or args.save_iter < 0:
+        raise SettingsError("--print-iter and --save-iter must not be negative")
+    if args.remat not in ("auto", "on", "off"):
+        raise SettingsError(f"--remat must be auto, on or off, not '{args.remat}'")
+    if args.init_image and args.init not in ("random", args.init_image):
+        raise SettingsError("give either --init FILE or --init-image FILE, not both")
+    scales = None
+    if args.scales is not None:
+        scales = () if args.scales.strip().lower() in ("off", "none", "0") else _ints(args.scales, "scales")
+        scales = [scales] if isinstance(scales, int) else scales
+    iterations = _ints(args.num_iterations, "num-iterations")
+    settings = dict(
+        style_blend_weights=None if args.style_blend_weights is None
+        else _floats(args.style_blend_weights, "style-blend-weights"),
+        content_weight=_floats(args.content_weight, "content-weight"),
+        style_weight=_floats(args.style_weight, "style-weight"),
+        tv_weight=_floats(args.tv_weight, "tv-weight"),
+        content_layers=_names(args.content_layers), style_layers=_names(args.style_layers),
+        num_iterations=iterations, optimizer=args.optimizer.lower(),
+        learning_rate=args.learning_rate, lbfgs_num_correction=args.lbfgs_num_correction,
+        size=args.size, scales=scales, init=args.init_image or args.init, pooling=args.pooling,
+        style_scale=args.style_scale, original_colors=args.original_colors,
+        color_transfer=args.color_transfer, seed=_ints(args.seed, "seed"), model=args.model,
+        weights=args.weights, remat=None if args.remat == "auto" else args.remat == "on")
+    if isinstance(settings["style_blend_weights"], float):
+        settings["style_blend_weights"] = [settings["style_blend_weights"]]
+    chunk = args.chunk
+    for every in (args.print_iter, args.save_iter):
+        if every > 0:
+            chunk = math.gcd(chunk, every)
+    enable_compilation_cache()
+
+    state = {"last": None, "bar": None, "done": 0, "scale": -1}
+
+    def save_all(images, labels, meta, extra=""):
+        paths = []
+        for img, label in zip(images, labels):
+            path = output_path(out, label, extra)
+            media.save_image(path, img, {**meta, **label})
+            paths.append(path)
+        return paths
+
+    def callback(p):
+        if state["bar"] is None or state["scale"] != p.scale:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["bar"] = bar(total=p.iterations, desc=f"style {p.size[1]}x{p.size[0]}",
+                               unit="it", disable=True if args.quiet else None)
+            state["scale"], state["done"] = p.scale, 0
+        state["last"] = p
+        state["bar"].update(p.iteration - state["done"])
+        state["done"] = p.iteration
+        prefix = f"scale {p.scale + 1}/{p.scales} {p.size[1]}x{p.size[0]} " if p.scales > 1 else ""
+        crossed = lambda every: every > 0 and (p.iteration % every == 0 or p.iteration == p.iterations)
+        if crossed(args.print_iter) and not args.quiet:
+            for i, label in enumerate(p.labels or [{}]):
+                tag = (" [" + " ".join(f"{_ABBREV[k]}={v:g}" if isinstance(v, float) else f"{_ABBREV[k]}={v}"
+                                        for k, v in label.items()) + "]") if label else ""
+                print(f"{prefix}iteration {p.iteration}/{p.iterations}{tag}: "
+                      f"total {p.losses['total'][i]:.4g}  content {p.losses['content'][i]:.4g}  "
+                      f"style {p.losses['style'][i]:.4g}  tv {p.losses['tv'][i]:.4g}", flush=True)
+        if args.save_iter > 0 and p.iteration % args.save_iter == 0 and p.iteration < p.iterations:
+            extra = f"{p.size[1] if p.size[1] >= p.size[0] else p.size[0]}px_{p.iteration}" \
+                if p.scales > 1 else str(p.iteration)
+            save_all(p.images, p.labels or [{}], {"iteration": p.iteration}, extra)
+
+    try:
+        result = stylize(args.content, args.style, chunk=chunk, callback=callback, **settings)
+    except KeyboardInterrupt:
+        last = state["last"]
+        if last is not None:
+            for path in save_all(last.images, last.labels or [{}],
+                                 {"interrupted_at_iteration": last.iteration}):
+                print(f"jaxdream: interrupted; wrote the current image to {path}", file=sys.stderr)
+        raise
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
+    meta = {k: v for k, v in result.settings.items()}
+    meta.update(content=str(args.content), style=[str(s) for s in args.style])
+    paths = save_all(result.images, result.labels or [{}], meta)
+    for path in paths:
+        print(f"wrote {path}")
+    if len(result.images) > 1:
+        sheet = out.with_name(f"{out.stem}_sheet{out.suffix}")
+        media.save_image(sheet, contact_sheet(result.images, result.labels), meta)
+        print(f"wrote {sheet}")
+    return 0

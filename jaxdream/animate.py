@@ -1,0 +1,280 @@
+"""Animation drivers: the zoom-and-dream feedback loop (and, in video mode, frame by frame).
+
+Frames are written to a work folder as they are made (one PNG per frame, plus the last frame
+as float32 ``.npy`` so a resumed run continues bit for bit). The requested output (MP4, GIF
+or a folder of PNGs) is assembled from that folder at the end, streaming one frame at a time,
+so memory does not grow with the frame count. Ctrl-C or a crash leaves the work folder;
+``resume=True`` continues from the last finished frame and refuses when the settings differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.ndimage import map_coordinates
+
+from . import media
+from .errors import MediaError, SettingsError
+
+STATE_FILE = "jaxdream-state.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# geometry
+
+
+@jax.jit
+def affine_about_centre(image: jax.Array, zoom: jax.Array, angle_deg: jax.Array,
+                        translate: jax.Array) -> jax.Array:
+    """Zoom by ``zoom``, rotate by ``angle_deg`` (counter-clockwise) about the centre, then shift
+    by ``translate`` (dx, dy) pixels; bilinear, edges replicated. Shape is kept."""
+    h, w = image.shape[:2]
+    yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    theta = jnp.deg2rad(angle_deg)
+    # output pixel p came from source c + R(-theta) (p - c - t) / zoom
+    dx, dy = xx - cx - translate[0], yy - cy - translate[1]
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    sx = cx + (cos * dx - sin * dy) / zoom
+    sy = cy + (sin * dx + cos * dy) / zoom
+    channels = [map_coordinates(image[..., c], [sy, sx], order=1, mode="nearest")
+                for c in range(image.shape[-1])]
+    return jnp.stack(channels, axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# work folder
+
+
+class FrameStore:
+    """A folder of finished frames plus the settings that made them.
+
+    Args:
+        folder: where frames go (created).
+        settings: JSON-able settings; a resumed run must match them.
+        resume: continue from existing frames (else existing frames are an error).
+    """
+
+    def __init__(self, folder: Path, settings: dict, resume: bool):
+        self.folder = Path(folder)
+        state = self.folder / STATE_FILE
+        if state.is_file():
+            if not resume:
+                raise SettingsError(f"{self.folder} holds an unfinished run; continue it with --resume "
+                                    f"or delete the folder")
+            saved = json.loads(state.read_text())
+            diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+            if diff:
+                raise SettingsError(f"cannot resume: settings differ from the interrupted run "
+                                    f"({', '.join(diff[:5])}); delete {self.folder} to start again")
+        else:
+            if resume and self.folder.exists() and any(self.folder.glob("frame_*.png")):
+                raise SettingsError(f"cannot resume: {self.folder} has frames but no {STATE_FILE}")
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                (self.folder / STATE_FILE).write_text(json.dumps(settings, indent=1, sort_keys=True))
+            except OSError as e:
+                raise MediaError(f"{self.folder}: cannot write ({e.strerror or e})") from None
+        self.settings = settings
+
+    def frame_path(self, i: int) -> Path:
+        return self.folder / f"frame_{i:05d}.png"
+
+    def count(self) -> int:
+        """Number of consecutive finished frames from 0."""
+        n = 0
+        while self.frame_path(n).is_file():
+            n += 1
+        return n
+
+    def state_path(self, i: int) -> Path:
+        return self.folder / f"state_{i:05d}.npy"
+
+    def save(self, i: int, frame: np.ndarray, state: np.ndarray | None = None) -> None:
+        """Write frame ``i`` (and the float state to resume from) atomically.
+
+        The state file is named after its frame, and older ones are removed only once the
+        frame's PNG is written, so an interruption at any point leaves the state of the last
+        finished frame (or, failing that, its PNG) to resume from.
+        """
+        if state is not None:
+            tmp = self.folder / ".state.npy.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, np.asarray(state, np.float32))
+            os.replace(tmp, self.state_path(i))
+        media.save_image(self.frame_path(i), frame, {"frame": i} | self.settings)
+        for old in self.folder.glob("state_*.npy"):
+            if old.name != self.state_path(i).name:
+                old.unlink(missing_ok=True)
+
+    def last_state(self, i: int) -> np.ndarray:
+        """The float state after frame ``i`` (its PNG if the float copy is missing)."""
+        npy = self.state_path(i)
+        if npy.is_file():
+            return np.load(npy)
+        return media.load_image(self.frame_path(i))
+
+    def frames(self, n: int) -> Iterator[np.ndarray]:
+        for i in range(n):
+            yield media.load_image(self.frame_path(i))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def work_folder(out: Path, kind: str) -> Path:
+    """Frames go straight into an output folder; a file output gets a hidden sibling folder."""
+    return out if kind == "frames" else out.with_name(f".{out.name}.frames")
+
+
+def loop_blend(frames: list[Callable[[], np.ndarray]], overlap: int) -> Iterator[np.ndarray]:
+    """Make a sequence loop: the first ``overlap`` frames are cross-faded with the last ones,
+    which are then dropped, so the frame before the end flows into frame 0."""
+    n = len(frames) - overlap
+    for k in range(n):
+        frame = frames[k]()
+        if k < overlap:
+            a = (k + 1) / (overlap + 1)
+            frame = a * frame + (1 - a) * frames[n + k]()
+        yield frame
+
+
+def finish(store: FrameStore, out: Path, kind: str, total: int, fps: float, loop_overlap: int = 0,
+           audio_from: str | None = None) -> Path:
+    """Assemble the output from the work folder and remove the folder (for file outputs)."""
+    loaders = [lambda i=i: media.load_image(store.frame_path(i)) for i in range(total)]
+    if kind == "frames":
+        if loop_overlap:
+            blended = list(enumerate(loop_blend(loaders, loop_overlap)))
+            for i, frame in blended[:loop_overlap]:
+                media.save_image(store.frame_path(i), frame, store.settings | {"frame": i})
+            for i in range(total - loop_overlap, total):
+                store.frame_path(i).unlink()
+        (store.folder / STATE_FILE).unlink(missing_ok=True)
+        for state in store.folder.glob("state_*.npy"):
+            state.unlink(missing_ok=True)
+        return out
+    frames = loop_blend(loaders, loop_overlap) if loop_overlap else (f() for f in loaders)
+    media.write_video(out, frames, fps, audio_from=audio_from)
+    store.remove()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# zoom
+
+
+def parse_layer_schedule(text: str | None) -> list[tuple[int, str]]:
+    """``"0:inception_4c/output,60:inception_4d/output"`` -> [(0, ...), (60, ...)], sorted.
+
+    A layer may carry ``+``-joined names (``"0:inception_4c/output+inception_4d/output"``).
+    """
+    if not text:
+        return []
+    out = []
+    for part in text.split(","):
+        frame, sep, layer = part.strip().partition(":")
+        if not sep or not frame.strip().isdigit() or not layer.strip():
+            raise SettingsError(f"--layer-schedule expects FRAME:LAYER items like "
+                                f"'0:inception_4c/output,60:inception_4d/output', got '{part.strip()}'")
+        out.append((int(frame), layer.strip()))
+    return sorted(out)
+
+
+@dataclass
+class FrameProgress:
+    """Reported after each finished frame."""
+
+    frame: int
+    frames: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ZoomSettings:
+    """The zoom loop's own settings (the dream settings come from a DreamConfig)."""
+
+    frames: int = 120
+    zoom: float = 1.05
+    rotate: float = 0.0
+    translate: tuple[float, float] = (0.0, 0.0)
+    steps_per_frame: int = 5
+    fps: float = 24.0
+    loop: bool = False
+
+    def validate(self) -> None:
+        checks = [(self.frames >= 1, f"frames must be at least 1, got {self.frames}"),
+                  (self.zoom > 0 and math.isfinite(self.zoom), f"zoom must be a positive factor, got {self.zoom}"),
+                  (self.steps_per_frame >= 1, f"steps per frame must be at least 1, got {self.steps_per_frame}"),
+                  (self.fps > 0, f"fps must be positive, got {self.fps}")]
+        for ok, message in checks:
+            if not ok:
+                raise SettingsError(message)
+
+    def loop_overlap(self) -> int:
+        return min(24, self.frames // 4) if self.loop else 0
+
+
+def zoom(dreamer, image: np.ndarray, out: str | os.PathLike, settings: ZoomSettings,
+         layer_schedule: list[tuple[int, str]] | None = None, resume: bool = False,
+         progress: Callable[[FrameProgress], None] | None = None, metadata: dict | None = None) -> Path:
+    """Infinite-zoom DeepDream: each frame is the previous one zoomed/rotated/shifted about its
+    centre, then dreamed ``steps_per_frame`` steps. Frame 0 is a full octave dream.
+
+    Args:
+        dreamer: a :class:`jaxdream.dream.Dreamer`.
+        image: the start image, (H, W, 3) RGB 0..255.
+        out: ``.mp4``, ``.gif`` or a folder.
+        settings: frame count, motion, fps, loop.
+        layer_schedule: [(from frame, layer spec)] switching the dream layers during the run.
+        resume: continue an interrupted run from its last finished frame.
+        progress: called after every frame.
+        metadata: extra JSON-able settings recorded in every frame and checked on resume.
+
+    Returns:
+        The output path.
+    """
+    settings.validate()
+    out, kind = media.check_animation_output(out)
+    overlap = settings.loop_overlap()
+    total = settings.frames + overlap
+    from .dream import parse_layers
+    schedule = [(f, parse_layers(spec)) for f, spec in (layer_schedule or [])]
+    for _, layers in schedule:
+        dreamer.net.spec.check_layers([n for n, _ in layers])
+    record = {"zoom": settings.zoom, "rotate": settings.rotate, "translate": list(settings.translate),
+              "frames": settings.frames, "steps_per_frame": settings.steps_per_frame, "fps": settings.fps,
+              "loop": settings.loop, "layer_schedule": [[f, [f"{n}:{w:g}" for n, w in ls]] for f, ls in schedule],
+              "size": list(image.shape[:2])} | dreamer.cfg.to_dict() | (metadata or {})
+    store = FrameStore(work_folder(out, kind), record, resume)
+    done = store.count()
+    current = store.last_state(done - 1) if done else np.asarray(image, np.float32)
+    key = jax.random.key(dreamer.cfg.seed)
+    zoom_f, angle = jnp.float32(settings.zoom), jnp.float32(settings.rotate)
+    shift = jnp.asarray(settings.translate, jnp.float32)
+    for i in range(done, total):
+        start = time.perf_counter()
+        layers = None
+        for f, ls in schedule:
+            if i >= f:
+                layers = ls
+        if i == 0:
+            current = dreamer.run(current, layers=layers)
+        else:
+            moved = affine_about_centre(jnp.asarray(current), zoom_f, angle, shift)
+            current = np.asarray(dreamer.step(moved, jax.random.fold_in(key, i),
+                                              steps=settings.steps_per_frame, layers=layers))
+        store.save(i, current, current)
+        if progress is not None:
+            progress(FrameProgress(i + 1, total, time.perf_counter() - start))
+    return finish(store, out, kind, total, settings.fps, overlap)

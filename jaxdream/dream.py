@@ -1,0 +1,487 @@
+"""DeepDream: gradient ascent on a network's activations (Mordvintsev et al., google/deepdream).
+
+The defaults reproduce google/deepdream's notebook on BVLC GoogLeNet: end layer
+``inception_4c/output``, the L2 objective (gradient = activation), 10 steps on each of 4 octaves
+scaled by 1.4, step size 1.5 applied as ``step / mean(|g|)``, a random shift (jitter) of up to
+32 px per step, only the added detail carried from octave to octave, pixels kept in 0..255.
+
+Structure: :func:`ascend` runs ``steps`` ascent steps on one image shape inside a single jitted
+``lax.fori_loop``; :func:`dream` runs the octaves around it. Settings that change shapes or the
+traced program (layers, channels, objective, steps, tiling, normalisation) form the static
+:class:`Objective`/:class:`Schedule`; layer weights and the step size are traced arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from . import media, preprocess
+from .classes import class_index
+from .errors import SettingsError
+from .models import get_spec
+from .network import Network, load_network
+
+NORMALIZATIONS = ("mean", "std", "lapnorm")
+OBJECTIVES = ("l2", "guide", "class")
+CLASS_LAYER = "loss3/classifier"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What to maximise (static: changing it recompiles).
+
+    Attributes:
+        model: network name.
+        layers: layer names whose activations are pushed up.
+        channels: channel indices kept in every layer's objective (None: all).
+        kind: ``l2`` (google/deepdream's objective_L2), ``guide`` (objective_guide: each
+            position pushed toward its best-matching guide feature), or ``class`` (the classifier
+            logit of ``class_index``, averaged over positions).
+        class_index: ImageNet class for ``kind="class"``.
+        pooling: VGG-19 pooling mode.
+    """
+
+    model: str = "googlenet"
+    layers: tuple[str, ...] = ("inception_4c/output",)
+    channels: tuple[int, ...] | None = None
+    kind: str = "l2"
+    class_index: int | None = None
+    pooling: str = "max"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How one octave's ascent runs (static).
+
+    Attributes:
+        steps: ascent steps.
+        jitter: random shift of up to this many pixels per step.
+        normalize: ``mean`` (step / mean|g|), ``std`` (step / std g) or ``lapnorm``
+            (Laplacian pyramid normalisation of the TF DeepDream tutorial).
+        lapnorm_levels: pyramid levels for ``lapnorm``.
+        tile_size: gradients of larger images are computed in tiles of at most this size.
+        tile_batch: tiles evaluated together (bounds memory for very large images).
+    """
+
+    steps: int = 10
+    jitter: int = 32
+    normalize: str = "mean"
+    lapnorm_levels: int = 4
+    tile_size: int = 512
+    tile_batch: int = 4
+
+
+# ----------------------------------------------------------------------------------------------
+# objectives
+
+
+def layer_objective(act: jax.Array, kind: str, channels=None, guide=None, class_idx=None) -> jax.Array:
+    """Objective value of one layer's activation ``act`` (N, h, w, C), summed over the batch.
+
+    ``l2``: 0.5 * sum(a^2), whose gradient w.r.t. ``a`` is ``a`` (google/deepdream objective_L2).
+    ``guide``: sum(a * g*) where g* is, at each position, the guide feature (rows of ``guide``,
+    (M, C)) with the largest dot product with ``a``; g* is held constant (objective_guide).
+    ``class``: the mean over positions of logit ``class_idx``.
+    """
+    if kind == "class":
+        return act[..., class_idx].mean(axis=(1, 2)).sum()
+    if channels is not None:
+        act = act[..., jnp.asarray(channels)]
+    if kind == "l2":
+        return 0.5 * jnp.sum(act * act)
+    if kind == "guide":
+        if channels is not None:
+            guide = guide[:, jnp.asarray(channels)]
+        flat = act.reshape(act.shape[0], -1, act.shape[-1])
+        best = guide[jnp.argmax(flat @ guide.T, axis=-1)]
+        return jnp.sum(flat * lax.stop_gradient(best))
+    raise SettingsError(f"unknown objective '{kind}'; use one of {', '.join(OBJECTIVES)}")
+
+
+def _objective_value(params, rgb, weights, guides, obj: Objective) -> jax.Array:
+    spec = get_spec(obj.model)
+    feats = spec.make(obj.layers, obj.pooling).apply(params, preprocess.to_model(rgb, spec.mean_bgr))
+    total = 0.0
+    for i, name in enumerate(obj.layers):
+        guide = None if guides is None else guides[i]
+        total = total + weights[i] * layer_objective(feats[name], obj.kind, obj.channels, guide,
+                                                     obj.class_index)
+    return total
+
+
+# ----------------------------------------------------------------------------------------------
+# gradient normalisation
+
+_BINOMIAL = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]).astype(np.float32) / 256.0
+
+
+def _depthwise(x: jax.Array, kernel: np.ndarray, stride: int) -> jax.Array:
+    c = x.shape[-1]
+    k = jnp.asarray(np.repeat(kernel[:, :, None, None], c, axis=3), x.dtype)  # HWIO, I=1
+    return lax.conv_general_dilated(x[None], k, (stride, stride), "SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=c)[0]
+
+
+def _pyramid_down(x):
+    return _depthwise(x, _BINOMIAL, 2)
+
+
+def _pyramid_up(x, shape):
+    """4 x the transpose of :func:`_pyramid_down` from ``shape`` (TF's ``conv2d_transpose``):
+    zero insertion aligned with the downsampling's SAME padding, which for even sizes starts
+    one pixel in, then the kernel times 4."""
+    (up,) = jax.linear_transpose(_pyramid_down, jax.ShapeDtypeStruct(tuple(shape), x.dtype))(x)
+    return 4.0 * up
+
+
+def lap_normalize(g: jax.Array, levels: int = 4, eps: float = 1e-12) -> jax.Array:
+    """Laplacian pyramid gradient normalisation (TF DeepDream tutorial's ``lapnorm``).
+
+    The (H, W, C) gradient is split into ``levels`` bands with the binomial [1,4,6,4,1] kernel;
+    each band is divided by its root mean square; the bands are merged again. Low frequencies,
+    which plain gradients starve, get as much weight as high ones.
+    """
+    bands = []
+    for _ in range(levels - 1):
+        low = _pyramid_down(g)
+        bands.append(g - _pyramid_up(low, g.shape))
+        g = low
+    bands.append(g)
+    bands = [b / jnp.maximum(jnp.sqrt(jnp.mean(b * b)), eps) for b in bands]
+    out = bands[-1]
+    for band in reversed(bands[:-1]):
+        out = _pyramid_up(out, band.shape) + band
+    return out
+
+
+def normalize_gradient(g: jax.Array, mode: str, levels: int = 4) -> jax.Array:
+    """Scale a gradient so that ``image += step_size * normalize_gradient(g)`` is a sensible step."""
+    if mode == "mean":
+        return g / (jnp.mean(jnp.abs(g)) + 1e-8)
+    if mode == "std":
+        return g / (jnp.std(g) + 1e-8)
+    if mode == "lapnorm":
+        return lap_normalize(g, levels)
+    raise SettingsError(f"unknown gradient normalisation '{mode}'; use one of {', '.join(NORMALIZATIONS)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# tiled gradients
+
+
+def tile_grid(length: int, tile: int) -> tuple[int, int]:
+    """(number of tiles, tile length) covering ``length`` with tiles of at most ``tile``."""
+    count = max(1, math.ceil(length / tile))
+    return count, math.ceil(length / count)
+
+
+def tiled_gradient(grad_fn: Callable[[jax.Array], jax.Array], image: jax.Array, tile_size: int,
+                   tile_batch: int = 4) -> jax.Array:
+    """Gradient of an (H, W, 3) image computed in equal tiles of at most ``tile_size``.
+
+    ``grad_fn`` maps a batch (N, h, w, 3) to its gradient. The image is edge-padded to a whole
+    number of equal tiles; the tiles run through ``lax.map`` in vmapped groups of
+    ``tile_batch``, so memory is bounded by the group, not the image. With one tile this is
+    exactly ``grad_fn(image[None])[0]``.
+    """
+    h, w, c = image.shape
+    nh, th = tile_grid(h, tile_size)
+    nw, tw = tile_grid(w, tile_size)
+    if nh * nw == 1:
+        return grad_fn(image[None])[0]
+    padded = jnp.pad(image, ((0, nh * th - h), (0, nw * tw - w), (0, 0)), mode="edge")
+    tiles = padded.reshape(nh, th, nw, tw, c).transpose(0, 2, 1, 3, 4).reshape(nh * nw, th, tw, c)
+    grads = lax.map(lambda t: grad_fn(t[None])[0], tiles, batch_size=min(tile_batch, nh * nw))
+    grads = grads.reshape(nh, nw, th, tw, c).transpose(0, 2, 1, 3, 4).reshape(nh * th, nw * tw, c)
+    return grads[:h, :w]
+
+
+# ----------------------------------------------------------------------------------------------
+# the jitted ascent
+
+
+@functools.partial(jax.jit, static_argnames=("obj", "sched"))
+def ascend(params, image: jax.Array, key: jax.Array, weights: jax.Array, step_size: jax.Array,
+           guides: tuple | None, *, obj: Objective, sched: Schedule) -> jax.Array:
+    """``sched.steps`` DeepDream ascent steps on an (H, W, 3) RGB 0..255 image, in one jit.
+
+    Each step rolls the image by a random shift (up to ``sched.jitter`` px, plus up to a tile when
+    the image is tiled, so tile seams move every step), takes the objective's gradient, rolls it
+    back, normalises it, adds ``step_size`` times it and clips to 0..255. Step ``i`` draws its
+    shift from ``fold_in(key, i)``.
+    """
+    h, w, _ = image.shape
+    tiled = tile_grid(h, sched.tile_size)[0] * tile_grid(w, sched.tile_size)[0] > 1
+    value_grad = jax.grad(lambda x: _objective_value(params, x, weights, guides, obj))
+
+    def body(i, img):
+        k_jitter, k_tile = jax.random.split(jax.random.fold_in(key, i))
+        shift = jax.random.randint(k_jitter, (2,), -sched.jitter, sched.jitter + 1)
+        if tiled:
+            shift = shift + jax.random.randint(k_tile, (2,), 0, jnp.array([h, w]))
+        rolled = jnp.roll(img, (shift[0], shift[1]), axis=(0, 1))
+        g = tiled_gradient(value_grad, rolled, sched.tile_size, sched.tile_batch)
+        g = jnp.roll(g, (-shift[0], -shift[1]), axis=(0, 1))
+        g = normalize_gradient(g, sched.normalize, sched.lapnorm_levels)
+        return jnp.clip(img + step_size * g, 0.0, 255.0)
+
+    return lax.fori_loop(0, sched.steps, body, image)
+
+
+# ----------------------------------------------------------------------------------------------
+# settings parsing and the octave driver
+
+
+def parse_layers(text: str | Sequence) -> tuple[tuple[str, float], ...]:
+    """``"inception_4c/output:1,inception_4d/output:0.5"`` -> ((name, weight), ...)."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        if isinstance(item, tuple):
+            out.append((str(item[0]), float(item[1])))
+            continue
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, weight = item.rpartition(":")
+        if not sep or not _is_number(weight):
+            name, weight = item, "1"
+        out.append((name, float(weight)))
+    if not out:
+        raise SettingsError("no layers given")
+    return tuple(out)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_channels(text: str | Sequence[int] | int | None) -> tuple[int, ...] | None:
+    """``"139"`` or ``"10,20,30"`` or ``"10-19"`` -> a tuple of channel indices (None: all)."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, int):
+        return (text,)
+    if not isinstance(text, str):
+        return tuple(int(c) for c in text)
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    except ValueError:
+        raise SettingsError(f"--channels expects numbers like 139 or 10,20 or 10-19, got '{text}'") from None
+    return tuple(out)
+
+
+@dataclass
+class DreamProgress:
+    """What the driver reports after each octave (or zoom frame)."""
+
+    octave: int
+    octaves: int
+    shape: tuple[int, int]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    """Every DeepDream setting, validated; ``to_dict`` goes into the output's metadata."""
+
+    model: str = "googlenet"
+    layers: tuple[tuple[str, float], ...] = (("inception_4c/output", 1.0),)
+    channels: tuple[int, ...] | None = None
+    class_index: int | None = None
+    guide: str | None = None
+    guide_size: int = 224
+    steps: int = 10
+    octaves: int = 4
+    octave_scale: float = 1.4
+    step_size: float = 1.5
+    jitter: int = 32
+    normalize: str = "mean"
+    lapnorm_levels: int = 4
+    tile_size: int = 512
+    tile_batch: int = 4
+    pooling: str = "max"
+    seed: int = 0
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"}
+        d["layers"] = [f"{n}:{w:g}" for n, w in self.layers]
+        return d | self.extra
+
+
+def make_config(**settings) -> DreamConfig:
+    """Build and validate a :class:`DreamConfig` from keyword settings (strings allowed).
+
+    Raises:
+        SettingsError / LayerError: with one line naming the bad value.
+    """
+    cfg = DreamConfig(**{k: v for k, v in settings.items() if v is not None})
+    spec = get_spec(cfg.model)
+    layers = parse_layers(cfg.layers)
+    channels = parse_channels(cfg.channels)
+    cls = None if cfg.class_index is None else class_index(cfg.class_index)
+    if cls is not None:
+        if CLASS_LAYER not in spec.layers:
+            raise SettingsError(f"class dreams need a classifier; {spec.name} has none (use googlenet)")
+        layers = ((CLASS_LAYER, 1.0),)
+        if cfg.guide is not None:
+            raise SettingsError("choose either --class or --guide, not both")
+    spec.check_layers([n for n, _ in layers])
+    checks = [(cfg.steps >= 1, f"steps must be at least 1, got {cfg.steps}"),
+              (cfg.octaves >= 1, f"octaves must be at least 1, got {cfg.octaves}"),
+              (cfg.octave_scale >= 1.0, f"octave scale must be at least 1, got {cfg.octave_scale}"),
+              (cfg.step_size > 0, f"step size must be positive, got {cfg.step_size}"),
+              (cfg.jitter >= 0, f"jitter must be 0 or more, got {cfg.jitter}"),
+              (cfg.normalize in NORMALIZATIONS,
+               f"unknown gradient normalisation '{cfg.normalize}'; use one of {', '.join(NORMALIZATIONS)}"),
+              (cfg.lapnorm_levels >= 1, f"lapnorm levels must be at least 1, got {cfg.lapnorm_levels}"),
+              (cfg.tile_size >= 32, f"tile size must be at least 32 px, got {cfg.tile_size}"),
+              (cfg.tile_batch >= 1, f"tile batch must be at least 1, got {cfg.tile_batch}"),
+              (cfg.guide_size >= 1, f"guide size must be positive, got {cfg.guide_size}"),
+              (cfg.pooling in spec.poolings,
+               f"{spec.name} supports pooling {', '.join(spec.poolings)}, not '{cfg.pooling}'")]
+    for ok, message in checks:
+        if not ok:
+            raise SettingsError(message)
+    if any(w < 0 for _, w in layers):
+        raise SettingsError("layer weights must not be negative")
+    if channels is not None and cls is None:
+        for name, _ in layers:
+            n_channels = _channel_count(spec.name, name)
+            bad = [c for c in channels if not 0 <= c < n_channels]
+            if bad:
+                raise SettingsError(f"channel {bad[0]} is out of range for {name} "
+                                    f"({n_channels} channels: 0..{n_channels - 1})")
+    return replace(cfg, model=spec.name, layers=layers, channels=channels, class_index=cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _channel_count(model: str, layer: str) -> int:
+    spec = get_spec(model)
+    size = max(spec.min_size([layer]), 1)
+    module = spec.make((layer,), spec.poolings[0])
+    out = jax.eval_shape(lambda: module.init_with_output(jax.random.key(0),
+                                                         jnp.zeros((1, size, size, 3)))[0])
+    return int(out[layer].shape[-1])
+
+
+def octave_shapes(height: int, width: int, octaves: int, scale: float, min_size: int) -> list[tuple[int, int]]:
+    """Image shapes from the smallest octave to the full size; octaves below ``min_size`` dropped."""
+    shapes = []
+    for i in range(octaves):
+        h, w = round(height / scale ** i), round(width / scale ** i)
+        if min(h, w) < min_size:
+            break
+        shapes.append((h, w))
+    return shapes[::-1]
+
+
+def guide_features(net: Network, guide_image: np.ndarray, cfg: DreamConfig) -> tuple:
+    """Per-layer guide features (M, C) of a guide image (google/deepdream's objective_guide)."""
+    from .network import _features_jit
+    img = guide_image
+    if cfg.guide_size:
+        img = media.resize(img, media.fit_size(*img.shape[:2], cfg.guide_size))
+    names = tuple(n for n, _ in cfg.layers)
+    net.spec.check_size(img.shape[0], img.shape[1], names)
+    feats = _features_jit(net.params, jnp.asarray(img)[None], model=net.spec.name,
+                          pooling=cfg.pooling, layers=names)
+    return tuple(feats[n].reshape(-1, feats[n].shape[-1]) for n in names)
+
+
+class Dreamer:
+    """A loaded network plus validated settings; ``run`` dreams images, ``step`` one frame.
+
+    Keeping the network and guide features here lets the zoom and video drivers call the same
+    compiled ascent frame after frame.
+    """
+
+    def __init__(self, cfg: DreamConfig, network: Network | None = None, weights=None,
+                 guide_image: np.ndarray | None = None):
+        self.cfg = cfg
+        self.net = network or load_network(cfg.model, weights, cfg.pooling)
+        self.layer_names = tuple(n for n, _ in cfg.layers)
+        self.min_size = self.net.spec.min_size(self.layer_names)
+        kind = "class" if cfg.class_index is not None else ("guide" if guide_image is not None else "l2")
+        self.obj = Objective(cfg.model, self.layer_names, cfg.channels, kind, cfg.class_index, cfg.pooling)
+        self.weights = jnp.asarray([w for _, w in cfg.layers], jnp.float32)
+        self.guides = guide_features(self.net, guide_image, cfg) if guide_image is not None else None
+        self.key = jax.random.key(cfg.seed)
+
+    def schedule(self, steps: int | None = None) -> Schedule:
+        c = self.cfg
+        return Schedule(steps or c.steps, c.jitter, c.normalize, c.lapnorm_levels, c.tile_size, c.tile_batch)
+
+    def step(self, image, key, steps: int | None = None, layers: tuple[tuple[str, float], ...] | None = None):
+        """Run ``steps`` ascent steps on one image shape (jitted; compiled once per shape)."""
+        obj, weights = self.obj, self.weights
+        if layers is not None:
+            obj = replace(obj, layers=tuple(n for n, _ in layers))
+            weights = jnp.asarray([w for _, w in layers], jnp.float32)
+        return ascend(self.net.params, jnp.asarray(image, jnp.float32), key, weights,
+                      jnp.float32(self.cfg.step_size), self.guides, obj=obj, sched=self.schedule(steps))
+
+    def run(self, image: np.ndarray, progress: Callable[[DreamProgress], None] | None = None,
+            layers: tuple[tuple[str, float], ...] | None = None) -> np.ndarray:
+        """Dream an (H, W, 3) RGB 0..255 image through the octaves; returns float32 RGB.
+
+        ``layers`` overrides the configured (layer, weight) pairs (same compiled program per set).
+        """
+        import time
+        image = np.asarray(image, np.float32)
+        h, w = image.shape[:2]
+        self.net.spec.check_size(h, w, self.layer_names)
+        shapes = octave_shapes(h, w, self.cfg.octaves, self.cfg.octave_scale, self.min_size)
+        bases = [image if s == (h, w) else media.resize(image, s, "bilinear") for s in shapes]
+        detail = np.zeros_like(bases[0])
+        result = bases[0]
+        for octave, base in enumerate(bases):
+            start = time.perf_counter()
+            if detail.shape != base.shape:
+                detail = np.asarray(jax.image.resize(detail, base.shape, "linear"))
+            key = jax.random.fold_in(self.key, octave)
+            result = np.asarray(self.step(np.clip(base + detail, 0, 255), key, layers=layers))
+            detail = result - base
+            if progress is not None:
+                progress(DreamProgress(octave + 1, len(bases), base.shape[:2], time.perf_counter() - start))
+        return result
+
+
+def dream(image: np.ndarray, *, weights=None, guide: np.ndarray | None = None,
+          progress: Callable[[DreamProgress], None] | None = None, **settings) -> np.ndarray:
+    """DeepDream an image.
+
+    Args:
+        image: (H, W, 3) RGB, uint8 or float 0..255.
+        weights: explicit weights file (default: the store).
+        guide: a guide image (H, W, 3) for guided dreaming.
+        progress: called after each octave with a :class:`DreamProgress`.
+        **settings: any :class:`DreamConfig` field: ``layers`` ("name:weight,..."), ``channels``,
+            ``class_index``, ``steps``, ``octaves``, ``octave_scale``, ``step_size``, ``jitter``,
+            ``normalize``, ``lapnorm_levels``, ``tile_size``, ``seed``, ``model``, ...
+
+    Returns:
+        The dreamed image, float32 RGB 0..255, same shape as ``image``.
+
+    Example:
+        >>> out = jaxdream.dream(img, layers="inception_4c/output", octaves=4)  # doctest: +SKIP
+    """
+    cfg = make_config(**settings)
+    return Dreamer(cfg, weights=weights, guide_image=guide).run(np.asarray(image, np.float32), progress)

@@ -1,0 +1,748 @@
+"""Gatys et al. neural style transfer, with jcjohnson/neural-style's defaults and loss scale.
+
+The objective is a pure function of (image, params, targets, weights): VGG-19 activations of
+the image against precomputed content activations and (blended) style Gram matrices, plus total
+variation (see :mod:`jaxdream.losses` for the exact scale). The loss weights are traced arrays,
+so a sweep over them, or over seeds, runs as one ``vmap``-ed optimisation with one compile.
+
+Optimisers run inside ``jit`` in chunks (``lax.fori_loop`` over iterations, with the number of
+iterations a traced argument, so chunks of any length reuse one compiled program); Python sees
+each chunk through a callback, which is where the CLI updates its progress bar, prints, saves
+and handles Ctrl-C.
+
+L-BFGS is our own (see :func:`lbfgs_init` for why), Adam is optax's.
+
+Example:
+    >>> import jaxdream
+    >>> result = jaxdream.stylize("cat.jpg", ["starry.jpg"], size=256,
+    ...                           num_iterations=200)  # doctest: +SKIP
+    >>> jaxdream.media.save_image("out.png", result.image)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from . import color, media
+from .errors import SettingsError
+from .losses import content_loss, gram, style_loss, total_variation
+from .models import get_spec
+from .models.common import pool2x2
+from .models.vgg19 import BLOCKS
+
+__all__ = ["stylize", "StyleResult", "StyleProgress", "Objective", "prepare_targets",
+           "objective", "lbfgs_init", "lbfgs_chunk", "lbfgs_step", "adam_init", "adam_chunk",
+           "adam_step", "in_jit_loop_default",
+           "default_scales", "OPTIMIZERS", "INITS", "CONTENT_LAYERS", "STYLE_LAYERS"]
+
+CONTENT_LAYERS = ("relu4_2",)
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("random", "image", "content")
+#: Learning rates neural-style uses: 1 for L-BFGS (no line search), 10 for Adam.
+DEFAULT_LEARNING_RATE = {"lbfgs": 1.0, "adam": 1e1}
+#: The L-BFGS history (2 * corrections * pixels * 3 floats) is capped to this many bytes.
+LBFGS_HISTORY_BUDGET = 4 * 2**30
+#: Above this many pixels, gradients are rematerialised block by block (jax.checkpoint).
+REMAT_PIXELS = 1024 * 1024
+
+Params = Any
+
+
+# ------------------------------------------------------------------------------------------
+# The objective
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The static part of the objective (hashable: a ``jit`` static argument).
+
+    Attributes:
+        model: network name (``vgg19``).
+        pooling: ``max`` or ``avg``.
+        content_layers: layers of the content term.
+        style_layers: layers of the style term.
+        remat: recompute each VGG block's activations in the backward pass
+            (``jax.checkpoint``) instead of storing them: about a third more compute, a
+            fraction of the memory. Used automatically above :data:`REMAT_PIXELS`.
+    """
+
+    model: str = "vgg19"
+    pooling: str = "max"
+    content_layers: tuple[str, ...] = CONTENT_LAYERS
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    remat: bool = False
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        spec = get_spec(self.model)
+        wanted = set(self.content_layers) | set(self.style_layers)
+        return tuple(name for name in spec.layers if name in wanted)
+
+
+def _conv(x, p):
+    y = lax.conv_general_dilated(x, p["kernel"], (1, 1), ((1, 1), (1, 1)),
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + p["bias"]
+
+
+def _block_of(name: str) -> int:
+    return int(name[4])
+
+
+def _vgg_blocks(layers: Sequence[str], pooling: str):
+    """VGG-19 as a list of block functions ``(x, params) -> (x, {name: activation})``.
+
+    The same computation as :class:`jaxdream.models.vgg19.VGG19` (tested equal), split at the
+    pools so that each block can be rematerialised on its own; stops after the deepest layer.
+    """
+    wanted = set(layers)
+    deepest = max(_block_of(name) for name in wanted)
+    blocks = []
+    for b, n in enumerate(BLOCKS[:deepest], start=1):
+        here = frozenset(k for k in wanted if _block_of(k) == b)
+
+        def block(x, params, b=b, n=n, here=here, last=b == deepest):
+            out = {}
+            for i in range(1, n + 1):
+                x = _conv(x, params[f"conv{b}_{i}"])
+                if f"conv{b}_{i}" in here:
+                    out[f"conv{b}_{i}"] = x
+                x = jax.nn.relu(x)
+                if f"relu{b}_{i}" in here:
+                    out[f"relu{b}_{i}"] = x
+                if last and len(out) == len(here):
+                    return x, out
+            x = pool2x2(x, pooling)
+            if f"pool{b}" in here:
+                out[f"pool{b}"] = x
+            return x, out
+
+        blocks.append(block)
+    return blocks
+
+
+def features(params: Params, x: jax.Array, objective: Objective) -> dict[str, jax.Array]:
+    """Activations of ``objective.layers`` for a batch ``x`` (N, H, W, 3) in network space."""
+    if objective.model != "vgg19":
+        spec = get_spec(objective.model)
+        return spec.make(objective.layers, objective.pooling).apply(params, x)
+    feats = {}
+    for block in _vgg_blocks(objective.layers, objective.pooling):
+        x, out = block(x, params["params"])
+        feats.update(out)
+    return feats
+
+
+@functools.partial(jax.jit, static_argnames=("objective",))
+def _target_features(params, x, objective: Objective):
+    feats = features(params, x[None], objective)
+    return ({k: feats[k][0] for k in objective.content_layers},
+            {k: gram(feats[k][0]) for k in objective.style_layers})
+
+
+def prepare_targets(params: Params, content_x, style_xs, blend, objective: Objective) -> dict:
+    """Content activations and blended style Gram matrices, the objective's fixed targets.
+
+    Args:
+        params: the network's parameters.
+        content_x: the content image in network space (H, W, 3).
+        style_xs: style images in network space, each (h, w, 3), any sizes.
+        blend: one weight per style image; the target Gram of each layer is
+            ``sum_s blend_s G_s / sum_s blend_s`` (neural-style's ``-style_blend_weights``).
+            Matching the blended target has the same gradient as the blend-weighted sum of
+            per-style terms (they differ by a constant), at the cost of one comparison.
+
+    Returns:
+        ``{"content": {layer: (h, w, C)}, "gram": {layer: (C, C)}}``.
+    """
+    content, _ = _target_features(params, jnp.asarray(content_x), objective)
+    blend = np.asarray(blend, np.float64)
+    blend = blend / blend.sum()
+    grams = None
+    for w, sx in zip(blend, style_xs):
+        _, g = _target_features(params, jnp.asarray(sx), objective)
+        grams = ({k: w * v for k, v in g.items()} if grams is None
+                 else {k: grams[k] + w * v for k, v in g.items()})
+    return {"content": content, "gram": grams}
+
+
+def objective(x: jax.Array, params: Params, targets: dict, weights: dict,
+              spec: Objective) -> tuple[jax.Array, jax.Array]:
+    """The Gatys loss of one image.
+
+    Args:
+        x: (H, W, 3) image in the network's input space.
+        params: network parameters.
+        targets: from :func:`prepare_targets`.
+        weights: ``{"content", "style", "tv"}`` scalars (traced: no recompiles).
+        spec: the static :class:`Objective`.
+
+    Returns:
+        (total, parts) with parts = [content, style, tv].
+    """
+    w_content, w_style = weights["content"], weights["style"]
+
+    def layer_terms(out):
+        c = sum((content_loss(out[k][0], targets["content"][k], w_content)
+                 for k in spec.content_layers if k in out), jnp.float32(0))
+        s = sum((style_loss(gram(out[k][0]), targets["gram"][k], w_style)
+                 for k in spec.style_layers if k in out), jnp.float32(0))
+        return c, s
+
+    h = x[None]
+    content = style = jnp.float32(0)
+    if spec.model == "vgg19":
+        params_ = params["params"]
+        for block in _vgg_blocks(spec.layers, spec.pooling):
+            def run(h, params_, block=block):
+                h, out = block(h, params_)
+                return (h, *layer_terms(out))
+            if spec.remat:
+                run = jax.checkpoint(run)
+            h, c, s = run(h, params_)
+            content, style = content + c, style + s
+    else:
+        content, style = layer_terms(features(params, h, spec))
+    tv = total_variation(x, weights["tv"])
+    total = content + style + tv
+    return total, jnp.stack([content, style, tv])
+
+
+# ------------------------------------------------------------------------------------------
+# L-BFGS (neural-style's: Torch optim.lbfgs without line search) and Adam, in chunks
+# ------------------------------------------------------------------------------------------
+
+
+class LbfgsState(NamedTuple):
+    """L-BFGS state of a batch of B images.
+
+    The history is a ring buffer of ``m`` slots shared by the batch (one scalar ``head``, so
+    every update is an in-place slice write); a pair one member rejects (``y.s <= 1e-10``) is
+    stored with ``rho = 0``, which makes the two-loop recursion skip it for that member.
+    """
+
+    x: jax.Array          # (B, H, W, 3) the next points to evaluate
+    step: jax.Array       # (B, H, W, 3) the steps that led to x
+    g_prev: jax.Array     # (B, n) gradients at x - step
+    s_hist: jax.Array     # (m, B, n)
+    y_hist: jax.Array     # (m, B, n)
+    rho: jax.Array        # (m, B) 1 / (y.s), 0 for a rejected pair
+    head: jax.Array       # next slot to write
+    count: jax.Array      # slots written (at most m)
+    h_diag: jax.Array     # (B,) initial Hessian scale y.s / y.y
+    iteration: jax.Array  # evaluations done
+    losses: jax.Array     # (B, 4) [total, content, style, tv] of the last evaluated points
+
+
+def lbfgs_init(x: jax.Array, corrections: int) -> LbfgsState:
+    """Fresh L-BFGS state for a batch ``x`` (B, H, W, 3) with ``corrections`` history slots.
+
+    Why our own L-BFGS rather than ``optax.lbfgs``: neural-style's results and speed come from
+    Torch's ``optim.lbfgs`` as neural-style calls it: no line search, learning rate 1, first
+    step scaled by ``min(1, 1/|g|_1)``, 100 corrections. That costs exactly one loss-and-gradient
+    evaluation per iteration, where optax's zoom line search spends about four (and took 31 s to
+    compile here), so 1000 iterations mean the same work and the same numbers as there. The
+    Gatys objective is smooth enough that unit steps along the two-loop direction work well.
+    """
+    b, n = x.shape[0], x[0].size
+    return LbfgsState(
+        x=x, step=jnp.zeros_like(x), g_prev=jnp.zeros((b, n), x.dtype),
+        s_hist=jnp.zeros((corrections, b, n), x.dtype),
+        y_hist=jnp.zeros((corrections, b, n), x.dtype),
+        rho=jnp.zeros((corrections, b), x.dtype), head=jnp.int32(0), count=jnp.int32(0),
+        h_diag=jnp.ones((b,), jnp.float32), iteration=jnp.int32(0),
+        losses=jnp.zeros((b, 4), jnp.float32))
+
+
+def _dot(a, b):
+    return jnp.sum(a * b, axis=-1)
+
+
+def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr) -> LbfgsState:
+    """One evaluation, one history update, one step (Torch optim.lbfgs, no line search)."""
+    m = state.s_hist.shape[0]
+    batch = state.x.shape[0]
+    (f, parts), g = value_and_grad(state.x)
+    g = g.reshape(batch, -1)
+    # Store the pair of the previous step (written at iteration 0 too, as an empty slot that
+    # the head does not pass, to keep the update unconditional and in place).
+    s, y = state.step.reshape(batch, -1), g - state.g_prev
+    ys = _dot(y, s)
+    accept = (state.iteration > 0) & (ys > 1e-10)
+    write = state.iteration > 0
+    s_hist = lax.dynamic_update_index_in_dim(state.s_hist, s, state.head, 0)
+    y_hist = lax.dynamic_update_index_in_dim(state.y_hist, y, state.head, 0)
+    rho = lax.dynamic_update_index_in_dim(
+        state.rho, jnp.where(accept, 1.0 / jnp.where(accept, ys, 1.0), 0.0), state.head, 0)
+    h_diag = jnp.where(accept, ys / jnp.where(accept, _dot(y, y), 1.0), state.h_diag)
+    head = jnp.where(write, (state.head + 1) % m, state.head)
+    count = jnp.where(write, jnp.minimum(state.count + 1, m), state.count)
+
+    # Two-loop recursion, newest pair first.
+    def newest_first(i, carry):
+        q, alpha = carry
+        j = (head - 1 - i) % m
+        a = rho[j] * _dot(s_hist[j], q)
+        return q - a[:, None] * y_hist[j], alpha.at[i].set(a)
+
+    q, alpha = lax.fori_loop(0, count, newest_first, (-g, jnp.zeros((m, batch), g.dtype)))
+    r = q * h_diag[:, None]
+
+    def oldest_first(k, r):
+        i = count - 1 - k
+        j = (head - 1 - i) % m
+        b = rho[j] * _dot(y_hist[j], r)
+        return r + s_hist[j] * (alpha[i] - b)[:, None]
+
+    d = lax.fori_loop(0, count, oldest_first, r)
+    # Torch: the first step is scaled by min(1, 1/|g|_1); a non-descent direction (possible
+    # with float32 curvature pairs) falls back to that scaled steepest descent.
+    fresh = (state.iteration == 0) | (_dot(g, d) >= 0)
+    d = jnp.where(fresh[:, None], -g, d)
+    t = jnp.where(fresh, jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(g), axis=-1)), 1.0) * lr
+    step = (t[:, None] * d).reshape(state.x.shape)
+    return LbfgsState(
+        x=state.x + step, step=step, g_prev=g, s_hist=s_hist, y_hist=y_hist, rho=rho, head=head,
+        count=count, h_diag=h_diag, iteration=state.iteration + 1,
+        losses=jnp.concatenate([f[:, None], parts], axis=1))
+
+
+def _vg(params, targets, weights, spec):
+    return jax.value_and_grad(
+        lambda x: objective(x, params, targets, weights, spec), has_aux=True)
+
+
+def _batched_vg(params, targets, weights, spec):
+    """Loss and gradient of each image of a batch, each with its own loss weights."""
+    def one(x, w):
+        return _vg(params, targets, w, spec)(x)
+    return lambda xs: jax.vmap(one)(xs, weights)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
+def lbfgs_chunk(state: LbfgsState, params, targets, weights, n_steps, lr, spec: Objective):
+    """Run ``n_steps`` L-BFGS iterations (one evaluation each) for a batch of images.
+
+    Args:
+        state: :class:`LbfgsState` from :func:`lbfgs_init`, donated.
+        params, targets: shared by the batch.
+        weights: ``{"content", "style", "tv"}`` arrays of shape (B,).
+        n_steps: traced int: any chunk length reuses the compiled program.
+        lr: traced learning rate (1 as in neural-style).
+        spec: the static :class:`Objective`.
+    """
+    vg = _batched_vg(params, targets, weights, spec)
+    return lax.fori_loop(0, n_steps, lambda i, s: _lbfgs_iteration(s, vg, lr), state)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
+def lbfgs_step(state: LbfgsState, params, targets, weights, lr, spec: Objective):
+    """One L-BFGS iteration for a batch of images (see :func:`lbfgs_chunk`)."""
+    return _lbfgs_iteration(state, _batched_vg(params, targets, weights, spec), lr)
+
+
+class AdamState(NamedTuple):
+    """Adam state of one image."""
+
+    x: jax.Array
+    opt: Any
+    iteration: jax.Array
+    losses: jax.Array
+
+
+def adam_init(x: jax.Array) -> AdamState:
+    """Fresh Adam state at ``x`` (optax's Adam; the learning rate is passed per chunk)."""
+    return AdamState(x=x, opt=optax.adam(1.0).init(x), iteration=jnp.int32(0),
+                     losses=jnp.zeros((4,), jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
+def adam_chunk(state: AdamState, params, targets, weights, n_steps, lr, spec: Objective):
+    """Run ``n_steps`` Adam steps for a batch of images (see :func:`lbfgs_chunk`)."""
+    opt = optax.adam(lr)
+
+    def one(state, weights):
+        vg = _vg(params, targets, weights, spec)
+        return lax.fori_loop(0, n_steps, lambda i, s: _adam_iteration(s, vg, opt), state)
+    return jax.vmap(one)(state, weights)
+
+
+def _adam_iteration(s: AdamState, value_and_grad, opt) -> AdamState:
+    (f, parts), g = value_and_grad(s.x)
+    updates, o = opt.update(g, s.opt, s.x)
+    return AdamState(optax.apply_updates(s.x, updates), o, s.iteration + 1,
+                     jnp.concatenate([f[None], parts]))
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
+def adam_step(state: AdamState, params, targets, weights, lr, spec: Objective):
+    """One Adam step for a batch of images (see :func:`adam_chunk`)."""
+    return jax.vmap(lambda s, w: _adam_iteration(s, _vg(params, targets, w, spec), optax.adam(lr)))(
+        state, weights)
+
+
+def in_jit_loop_default() -> bool:
+    """Whether chunks run as one ``lax.fori_loop`` inside ``jit`` (default: not on CPU).
+
+    On XLA:CPU (jax 0.10.2) a VGG loss-and-gradient inside a while loop ran about 3.5 times
+    slower than the same computation as a top-level jitted call (0.70 s -> 2.46 s per
+    evaluation at 128 px, measured in one run), so on CPU a chunk is a Python loop over the
+    jitted one-iteration step (same compiled program every call, state donated, dispatch
+    costs microseconds). On GPU and TPU the whole chunk runs inside ``jit``.
+    """
+    return jax.default_backend() != "cpu"
+
+
+# ------------------------------------------------------------------------------------------
+# The driver
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StyleProgress:
+    """What the driver reports after each chunk.
+
+    Attributes:
+        scale: index of the current scale (0 = coarsest).
+        scales: number of scales.
+        size: (height, width) at this scale.
+        iteration: iterations done at this scale.
+        iterations: iterations planned at this scale.
+        losses: ``{"total", "content", "style", "tv"}`` -> (B,) arrays, at the last evaluated
+            iterate.
+        images: (B, H, W, 3) RGB 0..255 (clipped, colours post-processed) of the current state.
+        labels: one dict of swept settings per batch member.
+    """
+
+    scale: int
+    scales: int
+    size: tuple[int, int]
+    iteration: int
+    iterations: int
+    losses: dict[str, np.ndarray]
+    images: np.ndarray
+    labels: list[dict]
+
+
+@dataclass
+class StyleResult:
+    """The outcome of :func:`stylize`.
+
+    Attributes:
+        images: (B, H, W, 3) float32 RGB 0..255, one per swept setting (B = 1 without sweeps).
+        labels: the swept settings of each image (empty dicts without sweeps).
+        losses: ``{"total", "content", "style", "tv"}`` -> (B,) at the last evaluated iterate.
+        settings: the run's settings (for PNG metadata).
+    """
+
+    images: np.ndarray
+    labels: list[dict]
+    losses: dict[str, np.ndarray]
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The first (or only) result."""
+        return self.images[0]
+
+
+def default_scales(size: int, coarsest: int = 512) -> tuple[int, ...]:
+    """Automatic coarse-to-fine scales: ``size`` halved until at most ``coarsest``.
+
+    >>> default_scales(2048)
+    (512, 1024, 2048)
+    """
+    scales = [int(size)]
+    while scales[0] > coarsest:
+        scales.insert(0, scales[0] // 2)
+    return tuple(scales)
+
+
+def _as_list(value, name: str, cast=float) -> list:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        values = [cast(v) for v in value]
+    else:
+        values = [cast(value)]
+    if not values:
+        raise SettingsError(f"{name}: give at least one value")
+    return values
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def _load(image, size_longest: int | None, what: str) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return media.load_image(image, size=size_longest)
+    arr = np.asarray(image, np.float32)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise SettingsError(f"{what}: expected an (H, W, 3) RGB image, got shape {arr.shape}")
+    if size_longest is not None:
+        arr = media.resize(arr, media.fit_size(*arr.shape[:2], size_longest))
+    return arr
+
+
+def _iterations_per_scale(num_iterations, n_scales: int) -> list[int]:
+    if isinstance(num_iterations, (list, tuple)):
+        its = [int(v) for v in num_iterations]
+        if len(its) != n_scales:
+            raise SettingsError(f"num_iterations: {len(its)} values for {n_scales} scales")
+    else:
+        n = int(num_iterations)
+        its = [n] + [max(min(n, 50), n // 2 ** k) for k in range(1, n_scales)]
+    if any(v < 0 for v in its):
+        raise SettingsError(f"num_iterations must not be negative, got {num_iterations}")
+    return its
+
+
+def stylize(content, styles, *,
+            style_blend_weights: Sequence[float] | None = None,
+            content_weight: float | Sequence[float] = 5.0,
+            style_weight: float | Sequence[float] = 100.0,
+            tv_weight: float | Sequence[float] = 1e-3,
+            content_layers: Sequence[str] = CONTENT_LAYERS,
+            style_layers: Sequence[str] = STYLE_LAYERS,
+            num_iterations: int | Sequence[int] = 1000,
+            optimizer: str = "lbfgs",
+            learning_rate: float | None = None,
+            lbfgs_num_correction: int = 100,
+            size: int = 512,
+            scales: Sequence[int] | None = None,
+            init: str | Any = "random",
+            pooling: str = "max",
+            style_scale: float = 1.0,
+            original_colors: bool = False,
+            color_transfer: str | None = None,
+            seed: int | Sequence[int] = 0,
+            model: str = "vgg19",
+            weights: str | os.PathLike | None = None,
+            network=None,
+            chunk: int = 20,
+            remat: bool | None = None,
+            in_jit_loop: bool | None = None,
+            callback: Callable[[StyleProgress], Any] | None = None) -> StyleResult:
+    """Gatys style transfer with neural-style's defaults, coarse-to-fine and sweeps.
+
+    Args:
+        content: content image: a path or an (H, W, 3) RGB array in 0..255.
+        styles: one or more style images (paths or arrays).
+        style_blend_weights: relative weight of each style (default equal); see
+            :func:`prepare_targets`.
+        content_weight, style_weight, tv_weight: loss weights (neural-style: 5, 100, 1e-3).
+            Each may be a list: the run becomes a sweep over every combination.
+        content_layers, style_layers: VGG-19 activation names.
+        num_iterations: iterations at the coarsest scale (finer scales get half as many as the
+            scale before, at least ``min(50, n)``), or one count per scale.
+        optimizer: ``lbfgs`` (one evaluation per iteration) or ``adam``.
+        learning_rate: default 1 for L-BFGS, 10 for Adam (neural-style's).
+        lbfgs_num_correction: L-BFGS history length (capped so that the history stays under
+            :data:`LBFGS_HISTORY_BUDGET` bytes, with a warning).
+        size: longest side of the result in pixels.
+        scales: longest sides of the coarse-to-fine schedule, ending at ``size``; default
+            :func:`default_scales` for sizes above 512; ``()`` or ``[size]`` turns it off.
+        init: ``random`` (``0.001 * randn`` around the mean, as neural-style), ``image`` or
+            ``content`` (start from the content image), or an init image (path or array).
+        pooling: ``max`` or ``avg``.
+        style_scale: style images are resized to ``style_scale * size`` (longest side).
+        original_colors: keep the content's colours (transfer luminance only).
+        color_transfer: ``histogram`` or ``mean-cov``: recolour the style images to the
+            content's colour statistics before optimising.
+        seed: random seed of the ``random`` init; a list makes a sweep.
+        model, weights: the network (``vgg19``) and an explicit weights file.
+        network: an already loaded :class:`jaxdream.Network` (overrides model and weights).
+        chunk: iterations per jitted call (progress, saving and Ctrl-C happen in between).
+        remat: rematerialise activations in the backward pass (default: above 1024x1024 px).
+        in_jit_loop: run each chunk as one ``lax.fori_loop`` inside ``jit`` rather than a
+            Python loop over the jitted step (default :func:`in_jit_loop_default`).
+        callback: called with a :class:`StyleProgress` after every chunk; a truthy return
+            value ends the current scale early.
+
+    Returns:
+        A :class:`StyleResult`.
+
+    Raises:
+        SettingsError, LayerError, MediaError, WeightsError: bad settings or files; all are
+        checked before the network is loaded or any optimisation starts.
+    """
+    from .network import load_network
+
+    # ---- validate everything cheap first
+    if optimizer not in OPTIMIZERS:
+        raise SettingsError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}")
+    if isinstance(styles, (str, os.PathLike)) or (isinstance(styles, np.ndarray) and styles.ndim == 3):
+        styles = [styles]
+    styles = list(styles)
+    if not styles:
+        raise SettingsError("give at least one style image")
+    blend = [1.0] * len(styles) if style_blend_weights is None else _as_list(
+        style_blend_weights, "style blend weights")
+    if len(blend) != len(styles):
+        raise SettingsError(f"{len(blend)} style blend weights for {len(styles)} style images")
+    if any(b < 0 for b in blend) or sum(blend) <= 0:
+        raise SettingsError(f"style blend weights must be non-negative with a positive sum, "
+                            f"got {', '.join(map(_fmt, blend))}")
+    sweeps = {"content_weight": _as_list(content_weight, "content weight"),
+              "style_weight": _as_list(style_weight, "style weight"),
+              "tv_weight": _as_list(tv_weight, "tv weight"),
+              "seed": _as_list(seed, "seed", int)}
+    for name in ("content_weight", "style_weight", "tv_weight"):
+        bad = [v for v in sweeps[name] if not (v >= 0 and math.isfinite(v))]
+        if bad:
+            raise SettingsError(f"{name.replace('_', ' ')} must be a non-negative number, got "
+                                f"{_fmt(bad[0])}")
+    if lbfgs_num_correction < 1:
+        raise SettingsError(f"lbfgs num correction must be at least 1, got {lbfgs_num_correction}")
+    if chunk < 1:
+        raise SettingsError(f"chunk must be at least 1, got {chunk}")
+    if style_scale <= 0:
+        raise SettingsError(f"style scale must be positive, got {style_scale}")
+    if color_transfer is not None and color_transfer not in color.COLOR_TRANSFERS:
+        raise SettingsError(f"unknown colour transfer '{color_transfer}'; use one of "
+                            f"{', '.join(color.COLOR_TRANSFERS)}")
+    if isinstance(init, str) and init not in INITS and not os.path.exists(init):
+        raise SettingsError(f"init must be one of {', '.join(INITS)} or an image file; "
+                            f"'{init}' is neither")
+    spec = get_spec(model if network is None else network.spec.name)
+    if pooling not in spec.poolings:
+        raise SettingsError(f"{spec.name} supports pooling {', '.join(spec.poolings)}, not '{pooling}'")
+    content_layers = spec.check_layers(content_layers)
+    style_layers = spec.check_layers(style_layers)
+    if scales is None or len(scales) == 0:
+        scales = default_scales(size) if scales is None else (size,)
+    scales = tuple(int(s) for s in scales)
+    if any(s < 1 for s in scales) or list(scales) != sorted(scales):
+        raise SettingsError(f"scales must be increasing positive sizes, got {scales}")
+    if scales[-1] != size:
+        size = scales[-1]
+    iterations = _iterations_per_scale(num_iterations, len(scales))
+    lr = DEFAULT_LEARNING_RATE[optimizer] if learning_rate is None else float(learning_rate)
+
+    # ---- images (all read before the network loads, so a bad file fails fast)
+    content_full = _load(content, None, "content")
+    h0, w0 = content_full.shape[:2]
+    style_full = [_load(s, None, f"style image {i + 1}") for i, s in enumerate(styles)]
+    if color_transfer:
+        style_full = [color.match_color(s, content_full, color_transfer) for s in style_full]
+    sizes = [media.fit_size(h0, w0, s) for s in scales]
+    layers = tuple(dict.fromkeys(content_layers + style_layers))
+    spec.check_size(*sizes[0], layers)
+    style_sizes = [[media.fit_size(*s.shape[:2], max(1, round(sc * style_scale)))
+                    for s in style_full] for sc in scales]
+    for hw in style_sizes[0]:
+        try:
+            spec.check_size(*hw, style_layers)
+        except SettingsError as e:
+            raise SettingsError(f"style image (at style scale {style_scale:g}): {e}") from None
+    init_full = None
+    if not isinstance(init, str) or init not in INITS:
+        init_full = _load(init, None, "init image")
+
+    net = network if network is not None else load_network(spec.name, weights, pooling)
+    mean = net.spec.mean_bgr
+    combos = list(itertools.product(*sweeps.values()))
+    swept = [k for k, v in sweeps.items() if len(v) > 1]
+    labels = [{k: c[list(sweeps).index(k)] for k in swept} for c in combos]
+    batch = len(combos)
+    loss_weights = {
+        "content": jnp.asarray([c[0] for c in combos], jnp.float32),
+        "style": jnp.asarray([c[1] for c in combos], jnp.float32),
+        "tv": jnp.asarray([c[2] for c in combos], jnp.float32)}
+    seeds = [c[3] for c in combos]
+    settings = {"content_weight": sweeps["content_weight"], "style_weight": sweeps["style_weight"],
+                "tv_weight": sweeps["tv_weight"], "seed": sweeps["seed"],
+                "content_layers": list(content_layers), "style_layers": list(style_layers),
+                "num_iterations": iterations, "optimizer": optimizer, "learning_rate": lr,
+                "lbfgs_num_correction": lbfgs_num_correction, "scales": list(scales),
+                "init": init if isinstance(init, str) else "array", "pooling": pooling,
+                "style_scale": style_scale, "style_blend_weights": blend,
+                "original_colors": original_colors, "color_transfer": color_transfer,
+                "model": spec.name, "weights": net.weights_id}
+
+    def to_model(rgb):
+        return np.asarray(rgb, np.float32)[..., ::-1] - np.asarray(mean, np.float32)
+
+    def from_model(x):
+        return (np.asarray(x, np.float32) + np.asarray(mean, np.float32))[..., ::-1]
+
+    x = None
+    losses = None
+    for k, (hw, sc) in enumerate(zip(sizes, scales)):
+        content_rgb = media.resize(content_full, hw)
+
+        def postprocess(xs, content_rgb=content_rgb):
+            rgb = from_model(xs)
+            if original_colors:
+                return color.original_colors(rgb, content_rgb)
+            return np.clip(rgb, 0, 255)
+
+        use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if remat is None else bool(remat)
+        obj = Objective(spec.name, pooling, content_layers, style_layers, use_remat)
+        styles_x = [to_model(media.resize(s, shw)) for s, shw in zip(style_full, style_sizes[k])]
+        targets = prepare_targets(net.params, to_model(content_rgb), styles_x, blend, obj)
+        if k == 0:
+            if init_full is not None:
+                x0 = np.broadcast_to(to_model(media.resize(init_full, hw)), (batch, *hw, 3))
+            elif init in ("image", "content"):
+                x0 = np.broadcast_to(to_model(content_rgb), (batch, *hw, 3))
+            else:
+                x0 = np.stack([0.001 * np.asarray(jax.random.normal(
+                    jax.random.key(s), (*hw, 3), jnp.float32)) for s in seeds])
+        else:
+            x0 = np.stack([media.resize(xi, hw) for xi in np.asarray(x)])
+        x0 = jnp.asarray(x0, jnp.float32)
+        if optimizer == "lbfgs":
+            m = int(lbfgs_num_correction)
+            cap = max(1, int(LBFGS_HISTORY_BUDGET // (2 * batch * x0[0].size * 4)))
+            if m > cap:
+                warnings.warn(f"L-BFGS history limited to {cap} corrections at "
+                              f"{hw[1]}x{hw[0]} px (of {m}) to bound memory", stacklevel=2)
+                m = cap
+            state = lbfgs_init(x0, m)
+            run_chunk, run_step = lbfgs_chunk, lbfgs_step
+        else:
+            state = jax.vmap(adam_init)(x0)
+            run_chunk, run_step = adam_chunk, adam_step
+        if in_jit_loop is None:
+            in_jit_loop = in_jit_loop_default()
+        lr_arr = jnp.float32(lr)
+        done = 0
+        total = iterations[k]
+        while done < total:
+            n = min(chunk, total - done)
+            if in_jit_loop:
+                state = run_chunk(state, net.params, targets, loss_weights, jnp.int32(n), lr_arr,
+                                  spec=obj)
+            else:
+                for _ in range(n):
+                    state = run_step(state, net.params, targets, loss_weights, lr_arr, spec=obj)
+            done += n
+            raw = np.array(state.losses)
+            losses = {"total": raw[:, 0], "content": raw[:, 1], "style": raw[:, 2],
+                      "tv": raw[:, 3]}
+            x = np.array(state.x)
+            if callback is not None:
+                stop = callback(StyleProgress(k, len(scales), hw, done, total, losses,
+                                              postprocess(x), labels))
+                if stop:
+                    break
+        if x is None or x.shape[1:3] != tuple(hw):
+            x = np.asarray(state.x)
+    images = postprocess(x)
+    if losses is None:
+        losses = {k: np.full((batch,), np.nan, np.float32) for k in ("total", "content", "style", "tv")}
+    return StyleResult(images.astype(np.float32), labels, losses, settings)
