@@ -18,7 +18,7 @@ from jaxdream._version import __version__
 from jaxdream.errors import JaxdreamError
 
 #: Modules of ``jaxdream.cli`` that add commands, in help order.
-COMMAND_MODULES = ("basic", "dream", "style",)
+COMMAND_MODULES = ("basic", "dream", "style", "video")
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):

@@ -150,7 +150,7 @@ def loop_blend(frames: list[Callable[[], np.ndarray]], overlap: int) -> Iterator
 
 
 def finish(store: FrameStore, out: Path, kind: str, total: int, fps: float, loop_overlap: int = 0,
-           audio_from: str | None = None) -> Path:
+           audio_from: str | None = None, audio_start: float = 0.0) -> Path:
     """Assemble the output from the work folder and remove the folder (for file outputs)."""
     loaders = [lambda i=i: media.load_image(store.frame_path(i)) for i in range(total)]
     if kind == "frames":
@@ -165,7 +165,7 @@ def finish(store: FrameStore, out: Path, kind: str, total: int, fps: float, loop
             state.unlink(missing_ok=True)
         return out
     frames = loop_blend(loaders, loop_overlap) if loop_overlap else (f() for f in loaders)
-    media.write_video(out, frames, fps, audio_from=audio_from)
+    media.write_video(out, frames, fps, audio_from=audio_from, audio_start=audio_start)
     store.remove()
     return out
 

@@ -195,7 +195,8 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return frame[: h - h % 2, : w - w % 2]
 
 
-def write_video(path: str | os.PathLike, frames, fps: float, audio_from: str | None = None) -> Path:
+def write_video(path: str | os.PathLike, frames, fps: float, audio_from: str | None = None,
+                audio_start: float = 0.0) -> Path:
     """Encode an iterable of (H, W, 3) frames to MP4 (H.264, yuv420p) or GIF, atomically.
 
     Frames are consumed one at a time (an MP4 streams through ffmpeg; a GIF keeps only
@@ -206,6 +207,7 @@ def write_video(path: str | os.PathLike, frames, fps: float, audio_from: str | N
         frames: iterable of RGB frames (uint8 or float 0..255).
         fps: frames per second.
         audio_from: a video whose audio stream is copied into an MP4 (if it has one).
+        audio_start: where in ``audio_from`` the copied audio starts, in seconds.
 
     Raises:
         MediaError: unknown suffix, unwritable folder, no frames, encoder failure.
@@ -226,13 +228,14 @@ def write_video(path: str | os.PathLike, frames, fps: float, audio_from: str | N
             head.save(tmp, format="GIF", save_all=True, append_images=(palette(f) for f in frames),
                       duration=round(1000 / fps), loop=0, optimize=False)
             return
-        _write_mp4(tmp, first, frames, fps, audio_from)
+        _write_mp4(tmp, first, frames, fps, audio_from, audio_start)
 
     atomic_write(path, write)
     return path
 
 
-def _write_mp4(tmp: str, first: np.ndarray, frames, fps: float, audio_from: str | None) -> None:
+def _write_mp4(tmp: str, first: np.ndarray, frames, fps: float, audio_from: str | None,
+               audio_start: float = 0.0) -> None:
     import imageio_ffmpeg
     first = _even(to_uint8(first))
     h, w = first.shape[:2]
@@ -250,7 +253,7 @@ def _write_mp4(tmp: str, first: np.ndarray, frames, fps: float, audio_from: str 
         writer.close()
     if audio_from is not None:
         try:
-            _mux_audio(target, audio_from, tmp)
+            _mux_audio(target, audio_from, tmp, audio_start)
         finally:
             if os.path.exists(target):
                 os.unlink(target)
@@ -266,14 +269,15 @@ def has_audio(path: str | os.PathLike) -> bool:
     return any("Audio:" in line for line in result.stderr.splitlines() if "Stream #" in line)
 
 
-def _mux_audio(video: str, audio_source: str, out: str) -> None:
+def _mux_audio(video: str, audio_source: str, out: str, audio_start: float = 0.0) -> None:
     import subprocess
 
     import imageio_ffmpeg
     if not has_audio(audio_source):
         os.replace(video, out)
         return
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", video, "-i", audio_source,
+    seek = ["-ss", f"{audio_start:.6f}"] if audio_start > 0 else []
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", video, *seek, "-i", audio_source,
            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "copy", "-shortest",
            "-movflags", "+faststart", "-f", "mp4", out]
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -314,6 +318,8 @@ class VideoReader:
             gen.close()
             total, _ = imageio_ffmpeg.count_frames_and_secs(str(self.path))
         except (OSError, RuntimeError, StopIteration, ValueError):
+            if has_audio(self.path):
+                raise MediaError(f"{self.path}: the file has no frames (an audio stream only)") from None
             raise MediaError(f"{self.path}: not a video file ffmpeg can read") from None
         if total < 1 or not self.meta.get("fps"):
             raise MediaError(f"{self.path}: the video has no frames")

@@ -78,6 +78,9 @@ class Objective:
         remat: recompute each VGG block's activations in the backward pass
             (``jax.checkpoint``) instead of storing them: about a third more compute, a
             fraction of the memory. Used automatically above :data:`REMAT_PIXELS`.
+        temporal: add the video temporal term (Ruder et al.):
+            ``weight * mean(mask * (x - warped_prev)**2)`` over all H*W*3 elements, in network
+            space, with ``targets["temporal"] = {"image": (H, W, 3), "mask": (H, W, 1)}``.
     """
 
     model: str = "vgg19"
@@ -85,6 +88,12 @@ class Objective:
     content_layers: tuple[str, ...] = CONTENT_LAYERS
     style_layers: tuple[str, ...] = STYLE_LAYERS
     remat: bool = False
+    temporal: bool = False
+
+    @property
+    def n_losses(self) -> int:
+        """Width of the losses row: [total, content, style, tv(, temporal)]."""
+        return 5 if self.temporal else 4
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -188,11 +197,12 @@ def objective(x: jax.Array, params: Params, targets: dict, weights: dict,
         x: (H, W, 3) image in the network's input space.
         params: network parameters.
         targets: from :func:`prepare_targets`.
-        weights: ``{"content", "style", "tv"}`` scalars (traced: no recompiles).
+        weights: ``{"content", "style", "tv"}`` scalars (traced: no recompiles), plus
+            ``"temporal"`` when ``spec.temporal``.
         spec: the static :class:`Objective`.
 
     Returns:
-        (total, parts) with parts = [content, style, tv].
+        (total, parts) with parts = [content, style, tv] (and temporal when ``spec.temporal``).
     """
     w_content, w_style = weights["content"], weights["style"]
 
@@ -219,6 +229,10 @@ def objective(x: jax.Array, params: Params, targets: dict, weights: dict,
         content, style = layer_terms(features(params, h, spec))
     tv = total_variation(x, weights["tv"])
     total = content + style + tv
+    if spec.temporal:
+        t = targets["temporal"]
+        temporal = weights["temporal"] * jnp.mean(t["mask"] * (x - t["image"]) ** 2)
+        return total + temporal, jnp.stack([content, style, tv, temporal])
     return total, jnp.stack([content, style, tv])
 
 
@@ -245,11 +259,12 @@ class LbfgsState(NamedTuple):
     count: jax.Array      # slots written (at most m)
     h_diag: jax.Array     # (B,) initial Hessian scale y.s / y.y
     iteration: jax.Array  # evaluations done
-    losses: jax.Array     # (B, 4) [total, content, style, tv] of the last evaluated points
+    losses: jax.Array     # (B, 4|5) [total, content, style, tv(, temporal)] at the last points
 
 
-def lbfgs_init(x: jax.Array, corrections: int) -> LbfgsState:
-    """Fresh L-BFGS state for a batch ``x`` (B, H, W, 3) with ``corrections`` history slots.
+def lbfgs_init(x: jax.Array, corrections: int, n_losses: int = 4) -> LbfgsState:
+    """Fresh L-BFGS state for a batch ``x`` (B, H, W, 3) with ``corrections`` history slots
+    (``n_losses``: :attr:`Objective.n_losses`).
 
     Why our own L-BFGS rather than ``optax.lbfgs``: neural-style's results and speed come from
     Torch's ``optim.lbfgs`` as neural-style calls it: no line search, learning rate 1, first
@@ -265,7 +280,7 @@ def lbfgs_init(x: jax.Array, corrections: int) -> LbfgsState:
         y_hist=jnp.zeros((corrections, b, n), x.dtype),
         rho=jnp.zeros((corrections, b), x.dtype), head=jnp.int32(0), count=jnp.int32(0),
         h_diag=jnp.ones((b,), jnp.float32), iteration=jnp.int32(0),
-        losses=jnp.zeros((b, 4), jnp.float32))
+        losses=jnp.zeros((b, n_losses), jnp.float32))
 
 
 def _dot(a, b):
@@ -364,10 +379,10 @@ class AdamState(NamedTuple):
     losses: jax.Array
 
 
-def adam_init(x: jax.Array) -> AdamState:
+def adam_init(x: jax.Array, n_losses: int = 4) -> AdamState:
     """Fresh Adam state at ``x`` (optax's Adam; the learning rate is passed per chunk)."""
     return AdamState(x=x, opt=optax.adam(1.0).init(x), iteration=jnp.int32(0),
-                     losses=jnp.zeros((4,), jnp.float32))
+                     losses=jnp.zeros((n_losses,), jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
@@ -529,6 +544,7 @@ def stylize(content, styles, *,
             original_colors: bool = False,
             color_transfer: str | None = None,
             seed: int | Sequence[int] = 0,
+            temporal: tuple | None = None,
             model: str = "vgg19",
             weights: str | os.PathLike | None = None,
             network=None,
@@ -563,6 +579,11 @@ def stylize(content, styles, *,
         color_transfer: ``histogram`` or ``mean-cov``: recolour the style images to the
             content's colour statistics before optimising.
         seed: random seed of the ``random`` init; a list makes a sweep.
+        temporal: ``(image, mask, weight)`` adds the video temporal loss
+            ``weight * mean(mask * (x - image)**2)`` over all pixels and channels in network
+            space (Ruder et al.; ``image`` RGB 0..255 (H, W, 3) -- the previous stylised frame
+            warped into this one -- and ``mask`` (H, W) with 1 where the warp is reliable),
+            both resized to each scale.
         model, weights: the network (``vgg19``) and an explicit weights file.
         network: an already loaded :class:`jaxdream.Network` (overrides model and weights).
         chunk: iterations per jitted call (progress, saving and Ctrl-C happen in between).
@@ -651,6 +672,15 @@ def stylize(content, styles, *,
     init_full = None
     if not isinstance(init, str) or init not in INITS:
         init_full = _load(init, None, "init image")
+    if temporal is not None:
+        t_image, t_mask, t_weight = temporal
+        t_image = np.asarray(t_image, np.float32)
+        t_mask = np.asarray(t_mask, np.float32)
+        if t_image.shape != content_full.shape or t_mask.shape != content_full.shape[:2]:
+            raise SettingsError(f"temporal target {t_image.shape} and mask {t_mask.shape} must match "
+                                f"the content image {content_full.shape}")
+        if not (t_weight >= 0 and math.isfinite(t_weight)):
+            raise SettingsError(f"temporal weight must be a non-negative number, got {t_weight}")
 
     net = network if network is not None else load_network(spec.name, weights, pooling)
     mean = net.spec.mean_bgr
@@ -662,6 +692,8 @@ def stylize(content, styles, *,
         "content": jnp.asarray([c[0] for c in combos], jnp.float32),
         "style": jnp.asarray([c[1] for c in combos], jnp.float32),
         "tv": jnp.asarray([c[2] for c in combos], jnp.float32)}
+    if temporal is not None:
+        loss_weights["temporal"] = jnp.full((len(combos),), t_weight, jnp.float32)
     seeds = [c[3] for c in combos]
     settings = {"content_weight": sweeps["content_weight"], "style_weight": sweeps["style_weight"],
                 "tv_weight": sweeps["tv_weight"], "seed": sweeps["seed"],
@@ -672,6 +704,8 @@ def stylize(content, styles, *,
                 "style_scale": style_scale, "style_blend_weights": blend,
                 "original_colors": original_colors, "color_transfer": color_transfer,
                 "model": spec.name, "weights": net.weights_id}
+    if temporal is not None:
+        settings["temporal_weight"] = float(t_weight)
 
     def to_model(rgb):
         return np.asarray(rgb, np.float32)[..., ::-1] - np.asarray(mean, np.float32)
@@ -691,9 +725,14 @@ def stylize(content, styles, *,
             return np.clip(rgb, 0, 255)
 
         use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if remat is None else bool(remat)
-        obj = Objective(spec.name, pooling, content_layers, style_layers, use_remat)
+        obj = Objective(spec.name, pooling, content_layers, style_layers, use_remat,
+                        temporal is not None)
         styles_x = [to_model(media.resize(s, shw)) for s, shw in zip(style_full, style_sizes[k])]
         targets = prepare_targets(net.params, to_model(content_rgb), styles_x, blend, obj)
+        if temporal is not None:
+            mask_k = media.resize(t_mask[..., None], hw, "bilinear")
+            targets["temporal"] = {"image": jnp.asarray(to_model(media.resize(t_image, hw))),
+                                   "mask": jnp.asarray(np.clip(mask_k, 0, 1))}
         if k == 0:
             if init_full is not None:
                 x0 = np.broadcast_to(to_model(media.resize(init_full, hw)), (batch, *hw, 3))
@@ -712,10 +751,10 @@ def stylize(content, styles, *,
                 warnings.warn(f"L-BFGS history limited to {cap} corrections at "
                               f"{hw[1]}x{hw[0]} px (of {m}) to bound memory", stacklevel=2)
                 m = cap
-            state = lbfgs_init(x0, m)
+            state = lbfgs_init(x0, m, obj.n_losses)
             run_chunk, run_step = lbfgs_chunk, lbfgs_step
         else:
-            state = jax.vmap(adam_init)(x0)
+            state = jax.vmap(lambda x: adam_init(x, obj.n_losses))(x0)
             run_chunk, run_step = adam_chunk, adam_step
         if in_jit_loop is None:
             in_jit_loop = in_jit_loop_default()
@@ -734,6 +773,8 @@ def stylize(content, styles, *,
             raw = np.array(state.losses)
             losses = {"total": raw[:, 0], "content": raw[:, 1], "style": raw[:, 2],
                       "tv": raw[:, 3]}
+            if obj.temporal:
+                losses["temporal"] = raw[:, 4]
             x = np.array(state.x)
             if callback is not None:
                 stop = callback(StyleProgress(k, len(scales), hw, done, total, losses,

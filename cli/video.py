@@ -1,0 +1,189 @@
+"""``jaxdream video``: temporally consistent style transfer or DeepDream of a clip."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxdream.errors import SettingsError
+
+from .basic import positive_int
+from .dream import add_dream_options, dream_config, make_dreamer
+
+
+def register(sub) -> None:
+    from jaxdream import style as st
+    from jaxdream import video as vd
+    p = sub.add_parser(
+        "video", help="stylise (--style) or dream (--dream) a video, frame by frame with optical flow",
+        description="Stylise a clip with --style (Ruder et al.: each frame starts from the previous "
+                    "stylised frame warped by the optical flow, plus a temporal loss outside "
+                    "occlusions) or DeepDream it with --dream (each frame starts from the warped "
+                    "previous dream blended with the new frame). Writes MP4 (H.264, the source's "
+                    "audio copied), GIF or a folder of PNG frames.")
+    p.add_argument("input", help="video file (anything ffmpeg reads)")
+    p.add_argument("-o", "--output", required=True, help="out.mp4, out.gif or a folder/ for PNG frames")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--style", "-s", action="append", metavar="IMAGE",
+                      help="style image (repeat to blend several)")
+    mode.add_argument("--dream", action="store_true", help="DeepDream the clip instead")
+    v = p.add_argument_group("video")
+    v.add_argument("--start", type=int, default=0, help="first frame to use (default 0)")
+    v.add_argument("--end", type=int, help="frame to stop before (default: the end)")
+    v.add_argument("--frames", type=positive_int, help="number of frames from --start")
+    v.add_argument("--fps", type=float, help="output frame rate (default: the clip's)")
+    v.add_argument("--init", default="prev-warped", choices=vd.INITS,
+                   help="how frames after the first start (default prev-warped)")
+    v.add_argument("--no-motion-boundaries", action="store_true",
+                   help="only occlusions (not motion boundaries) are excluded from the temporal loss")
+    v.add_argument("--resume", action="store_true", help="continue an interrupted run from its last frame")
+    v.add_argument("--compare-independent", action="store_true",
+                   help="also process every frame independently (not written) and print its "
+                        "temporal error next to this run's")
+    s = p.add_argument_group("style (with --style)")
+    s.add_argument("--iterations-first", type=positive_int, default=400,
+                   help="iterations for the first frame (default 400)")
+    s.add_argument("--iterations", type=positive_int, default=100,
+                   help="iterations for each later frame (default 100)")
+    s.add_argument("--temporal-weight", type=float, default=1e3,
+                   help="weight of the temporal loss, artistic-videos' scale (default 1e3)")
+    s.add_argument("--first-init", default="content",
+                   help="init of the first frame: content (default), random or an image file")
+    s.add_argument("--scales-first", metavar="S1,S2,..",
+                   help="coarse-to-fine longest sides for the first frame (the last one = --size)")
+    s.add_argument("--style-blend-weights", metavar="W1,W2", help="relative weight of each style")
+    s.add_argument("--content-weight", type=float, default=5.0, help="default 5")
+    s.add_argument("--style-weight", type=float, default=100.0, help="default 100")
+    s.add_argument("--tv-weight", type=float, default=1e-3, help="default 1e-3")
+    s.add_argument("--content-layers", default=",".join(st.CONTENT_LAYERS), metavar="LAYERS")
+    s.add_argument("--style-layers", default=",".join(st.STYLE_LAYERS), metavar="LAYERS")
+    s.add_argument("--optimizer", default="lbfgs", help="lbfgs (default) or adam")
+    s.add_argument("--learning-rate", type=float, help="default 1 for lbfgs, 10 for adam")
+    s.add_argument("--lbfgs-num-correction", type=positive_int, default=100, help="default 100")
+    s.add_argument("--pooling", default="max", help="VGG pooling: max (default) or avg")
+    s.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to --size")
+    s.add_argument("--original-colors", action="store_true", help="keep the content's colours")
+    s.add_argument("--color-transfer", help="histogram or mean-cov")
+    d = p.add_argument_group("dream frames (with --dream)")
+    d.add_argument("--blend", type=float, default=0.6,
+                   help="share of the warped previous dream in each new frame's start (default 0.6)")
+    d.add_argument("--steps-per-frame", type=positive_int, default=5,
+                   help="dream steps for each frame after the first (default 5)")
+    add_dream_options(p)
+    p.set_defaults(func=cmd_video)
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _check_size(args, hw: tuple[int, int]) -> None:
+    from jaxdream.models import get_spec
+    if args.dream:
+        cfg = dream_config(args)
+        spec, layers = get_spec(cfg.model), [n for n, _ in cfg.layers]
+    else:
+        spec, layers = get_spec("vgg19"), _names(args.content_layers) + _names(args.style_layers)
+    spec.check_size(*hw, spec.check_layers(layers))
+
+
+def _maker(args):
+    from jaxdream import video as vd
+    if args.dream:
+        cfg = dream_config(args)
+        return vd.DreamFrames(make_dreamer(args, cfg), blend=args.blend, steps_per_frame=args.steps_per_frame)
+    if args.model not in ("googlenet", "vgg19"):  # --model belongs to the dream options
+        raise SettingsError(f"style transfer uses vgg19, not '{args.model}'")
+    blend = None
+    if args.style_blend_weights:
+        try:
+            blend = [float(x) for x in args.style_blend_weights.split(",")]
+        except ValueError:
+            raise SettingsError(f"--style-blend-weights: expected numbers, got '{args.style_blend_weights}'") from None
+    scales = None
+    if args.scales_first:
+        try:
+            scales = [int(x) for x in args.scales_first.split(",")]
+        except ValueError:
+            raise SettingsError(f"--scales-first: expected whole numbers, got '{args.scales_first}'") from None
+    for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
+        value = getattr(args, name)
+        if not value >= 0:
+            raise SettingsError(f"--{name.replace('_', '-')} must not be negative, got {value:g}")
+    if args.optimizer.lower() not in ("lbfgs", "adam"):
+        raise SettingsError(f"unknown optimizer '{args.optimizer}'; use lbfgs or adam")
+    return vd.StyleFrames(
+        args.style, iterations_first=args.iterations_first, iterations=args.iterations,
+        temporal_weight=args.temporal_weight, first_init=args.first_init, scales_first=scales,
+        weights=args.weights, style_blend_weights=blend, content_weight=args.content_weight,
+        style_weight=args.style_weight, tv_weight=args.tv_weight,
+        content_layers=_names(args.content_layers), style_layers=_names(args.style_layers),
+        optimizer=args.optimizer.lower(), learning_rate=args.learning_rate,
+        lbfgs_num_correction=args.lbfgs_num_correction, pooling=args.pooling,
+        style_scale=args.style_scale, original_colors=args.original_colors,
+        color_transfer=args.color_transfer, seed=args.seed)
+
+
+def cmd_video(args) -> int:
+    from jaxdream import media
+    from jaxdream import video as vd
+    from jaxdream.progress import bar
+
+    from .main import enable_compilation_cache
+    if args.frames is not None:
+        if args.end is not None:
+            raise SettingsError("give either --end or --frames, not both")
+        args.end = args.start + args.frames
+    settings = vd.VideoSettings(size=args.size, start=args.start, end=args.end, init=args.init,
+                                motion_boundaries=not args.no_motion_boundaries, fps=args.fps)
+    settings.validate()
+    media.check_animation_output(args.output)
+    # a bad clip, range or size fails before any weights load
+    reader = media.VideoReader(args.input, args.size, args.start, args.end)
+    _check_size(args, reader.frame_size[::-1])
+    if args.style:
+        from jaxdream.style import _load
+        for i, path in enumerate(args.style):  # a missing style image fails fast too
+            _load(path, 16, f"style image {i + 1}")
+    enable_compilation_cache()
+    maker = _maker(args)
+    quiet = args.quiet
+    pbar = None
+
+    def progress(p: vd.VideoProgress):
+        nonlocal pbar
+        if pbar is None:
+            pbar = bar(total=p.frames, desc="frames", unit="frame", disable=True if quiet else None)
+            pbar.update(p.frame - 1)
+        parts = [f"{p.seconds:.1f} s"]
+        if p.loss is not None:
+            parts.append(f"loss {p.loss:.4g}")
+        if p.temporal_error is not None:
+            parts.append(f"temporal error {p.temporal_error:.4g}")
+        pbar.set_postfix_str(", ".join(parts))
+        pbar.update(1)
+        if pbar.disable and not quiet:
+            print(f"frame {p.frame}/{p.frames}: " + ", ".join(parts), flush=True)
+
+    try:
+        result = vd.process(args.input, args.output, maker, settings, resume=args.resume,
+                            compare_independent=args.compare_independent, progress=progress)
+    except KeyboardInterrupt:
+        print("jaxdream: interrupted; finished frames are kept, continue with the same command "
+              "and --resume", file=sys.stderr)
+        return 130
+    finally:
+        if pbar is not None:
+            pbar.close()
+    if not quiet:
+        later = result.seconds_per_frame[1:]
+        timing = f", {sum(later) / len(later):.2f} s per frame after the first" if later else ""
+        print(f"wrote {result.path} ({result.frames} frames at {result.fps:g} fps{timing})")
+    if result.temporal_error is not None:
+        print(f"temporal error (mean squared warping error between consecutive frames over "
+              f"reliable pixels): {result.temporal_error:.4g}")
+    if result.independent_error is not None:
+        ratio = result.temporal_error / result.independent_error if result.independent_error else float("nan")
+        print(f"temporal error of independent per-frame processing: {result.independent_error:.4g} "
+              f"(this run / independent = {ratio:.3f})")
+    return 0
