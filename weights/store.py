@@ -157,18 +157,19 @@ def download(info: WeightsInfo, url: str | None = None, progress: ProgressFactor
 def _save_npz(flat: dict[str, np.ndarray], provenance: dict, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".npz")
+    meta = target.with_suffix(".json")
+    meta_tmp = meta.with_name(f".{meta.name}.tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **flat)
-        meta = target.with_suffix(".json")
-        meta_tmp = meta.with_name(f".{meta.name}.tmp")
         meta_tmp.write_text(json.dumps(provenance, indent=2))
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
         os.replace(meta_tmp, meta)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, meta_tmp):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
