@@ -31,12 +31,32 @@ def _pool_padding(size: int, kernel: int, stride: int, pad: int) -> tuple[int, i
 
 
 def caffe_max_pool(x: jax.Array, kernel: int, stride: int, pad: int = 0) -> jax.Array:
-    """Caffe MAX pooling of an NHWC array (padding never wins the max)."""
+    """Caffe MAX pooling of an NHWC array (padding never wins the max).
+
+    Written as a separable maximum of strided slices (along W, then along H) rather than
+    ``lax.reduce_window``: the same values, but its gradient is elementwise selects instead of
+    XLA's select-and-scatter, which on CPU cost as much as GoogLeNet's convolutions. One
+    DeepDream gradient to inception_4c at 512x340 px went from 0.69 to 0.48 s (same run).
+    On exact ties the gradient is shared between the tied inputs (reduce_window gives it to
+    one); in GoogLeNet the pooled values are post-ReLU, where ties are zeros whose gradient
+    the ReLU stops anyway.
+    """
     ph = _pool_padding(x.shape[1], kernel, stride, pad)
     pw = _pool_padding(x.shape[2], kernel, stride, pad)
-    return lax.reduce_window(
-        x, -jnp.inf, lax.max, (1, kernel, kernel, 1), (1, stride, stride, 1),
-        ((0, 0), ph, pw, (0, 0)))
+    oh = caffe_pool_size(x.shape[1], kernel, stride, pad)
+    ow = caffe_pool_size(x.shape[2], kernel, stride, pad)
+    if oh < 1 or ow < 1:  # too small: an empty result, as reduce_window gives
+        return jnp.zeros((x.shape[0], max(oh, 0), max(ow, 0), x.shape[3]), x.dtype)
+    xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)), constant_values=-jnp.inf)
+    cols = xp
+    for j in range(kernel):
+        part = lax.slice_in_dim(xp, j, j + (ow - 1) * stride + 1, stride, axis=2)
+        cols = part if j == 0 else jnp.maximum(cols, part)
+    out = cols
+    for i in range(kernel):
+        part = lax.slice_in_dim(cols, i, i + (oh - 1) * stride + 1, stride, axis=1)
+        out = part if i == 0 else jnp.maximum(out, part)
+    return out
 
 
 def _avg_counts(size: int, kernel: int, stride: int, pad: int) -> np.ndarray:
@@ -63,14 +83,20 @@ def lrn_across_channels(x: jax.Array, local_size: int = 5, alpha: float = 1e-4,
     """Caffe LRN (ACROSS_CHANNELS): ``x / (k + alpha/n * sum of x^2 over n channels)^beta``.
 
     The windowed channel sum is a matmul with a banded 0/1 matrix, which is cheaper on CPU
-    (forward and backward) than a reduce_window over the channel axis.
+    (forward and backward) than a reduce_window over the channel axis. With Caffe's beta 0.75
+    the power is ``rsqrt(t) * sqrt(rsqrt(t))`` (equal to 1e-7 relative), cheaper than ``pow``
+    in both passes (7% of a DeepDream gradient).
     """
     channels = x.shape[-1]
     half = local_size // 2
     idx = np.arange(channels)
     band = (np.abs(idx[:, None] - idx[None, :]) <= half).astype(np.float32)
     summed = jnp.dot(x * x, jnp.asarray(band, x.dtype), precision=lax.Precision.HIGHEST)
-    return x * (k + (alpha / local_size) * summed) ** (-beta)
+    t = k + (alpha / local_size) * summed
+    if beta == 0.75:
+        r = lax.rsqrt(t)
+        return x * (r * jnp.sqrt(r))
+    return x * t ** (-beta)
 
 
 def pool2x2(x: jax.Array, mode: str) -> jax.Array:
