@@ -318,7 +318,11 @@ def test_cli_smoke_two_chunks_sweep(tmp_path, pngs, vgg_h5):
         [sys.executable, "-m", "jaxdream.cli.main", "style", str(content), "--style", str(style_img),
          "-o", str(out), "--size", "32", "--num-iterations", "4", "--chunk", "2", "--save-iter", "2",
          "--print-iter", "2", "--style-weight", "100,1000", "--weights", str(vgg_h5)],
-        capture_output=True, text=True, env=env, timeout=300)
+        capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL,
+        # not the checkout: `python -m` puts the working folder first on sys.path, and the
+        # source tree's jaxdream/ (without cli/, which installs from the top level) would shadow
+        # the installed package
+        cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("iteration")]
     assert [ln.split(":")[0] for ln in lines] == ["iteration 2/4 [sw=100]", "iteration 2/4 [sw=1000]",
