@@ -323,6 +323,9 @@ class VideoReader:
             raise MediaError(f"{self.path}: not a video file ffmpeg can read") from None
         if total < 1 or not self.meta.get("fps"):
             raise MediaError(f"{self.path}: the video has no frames")
+        if total == 1:  # ffmpeg reads a photo as a one-frame "video"
+            raise MediaError(f"{self.path}: a single still frame, not a video (for one image use "
+                             f"'jaxdream style' or 'jaxdream dream')")
         if start < 0 or (end is not None and end <= start):
             raise SettingsError(f"frame range {start}..{end} is empty")
         if start >= total:

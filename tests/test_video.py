@@ -15,6 +15,7 @@ import imageio_ffmpeg
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 from test_style import as_params, vgg_layers
 from weightfiles import REAL_SKIP_REASON, REAL_WEIGHTS
 
@@ -263,19 +264,23 @@ def bad_media(tmp_path_factory) -> dict[str, Path]:
     audio_only = folder / "audio_only.mp4"
     subprocess.run([FFMPEG, "-y", "-loglevel", "error", "-f", "lavfi", "-i",
                     "sine=frequency=440:duration=0.5", "-c:a", "aac", str(audio_only)], check=True)
-    return {"text": text, "audio_only": audio_only}
+    photo = folder / "photo.png"
+    Image.fromarray(np.full((24, 32, 3), 128, np.uint8)).save(photo)
+    return {"text": text, "audio_only": audio_only, "photo": photo}
 
 
-@pytest.mark.parametrize("case", ["not a video", "zero frames", "unknown codec", "missing style",
+@pytest.mark.parametrize("case", ["not a video", "still image", "zero frames", "unknown codec", "missing style",
                                   "both modes", "negative temporal weight", "too small"])
 def test_cli_video_bad_inputs(case, clip, bad_media, style_png, tmp_path, capsys, jaxdream_home):
     out = tmp_path / "out.mp4"
     argv = ["video", clip, "--style", style_png, "-o", out, "--weights", tmp_path / "none.h5"]
-    needle = {"not a video": "not a video", "zero frames": "no frames",
+    needle = {"not a video": "not a video", "still image": "single still frame", "zero frames": "no frames",
               "unknown codec": ".avi", "missing style": "not found", "both modes": "not allowed",
               "negative temporal weight": "temporal-weight", "too small": "px"}[case]
     if case == "not a video":
         argv[1] = bad_media["text"]
+    elif case == "still image":
+        argv[1] = bad_media["photo"]
     elif case == "zero frames":
         argv[1] = bad_media["audio_only"]
     elif case == "unknown codec":
