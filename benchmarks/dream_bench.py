@@ -3,20 +3,33 @@
 Runs on synthetic weights of the real GoogLeNet shapes (speed does not depend on the values)
 unless ``--weights`` names a file. Every ratio printed is measured in this one run.
 
-    python benchmarks/dream_bench.py [--sizes 512,1024] [--steps 5] [--weights FILE]
+Also prints the compile time of the four octave programs of a default 512 px dream, one after
+another versus side by side (``Dreamer.precompile``), and with ``--end-to-end`` the wall time
+of ``jaxdream dream`` on a 512 px image in a fresh process with an empty cache (first run)
+and again with the persistent compilation cache filled (warm run).
+
+    python benchmarks/dream_bench.py [--sizes 512,1024] [--steps 5] [--weights FILE] [--end-to-end]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdream.dream import Objective, Schedule, ascend
+from jaxdream.dream import Objective, Schedule, ascend, octave_shapes
 from jaxdream.network import param_shapes, unflatten
+
+CHELSEA = Path(__file__).resolve().parents[2] / "shared" / "media" / "chelsea.png"
 
 
 def random_params(model: str, seed: int = 0):
@@ -44,6 +57,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed call")
     parser.add_argument("--layer", default="inception_4c/output")
     parser.add_argument("--weights", help="real weights file (default: random weights)")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="also time `jaxdream dream` at 512 px, first and warm run (needs the "
+                             "real GoogLeNet weights in $JAXDREAM_WEIGHTS_DIR or the cache)")
     args = parser.parse_args()
 
     if args.weights:
@@ -66,7 +82,8 @@ def main() -> None:
         compile_s = time.perf_counter() - start
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
-        flops = float(cost.get("flops", float("nan"))) / args.steps
+        # XLA's cost analysis counts a while loop's body once: this is one step's FLOPs
+        flops = float(cost.get("flops", float("nan")))
         compiled(params, image, key, w, step, None).block_until_ready()  # warm
         start = time.perf_counter()
         compiled(params, image, key, w, step, None).block_until_ready()
@@ -74,8 +91,53 @@ def main() -> None:
         rate = flops / per_step
         print(f"{size:>4d}x{size:<4d} {compile_s:>10.2f} {per_step:>8.3f} {flops / 1e9:>11.1f} "
               f"{rate / 1e9:>8.1f} {rate / peak:>10.2f}")
+
+    # the four programs of a default 512x341 dream: serial vs side-by-side compilation
+    shapes = octave_shapes(341, 512, 4, 1.4, 1)
+    obj = Objective()
+
+    def compile_shape(shape, steps):
+        return ascend.lower(params, jax.ShapeDtypeStruct((*shape, 3), jnp.float32), jax.random.key(0),
+                            jnp.ones((1,), jnp.float32), jnp.float32(1.5), None, obj=obj,
+                            sched=Schedule(steps=steps)).compile()
+
+    start = time.perf_counter()
+    for shape in shapes:
+        compile_shape(shape, 10)
+    serial = time.perf_counter() - start
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(shapes)) as pool:  # other steps: nothing cached in memory
+        list(pool.map(lambda s: compile_shape(s, 11), shapes))
+    parallel = time.perf_counter() - start
+    print(f"compile the 4 octave programs of a 512x341 dream: one after another {serial:.1f} s, "
+          f"side by side {parallel:.1f} s (ratio {parallel / serial:.2f}, {os.cpu_count()} cores)")
+    if args.end_to_end:
+        end_to_end()
     print("reference: a PyTorch DeepDream step running the whole network takes about 0.55 s at 512 px "
           "on the 2-core CPU these numbers were first measured on (see ../shared/NOTES.md)")
+
+
+def end_to_end() -> None:
+    """`jaxdream dream IMAGE --size 512` twice in fresh processes sharing a new cache folder."""
+    from PIL import Image
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        image = CHELSEA if CHELSEA.is_file() else tmp / "in.png"
+        if not CHELSEA.is_file():
+            rng = np.random.default_rng(0)
+            Image.fromarray(rng.integers(0, 256, (341, 512, 3), dtype=np.uint8)).save(image)
+        env = {**os.environ, "JAXDREAM_HOME": str(tmp / "home")}
+        times = []
+        for run in ("first (empty cache: converts the weights, compiles)", "warm (cached weights and programs)"):
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "jaxdream.cli.main", "dream", str(image), "--size", "512",
+                                   "-o", str(tmp / "out.png"), "--quiet"], env=env, cwd=tmp,
+                                  capture_output=True, text=True)
+            times.append(time.perf_counter() - start)
+            if proc.returncode:
+                print(f"end to end: jaxdream dream failed: {proc.stderr.strip()}")
+                return
+            print(f"jaxdream dream {image.name} --size 512, {run}: {times[-1]:.1f} s wall")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
@@ -425,54 +424,19 @@ class Dreamer:
         self.weights = jnp.asarray([w for _, w in cfg.layers], jnp.float32)
         self.guides = guide_features(self.net, guide_image, cfg) if guide_image is not None else None
         self.key = jax.random.key(cfg.seed)
-        self._programs: dict = {}  # (shape, Objective, Schedule) -> compiled ascent (precompile)
 
     def schedule(self, steps: int | None = None) -> Schedule:
         c = self.cfg
         return Schedule(steps or c.steps, c.jitter, c.normalize, c.lapnorm_levels, c.tile_size, c.tile_batch)
 
-    def _objective(self, layers):
-        if layers is None:
-            return self.obj, self.weights
-        return (replace(self.obj, layers=tuple(n for n, _ in layers)),
-                jnp.asarray([w for _, w in layers], jnp.float32))
-
-    def precompile(self, shapes: Sequence[tuple[int, int]], steps: int | None = None,
-                   layers: tuple[tuple[str, float], ...] | None = None) -> None:
-        """Compile the ascent for several image shapes at once, in parallel threads.
-
-        XLA compiles with the GIL released and mostly on one core, so the octaves' programs
-        (one per shape) compile side by side instead of one after another. Later :meth:`step`
-        calls on these shapes use the compiled programs. Compilation goes through jax's
-        persistent cache when it is enabled.
-        """
-        obj, weights = self._objective(layers)
-        sched = self.schedule(steps)
-        todo = [tuple(s) for s in dict.fromkeys(map(tuple, shapes)) if (tuple(s), obj, sched) not in self._programs]
-        if len(todo) < 2:
-            return  # nothing to overlap: the first call compiles as usual
-
-        def compile_one(shape):
-            lowered = ascend.lower(self.net.params, jax.ShapeDtypeStruct((*shape, 3), jnp.float32),
-                                   self.key, weights, jnp.float32(self.cfg.step_size), self.guides,
-                                   obj=obj, sched=sched)
-            return shape, lowered.compile()
-
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(max_workers=min(len(todo), max(2, os.cpu_count() or 1))) as pool:
-            for shape, program in pool.map(compile_one, todo):
-                self._programs[(shape, obj, sched)] = program
-
     def step(self, image, key, steps: int | None = None, layers: tuple[tuple[str, float], ...] | None = None):
         """Run ``steps`` ascent steps on one image shape (jitted; compiled once per shape)."""
-        obj, weights = self._objective(layers)
-        sched = self.schedule(steps)
-        image = jnp.asarray(image, jnp.float32)
-        program = self._programs.get((tuple(image.shape[:2]), obj, sched))
-        if program is not None:
-            return program(self.net.params, image, key, weights, jnp.float32(self.cfg.step_size), self.guides)
-        return ascend(self.net.params, image, key, weights, jnp.float32(self.cfg.step_size), self.guides,
-                      obj=obj, sched=sched)
+        obj, weights = self.obj, self.weights
+        if layers is not None:
+            obj = replace(obj, layers=tuple(n for n, _ in layers))
+            weights = jnp.asarray([w for _, w in layers], jnp.float32)
+        return ascend(self.net.params, jnp.asarray(image, jnp.float32), key, weights,
+                      jnp.float32(self.cfg.step_size), self.guides, obj=obj, sched=self.schedule(steps))
 
     def run(self, image: np.ndarray, progress: Callable[[DreamProgress], None] | None = None,
             layers: tuple[tuple[str, float], ...] | None = None) -> np.ndarray:
@@ -485,7 +449,6 @@ class Dreamer:
         h, w = image.shape[:2]
         self.net.spec.check_size(h, w, self.layer_names)
         shapes = octave_shapes(h, w, self.cfg.octaves, self.cfg.octave_scale, self.min_size)
-        self.precompile(shapes, layers=layers)
         bases = [image if s == (h, w) else media.resize(image, s, "bilinear") for s in shapes]
         detail = np.zeros_like(bases[0])
         result = bases[0]

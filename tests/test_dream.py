@@ -432,26 +432,10 @@ def test_second_call_does_not_retrace_even_with_new_step_size_or_layer_weights(n
 
 def test_dreamer_run_twice_and_with_new_layer_weights_does_not_recompile(dreamer, image):
     dreamer.run(image)
-    size, programs = ascend._cache_size(), len(dreamer._programs)
-    assert programs >= 2  # run() compiled both octaves ahead, side by side
+    size = ascend._cache_size()
     dreamer.run(image[::-1].copy())
     dreamer.run(image, layers=((LAYER, 0.25),))
-    assert ascend._cache_size() == size and len(dreamer._programs) == programs
-
-
-def test_precompiled_programs_equal_the_jitted_ascent(net, image):
-    d = Dreamer(make_config(**SETTINGS), network=net)
-    shapes = [(48, 40), (SIZE, SIZE)]
-    d.precompile(shapes)
-    assert sorted(shape for shape, _, _ in d._programs) == shapes
-    for h, w in shapes:
-        img = jnp.asarray(image[:h, :w])
-        got = np.asarray(d.step(img, jax.random.key(7)))
-        want = np.asarray(ascend(d.net.params, img, jax.random.key(7), d.weights, jnp.float32(d.cfg.step_size),
-                                 None, obj=d.obj, sched=d.schedule()))
-        assert got.shape == (h, w, 3)
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
-        assert np.abs(got - np.asarray(img)).max() > 0.1  # the step did change the image
+    assert ascend._cache_size() == size
 
 
 # ----------------------------------------------------------------------------------------------
