@@ -5,8 +5,9 @@ The defaults reproduce google/deepdream's notebook on BVLC GoogLeNet: end layer
 scaled by 1.4, step size 1.5 applied as ``step / mean(|g|)``, a random shift (jitter) of up to
 32 px per step, only the added detail carried from octave to octave, pixels kept in 0..255.
 
-Structure: :func:`ascend` runs ``steps`` ascent steps on one image shape inside a single jitted
-``lax.fori_loop``; :func:`dream` runs the octaves around it. Settings that change shapes or the
+Structure: :func:`ascend` runs ``steps`` ascent steps on one image shape (a jitted
+:func:`ascent_step` per step on CPU, one jitted ``lax.fori_loop`` on GPU/TPU); :func:`dream` runs
+the octaves around it. Settings that change shapes or the
 traced program (layers, channels, objective, steps, tiling, normalisation) form the static
 :class:`Objective`/:class:`Schedule`; layer weights and the step size are traced arrays.
 """
@@ -184,13 +185,19 @@ def tile_grid(length: int, tile: int) -> tuple[int, int]:
     return count, math.ceil(length / count)
 
 
+#: Up to this many batches of tiles are unrolled in the step program; more go through lax.map
+#: (a loop, so that compile time and program size stay bounded for huge images).
+UNROLLED_TILE_BATCHES = 4
+
+
 def tiled_gradient(grad_fn: Callable[[jax.Array], jax.Array], image: jax.Array, tile_size: int,
                    tile_batch: int = 4) -> jax.Array:
     """Gradient of an (H, W, 3) image computed in equal tiles of at most ``tile_size``.
 
     ``grad_fn`` maps a batch (N, h, w, 3) to its gradient. The image is edge-padded to a whole
-    number of equal tiles; the tiles run through ``lax.map`` in vmapped groups of
-    ``tile_batch``, so memory is bounded by the group, not the image. With one tile this is
+    number of equal tiles; the tiles run in vmapped groups of ``tile_batch`` (up to
+    :data:`UNROLLED_TILE_BATCHES` groups one after another in the program, more through
+    ``lax.map``), so memory is bounded by the group, not the image. With one tile this is
     exactly ``grad_fn(image[None])[0]``.
     """
     h, w, c = image.shape
@@ -200,7 +207,14 @@ def tiled_gradient(grad_fn: Callable[[jax.Array], jax.Array], image: jax.Array, 
         return grad_fn(image[None])[0]
     padded = jnp.pad(image, ((0, nh * th - h), (0, nw * tw - w), (0, 0)), mode="edge")
     tiles = padded.reshape(nh, th, nw, tw, c).transpose(0, 2, 1, 3, 4).reshape(nh * nw, th, tw, c)
-    grads = lax.map(lambda t: grad_fn(t[None])[0], tiles, batch_size=min(tile_batch, nh * nw))
+    n, batch = nh * nw, min(tile_batch, nh * nw)
+    one = lambda t: grad_fn(t[None])[0]
+    if n <= batch * UNROLLED_TILE_BATCHES:
+        # a few batches: written out one after another, not a loop (XLA:CPU runs convolutions
+        # inside a while loop markedly slower; see ascend)
+        grads = jnp.concatenate([jax.vmap(one)(tiles[i:i + batch]) for i in range(0, n, batch)])
+    else:
+        grads = lax.map(one, tiles, batch_size=batch)
     grads = grads.reshape(nh, nw, th, tw, c).transpose(0, 2, 1, 3, 4).reshape(nh * th, nw * tw, c)
     return grads[:h, :w]
 
@@ -209,32 +223,61 @@ def tiled_gradient(grad_fn: Callable[[jax.Array], jax.Array], image: jax.Array, 
 # the jitted ascent
 
 
+def _ascent_body(params, img, key, i, weights, step_size, guides, obj: Objective, sched: Schedule):
+    """Step ``i``: roll by a random shift, gradient (tiled), roll back, normalise, add, clip."""
+    h, w, _ = img.shape
+    tiled = tile_grid(h, sched.tile_size)[0] * tile_grid(w, sched.tile_size)[0] > 1
+    value_grad = jax.grad(lambda x: _objective_value(params, x, weights, guides, obj))
+    k_jitter, k_tile = jax.random.split(jax.random.fold_in(key, i))
+    shift = jax.random.randint(k_jitter, (2,), -sched.jitter, sched.jitter + 1)
+    if tiled:
+        shift = shift + jax.random.randint(k_tile, (2,), 0, jnp.array([h, w]))
+    rolled = jnp.roll(img, (shift[0], shift[1]), axis=(0, 1))
+    g = tiled_gradient(value_grad, rolled, sched.tile_size, sched.tile_batch)
+    g = jnp.roll(g, (-shift[0], -shift[1]), axis=(0, 1))
+    g = normalize_gradient(g, sched.normalize, sched.lapnorm_levels)
+    return jnp.clip(img + step_size * g, 0.0, 255.0)
+
+
 @functools.partial(jax.jit, static_argnames=("obj", "sched"))
+def ascent_step(params, image: jax.Array, key: jax.Array, i: jax.Array, weights: jax.Array,
+                step_size: jax.Array, guides: tuple | None, *, obj: Objective, sched: Schedule) -> jax.Array:
+    """Ascent step number ``i`` (traced) on an (H, W, 3) RGB 0..255 image, jitted on its own.
+
+    ``sched.steps`` is ignored (pass any): every step count shares this one program per shape.
+    """
+    return _ascent_body(params, image, key, i, weights, step_size, guides, obj, sched)
+
+
+@functools.partial(jax.jit, static_argnames=("obj", "sched"))
+def _ascend_in_jit(params, image, key, weights, step_size, guides, *, obj: Objective, sched: Schedule):
+    return lax.fori_loop(0, sched.steps, lambda i, img: _ascent_body(params, img, key, i, weights, step_size,
+                                                                      guides, obj, sched), image)
+
+
 def ascend(params, image: jax.Array, key: jax.Array, weights: jax.Array, step_size: jax.Array,
-           guides: tuple | None, *, obj: Objective, sched: Schedule) -> jax.Array:
-    """``sched.steps`` DeepDream ascent steps on an (H, W, 3) RGB 0..255 image, in one jit.
+           guides: tuple | None, *, obj: Objective, sched: Schedule, in_jit_loop: bool | None = None) -> jax.Array:
+    """``sched.steps`` DeepDream ascent steps on an (H, W, 3) RGB 0..255 image.
 
     Each step rolls the image by a random shift (up to ``sched.jitter`` px, plus up to a tile when
     the image is tiled, so tile seams move every step), takes the objective's gradient, rolls it
     back, normalises it, adds ``step_size`` times it and clips to 0..255. Step ``i`` draws its
     shift from ``fold_in(key, i)``.
+
+    ``in_jit_loop`` (default: not on CPU) runs the steps as one ``lax.fori_loop`` inside ``jit``;
+    otherwise a Python loop calls the jitted :func:`ascent_step`. On XLA:CPU a GoogLeNet
+    gradient inside a while loop ran 1.6 times slower than the same step as a top-level program
+    (0.58 s against 0.35 s at 512x512, one run), as the VGG gradient does in style transfer; on
+    GPU and TPU the loop stays inside ``jit``. Both give the same image.
     """
-    h, w, _ = image.shape
-    tiled = tile_grid(h, sched.tile_size)[0] * tile_grid(w, sched.tile_size)[0] > 1
-    value_grad = jax.grad(lambda x: _objective_value(params, x, weights, guides, obj))
-
-    def body(i, img):
-        k_jitter, k_tile = jax.random.split(jax.random.fold_in(key, i))
-        shift = jax.random.randint(k_jitter, (2,), -sched.jitter, sched.jitter + 1)
-        if tiled:
-            shift = shift + jax.random.randint(k_tile, (2,), 0, jnp.array([h, w]))
-        rolled = jnp.roll(img, (shift[0], shift[1]), axis=(0, 1))
-        g = tiled_gradient(value_grad, rolled, sched.tile_size, sched.tile_batch)
-        g = jnp.roll(g, (-shift[0], -shift[1]), axis=(0, 1))
-        g = normalize_gradient(g, sched.normalize, sched.lapnorm_levels)
-        return jnp.clip(img + step_size * g, 0.0, 255.0)
-
-    return lax.fori_loop(0, sched.steps, body, image)
+    if in_jit_loop is None:
+        in_jit_loop = jax.default_backend() != "cpu"
+    if in_jit_loop:
+        return _ascend_in_jit(params, image, key, weights, step_size, guides, obj=obj, sched=sched)
+    one = replace(sched, steps=1)  # the step program does not depend on the step count
+    for i in range(sched.steps):
+        image = ascent_step(params, image, key, np.int32(i), weights, step_size, guides, obj=obj, sched=one)
+    return image
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pytest
 
 import jaxdream
 from jaxdream import media
-from jaxdream.dream import (DreamConfig, Dreamer, Objective, Schedule, _objective_value, ascend,
+from jaxdream.dream import (DreamConfig, Dreamer, Objective, Schedule, _objective_value, ascend, ascent_step,
                             lap_normalize, layer_objective, make_config, normalize_gradient,
                             octave_shapes, parse_channels, parse_layers, tile_grid, tiled_gradient)
 from jaxdream.dream import dream as dream_fn
@@ -397,6 +397,24 @@ def test_ascend_increases_the_objective(dreamer, image):
     assert value(out) > 1.05 * before > 0
 
 
+def test_in_jit_loop_and_python_loop_give_the_same_image(dreamer, image):
+    args = (dreamer.net.params, jnp.asarray(image), jax.random.key(4), dreamer.weights, jnp.float32(1.5), None)
+    sched = dreamer.schedule(3)
+    looped = np.asarray(ascend(*args, obj=dreamer.obj, sched=sched, in_jit_loop=True))
+    stepped = np.asarray(ascend(*args, obj=dreamer.obj, sched=sched, in_jit_loop=False))
+    np.testing.assert_allclose(stepped, looped, rtol=0, atol=1e-3)
+    assert np.abs(stepped - image).mean() > 0.1  # three steps did move the pixels
+
+
+def test_step_counts_share_one_compiled_step(dreamer, image):
+    args = (dreamer.net.params, jnp.asarray(image), jax.random.key(5), dreamer.weights, jnp.float32(1.5), None)
+    ascend(*args, obj=dreamer.obj, sched=dreamer.schedule(1), in_jit_loop=False)
+    size = ascent_step._cache_size()
+    for steps in (2, 5):
+        ascend(*args, obj=dreamer.obj, sched=dreamer.schedule(steps), in_jit_loop=False)
+    assert ascent_step._cache_size() == size
+
+
 def test_second_call_does_not_retrace_even_with_new_step_size_or_layer_weights(net, image, monkeypatch):
     import importlib
     dream_module = importlib.import_module("jaxdream.dream")  # the module, even if jaxdream.dream is the function
@@ -421,21 +439,21 @@ def test_second_call_does_not_retrace_even_with_new_step_size_or_layer_weights(n
     first = call(img, 0, [1.0, 0.5], 1.5)
     n_traces = len(traces)
     assert n_traces >= 1
-    size = ascend._cache_size()
+    size = ascent_step._cache_size()
     second = call(first, 1, [1.0, 0.5], 1.5)
     call(img, 2, [0.2, 3.0], 4.0)  # other layer weights and step size: traced values
     # (a NumPy image would add a dispatch-cache entry, though no retrace; Dreamer.step converts)
     call(jnp.asarray(np.asarray(second)), 3, np.array([1.0, 1.0]), 0.5)
     assert len(traces) == n_traces
-    assert ascend._cache_size() == size
+    assert ascent_step._cache_size() == size
 
 
 def test_dreamer_run_twice_and_with_new_layer_weights_does_not_recompile(dreamer, image):
     dreamer.run(image)
-    size = ascend._cache_size()
+    size = ascent_step._cache_size()
     dreamer.run(image[::-1].copy())
     dreamer.run(image, layers=((LAYER, 0.25),))
-    assert ascend._cache_size() == size
+    assert ascent_step._cache_size() == size
 
 
 # ----------------------------------------------------------------------------------------------
@@ -731,7 +749,7 @@ def test_cli_dream_same_seed_same_pixels(cli_files, dream_cli):
     b = np.asarray(media.load_image(root / "out2.png"))
     np.testing.assert_array_equal(a, b)
     # the compiled ascent went into the persistent cache, for the second run to reuse
-    assert [p for p in (root / "home" / "xla").iterdir() if "ascend" in p.name]
+    assert [p for p in (root / "home" / "xla").iterdir() if "ascent_step" in p.name]
 
 
 @needs_script
