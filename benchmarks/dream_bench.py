@@ -4,7 +4,8 @@ Runs on synthetic weights of the real GoogLeNet shapes (speed does not depend on
 unless ``--weights`` names a file. Every ratio printed is measured in this one run.
 
 Also prints the compile time of the four octave programs of a default 512 px dream, one after
-another versus side by side (``Dreamer.precompile``), and with ``--end-to-end`` the wall time
+another versus in parallel threads (no gain on 2 cores, so jaxdream compiles them as it goes),
+and with ``--end-to-end`` the wall time
 of ``jaxdream dream`` on a 512 px image in a fresh process with an empty cache (first run)
 and again with the persistent compilation cache filled (warm run).
 
@@ -133,17 +134,16 @@ def end_to_end() -> None:
             rng = np.random.default_rng(0)
             Image.fromarray(rng.integers(0, 256, (341, 512, 3), dtype=np.uint8)).save(image)
         env = {**os.environ, "JAXDREAM_HOME": str(tmp / "home")}
-        times = []
         for run in ("first (empty cache: converts the weights, compiles)", "warm (cached weights and programs)"):
             start = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "jaxdream.cli.main", "dream", str(image), "--size", "512",
                                    "-o", str(tmp / "out.png"), "--quiet"], env=env, cwd=tmp,
                                   capture_output=True, text=True)
-            times.append(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
             if proc.returncode:
                 print(f"end to end: jaxdream dream failed: {proc.stderr.strip()}")
                 return
-            print(f"jaxdream dream {image.name} --size 512, {run}: {times[-1]:.1f} s wall")
+            print(f"jaxdream dream {image.name} --size 512, {run}: {seconds:.1f} s wall")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from .classes import class_index
 from .errors import SettingsError
 from .models import get_spec
 from .network import Network, load_network
+from .style import in_jit_loop_default
 
 NORMALIZATIONS = ("mean", "std", "lapnorm")
 OBJECTIVES = ("l2", "guide", "class")
@@ -264,14 +265,13 @@ def ascend(params, image: jax.Array, key: jax.Array, weights: jax.Array, step_si
     back, normalises it, adds ``step_size`` times it and clips to 0..255. Step ``i`` draws its
     shift from ``fold_in(key, i)``.
 
-    ``in_jit_loop`` (default: not on CPU) runs the steps as one ``lax.fori_loop`` inside ``jit``;
-    otherwise a Python loop calls the jitted :func:`ascent_step`. On XLA:CPU a GoogLeNet
-    gradient inside a while loop ran 1.6 times slower than the same step as a top-level program
-    (0.58 s against 0.35 s at 512x512, one run), as the VGG gradient does in style transfer; on
-    GPU and TPU the loop stays inside ``jit``. Both give the same image.
+    ``in_jit_loop`` (default :func:`jaxdream.style.in_jit_loop_default`: not on CPU, where
+    XLA runs the gradient inside a while loop 1.6 times slower) runs the steps as one
+    ``lax.fori_loop`` inside ``jit``; otherwise a Python loop calls the jitted
+    :func:`ascent_step`. Both give the same image.
     """
     if in_jit_loop is None:
-        in_jit_loop = jax.default_backend() != "cpu"
+        in_jit_loop = in_jit_loop_default()
     if in_jit_loop:
         return _ascend_in_jit(params, image, key, weights, step_size, guides, obj=obj, sched=sched)
     one = replace(sched, steps=1)  # the step program does not depend on the step count
