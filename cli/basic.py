@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from jaxdream.errors import SettingsError
 
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from .common import number
 
 
 def register(sub) -> None:
@@ -41,13 +31,13 @@ def register(sub) -> None:
 
     p = sub.add_parser("layers", help="list a model's layers with their output shapes")
     p.add_argument("model", help="googlenet or vgg19")
-    p.add_argument("--size", type=positive_int, default=224, help="square input size (default 224)")
+    p.add_argument("--size", type=number("size"), default=224, help="square input size (default 224)")
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("classify", help="print the top ImageNet classes GoogLeNet sees in an image")
     p.add_argument("image")
     p.add_argument("--model", default="googlenet", help="model with a classifier (googlenet)")
-    p.add_argument("--top", type=positive_int, default=5, help="how many classes (default 5)")
+    p.add_argument("--top", type=number("top"), default=5, help="how many classes (default 5)")
     p.add_argument("--weights", help="weights file (default: the cache, downloading if needed)")
     p.set_defaults(func=cmd_classify)
 
@@ -159,9 +149,11 @@ def cmd_layers(args) -> int:
     for name in names:
         _, h, w, c = out[name].shape
         print(f"{name:36s} {f'{h} x {w}':>15s} {c:>9d}")
-    skipped = len(spec.layers) - len(names)
+    skipped = [n for n in spec.layers if n not in names]
     if skipped:
-        print(f"({skipped} deeper layers need an input of at least {spec.min_size(spec.layers[-1:])} px)")
+        print(f"{len(skipped)} deeper layers need a larger input (minimum size in px):")
+        for name in skipped:
+            print(f"{name:36s} {spec.min_size([name]):>15d}")
     return 0
 
 

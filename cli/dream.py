@@ -10,17 +10,9 @@ from pathlib import Path
 from jaxdream.dream import DreamConfig
 from jaxdream.errors import SettingsError
 
-from .basic import positive_int
+from .common import FRAMES_KEPT, add_dry_run, add_frames_flags, number, output_size, pair, report_interrupt
 
 _D = DreamConfig()
-
-
-def _float_pair(text: str) -> tuple[float, float]:
-    try:
-        dx, dy = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected DX,DY like 2,-1, got '{text}'") from None
-    return dx, dy
 
 
 def add_dream_options(p: argparse.ArgumentParser, steps: int = _D.steps, octaves: int = _D.octaves) -> None:
@@ -35,23 +27,25 @@ def add_dream_options(p: argparse.ArgumentParser, steps: int = _D.steps, octaves
     g.add_argument("--class", dest="class_index", metavar="CLASS",
                    help="dream an ImageNet class: index (285) or name ('Egyptian cat')")
     g.add_argument("--guide", help="guide image: push features toward the guide's (objective_guide)")
-    g.add_argument("--guide-size", type=positive_int, default=_D.guide_size,
+    g.add_argument("--guide-size", type=number("guide-size"), default=_D.guide_size,
                    help=f"longest side the guide is scaled to (default {_D.guide_size})")
-    g.add_argument("--steps", type=int, default=steps, help=f"ascent steps per octave (default {steps})")
-    g.add_argument("--octaves", type=int, default=octaves, help=f"number of octaves (default {octaves})")
-    g.add_argument("--octave-scale", type=float, default=_D.octave_scale,
+    g.add_argument("--steps", type=number("steps"), default=steps, help=f"ascent steps per octave (default {steps})")
+    g.add_argument("--octaves", type=number("octaves"), default=octaves, help=f"number of octaves (default {octaves})")
+    g.add_argument("--octave-scale", type=number("octave-scale"), default=_D.octave_scale,
                    help=f"size ratio between octaves (default {_D.octave_scale})")
-    g.add_argument("--step-size", type=float, default=_D.step_size, help=f"(default {_D.step_size})")
-    g.add_argument("--jitter", type=int, default=_D.jitter, help=f"max random shift in px (default {_D.jitter})")
+    g.add_argument("--step-size", type=number("step-size"), default=_D.step_size, help=f"(default {_D.step_size})")
+    g.add_argument("--jitter", type=number("jitter"), default=_D.jitter,
+                   help=f"max random shift in px (default {_D.jitter})")
     g.add_argument("--normalize", choices=("mean", "std", "lapnorm"), default=_D.normalize,
                    help="gradient normalisation (default mean: step / mean|g|)")
-    g.add_argument("--lapnorm", type=int, metavar="LEVELS",
+    g.add_argument("--lapnorm", type=number("lapnorm"), metavar="LEVELS",
                    help="Laplacian pyramid normalisation with this many levels (sets --normalize lapnorm)")
-    g.add_argument("--tile-size", type=int, default=_D.tile_size,
+    g.add_argument("--tile-size", type=number("tile-size"), default=_D.tile_size,
                    help=f"gradients of larger images are computed in tiles (default {_D.tile_size})")
-    g.add_argument("--seed", type=int, default=_D.seed, help=f"random seed (default {_D.seed})")
-    g.add_argument("--size", type=positive_int, help="scale the input so its longest side is N px first")
+    g.add_argument("--seed", type=number("seed"), default=_D.seed, help=f"random seed (default {_D.seed})")
+    g.add_argument("--size", type=number("size"), help="scale the input so its longest side is N px first")
     g.add_argument("--quiet", action="store_true", help="no progress output")
+    add_dry_run(p)
 
 
 def dream_config(args):
@@ -83,18 +77,37 @@ def register(sub) -> None:
     p = sub.add_parser("zoom", help="infinite-zoom DeepDream animation (GIF, MP4 or frames folder)")
     p.add_argument("input", help="start image")
     p.add_argument("-o", "--output", required=True, help="out.gif, out.mp4 or a folder/ for PNG frames")
-    p.add_argument("--frames", type=int, default=120, help="number of frames (default 120)")
-    p.add_argument("--zoom", type=float, default=1.05, help="zoom factor per frame (default 1.05)")
-    p.add_argument("--rotate", type=float, default=0.0, help="degrees per frame, counter-clockwise")
-    p.add_argument("--translate", type=_float_pair, default=(0.0, 0.0), metavar="DX,DY",
+    p.add_argument("--frames", type=number("frames"), default=120, help="number of frames (default 120)")
+    p.add_argument("--zoom", type=number("zoom"), default=1.05, help="zoom factor per frame (default 1.05)")
+    p.add_argument("--rotate", type=number("rotate"), default=0.0, help="degrees per frame, counter-clockwise")
+    p.add_argument("--translate", type=pair("translate"), default=(0.0, 0.0), metavar="DX,DY",
                    help="pixels per frame")
-    p.add_argument("--steps-per-frame", type=int, default=5, help="dream steps per frame (default 5)")
-    p.add_argument("--fps", type=float, default=24.0, help="frames per second (default 24)")
+    p.add_argument("--steps-per-frame", type=number("steps-per-frame"), default=5,
+                   help="dream steps per frame (default 5)")
+    p.add_argument("--fps", type=number("fps"), default=24.0, help="frames per second (default 24)")
     p.add_argument("--loop", action="store_true", help="cross-fade the end into the start for a seamless loop")
     p.add_argument("--layer-schedule", help="switch layers during the run: '0:inception_4c/output,60:inception_4d/output'")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last frame")
+    add_frames_flags(p)
     add_dream_options(p)
     p.set_defaults(func=cmd_zoom)
+
+
+def _check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
+    """Before any image is loaded: big enough for the layers, within the memory the device has."""
+    from jaxdream import memory
+    from jaxdream.models import get_spec
+    h, w = hw
+    get_spec(cfg.model).check_size(h, w, [n for n, _ in cfg.layers])
+    need = memory.dream_bytes(h, w, cfg.tile_size, cfg.tile_batch)
+    if args.guide:
+        gh, gw = output_size(args.guide, cfg.guide_size, "guide")
+        need = max(need, memory.forward_bytes(gh, gw))
+    memory.check_fits(need, f"DeepDream at {w}x{h}")
+
+
+def _dry_run(what: str, hw: tuple[int, int], out) -> int:
+    print(f"dry run: {what} at {hw[1]}x{hw[0]} into {out}; settings, inputs and output are fine")
+    return 0
 
 
 def cmd_dream(args) -> int:
@@ -103,11 +116,14 @@ def cmd_dream(args) -> int:
     from .main import enable_compilation_cache
     cfg = dream_config(args)
     out = Path(args.output) if args.output else Path(args.input).with_name(Path(args.input).stem + "_dream.png")
-    media.check_output(out)
+    hw = output_size(args.input, args.size)
+    media.check_output(out, inputs=[args.input, args.guide])
+    _check_dream_size(args, cfg, hw)
+    if args.dry_run:
+        return _dry_run(f"dream ({cfg.octaves} octaves x {cfg.steps} steps)", hw, out)
     image = media.load_image(args.input, size=args.size)
     enable_compilation_cache()
     dreamer = make_dreamer(args, cfg)
-    dreamer.net.spec.check_size(*image.shape[:2], dreamer.layer_names)
     from jaxdream.progress import bar
     start = time.perf_counter()
     with bar(total=cfg.octaves, desc="octaves", unit="oct", disable=True if args.quiet else None) as pbar:
@@ -135,11 +151,15 @@ def cmd_zoom(args) -> int:
                               fps=args.fps, loop=args.loop)
     zs.validate()
     schedule = animate.parse_layer_schedule(args.layer_schedule)
-    out, _ = media.check_animation_output(args.output)
+    hw = output_size(args.input, args.size or 512)
+    out, kind = media.check_animation_output(args.output, inputs=[args.input, args.guide])
+    animate.check_work_folder(animate.work_folder(out, kind), args.resume, args.overwrite)
+    _check_dream_size(args, cfg, hw)
+    if args.dry_run:
+        return _dry_run(f"zoom ({zs.frames} frames)", hw, out)
     image = media.load_image(args.input, size=args.size or 512)
     enable_compilation_cache()
     dreamer = make_dreamer(args, cfg)
-    dreamer.net.spec.check_size(*image.shape[:2], dreamer.layer_names)
     from jaxdream.progress import bar
     total = zs.frames + zs.loop_overlap()
     with bar(total=total, desc="frames", unit="frame", disable=True if args.quiet else None) as pbar:
@@ -147,12 +167,12 @@ def cmd_zoom(args) -> int:
             pbar.n = p.frame
             pbar.refresh()
         try:
-            animate.zoom(dreamer, image, out, zs, schedule, resume=args.resume, progress=progress,
-                         metadata={"input": str(args.input), "weights_sha256": dreamer.net.weights_id})
-        except KeyboardInterrupt:
-            print(f"jaxdream: interrupted; finished frames are kept, continue with the same command "
-                  f"and --resume", file=sys.stderr)
-            return 130
+            animate.zoom(dreamer, image, out, zs, schedule, resume=args.resume, overwrite=args.overwrite,
+                         progress=progress,
+                         metadata={"input": str(args.input), "input_sha256": media.file_sha256(args.input),
+                                   "weights_sha256": dreamer.net.weights_id})
+        except KeyboardInterrupt as e:
+            report_interrupt(e, FRAMES_KEPT)
     if not args.quiet:
         print(f"wrote {out} ({zs.frames} frames)", file=sys.stderr)
     return 0

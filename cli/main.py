@@ -9,9 +9,12 @@ what it finished.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
 
 from jaxdream._version import __version__
@@ -58,28 +61,168 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds exactly like Ctrl-C: finished work is
+    kept, temp files are removed; the exit status is 143 instead of 130."""
+
+
+def interrupt_status(exc: BaseException) -> int:
+    """Exit status of an interrupt: 143 (128 + SIGTERM) or 130 (128 + SIGINT)."""
+    return 143 if isinstance(exc, Terminated) else 130
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; let the cleanup finish
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM while the block runs (importing JAX), then act on them.
+
+    Python code that JAX runs while it starts can catch a KeyboardInterrupt raised in the middle
+    of it (and carry on, or fail with a traceback); a signal that arrives while the block runs is
+    raised as KeyboardInterrupt (or :class:`Terminated`) once it is over. A signal whose handler
+    was ``SIG_IGN`` (a background job) stays ignored.
+    """
+    pending: list[int] = []
+    watched = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {s: signal.getsignal(s) for s in watched}
+        for s in watched:
+            if previous[s] is not signal.SIG_IGN:
+                signal.signal(s, lambda signum, frame: pending.append(signum))
+    except ValueError:  # not the main thread: nothing to defer
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if pending:
+        raise Terminated() if pending[0] == signal.SIGTERM else KeyboardInterrupt()
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (argparse exits with status 2 and one line on a usage error)."""
     warnings.showwarning = _one_line_warnings
     # JAX warns on any fork; ffmpeg subprocesses exec at once, so the warning is noise here
     warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
+    with signals_deferred():
+        parser = build_parser()  # imports JAX
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        raise SystemExit(2)
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command; returns the exit status."""
     try:
         return int(args.func(args) or 0)
     except JaxdreamError as e:
         print(f"jaxdream: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("jaxdream: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        if not getattr(e, "reported", False):
+            print("jaxdream: interrupted", file=sys.stderr)
+        return interrupt_status(e)
     except BrokenPipeError:
         return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line in this thread; returns the exit status (used by tests and
+    ``python -m``; the console script is :func:`entry`)."""
+    try:
+        args = parse(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    return run(args)
+
+
+#: Seconds an interrupted command gets to unwind (save the current image, remove temp files)
+#: before the process ends without it.
+INTERRUPT_GRACE_S = 5.0
+
+
+def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type`` in ``thread`` at its next Python instruction."""
+    import ctypes
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
+
+
+def run_interruptibly(args: argparse.Namespace) -> int:
+    """Run a command in a worker thread so that Ctrl-C and SIGTERM are answered at once.
+
+    Python delivers a signal to the main thread only between bytecodes, so a command whose
+    main thread sits in a long XLA call (compiling a program takes tens of seconds) used to
+    answer Ctrl-C only when that call returned, and an interrupt could be lost inside library
+    code that catches broad exceptions. Here the main thread only waits: on a signal it raises
+    the interrupt in the worker, which unwinds as before (the current image saved, frames kept,
+    temp files removed); if the worker is still inside XLA after :data:`INTERRUPT_GRACE_S`,
+    the process ends without it (every finished frame is already on disk).
+    """
+    outcome: dict[str, int] = {}
+    finished = threading.Event()  # not Thread.join: an interrupted join can report a live thread as ended
+
+    def work() -> None:
+        try:
+            outcome["status"] = run(args)
+        finally:
+            finished.set()  # an unexpected exception is printed by the thread's hook (status 1)
+
+    worker = threading.Thread(target=work, name="jaxdream-command", daemon=True)
+    worker.start()
+    try:
+        while not finished.wait(0.25):
+            pass
+    except KeyboardInterrupt as e:
+        status = interrupt_status(e)
+        _raise_in(worker, type(e))
+        try:
+            finished.wait(INTERRUPT_GRACE_S)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now
+            pass
+        if not finished.is_set():
+            print("jaxdream: interrupted (while XLA was busy: what was finished is kept)", file=sys.stderr)
+            return status
+        return outcome.get("status", status)
+    return outcome.get("status", 1)
+
+
+def entry() -> None:
+    """The ``jaxdream`` console script: :func:`main` with Ctrl-C (exit 130) and SIGTERM (143)
+    answered at once (:func:`run_interruptibly`).
+
+    After an interrupt the process ends with ``os._exit``: XLA may still be running a
+    computation in its own threads, and tearing the interpreter down under it can crash the
+    process (seen as a segmentation fault after "interrupted"). Everything worth keeping was
+    written while the interrupt unwound.
+    """
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        status = run_interruptibly(parse())
+    except KeyboardInterrupt as e:  # while parsing or importing
+        print("jaxdream: interrupted", file=sys.stderr)
+        status = interrupt_status(e)
+    except SystemExit as e:  # argparse
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if status in (130, 143):
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

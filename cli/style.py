@@ -14,13 +14,55 @@ from pathlib import Path
 
 from jaxdream.errors import SettingsError
 
-from .basic import positive_int
+from .common import add_dry_run, number, numbers
 
 _ABBREV = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "seed": "seed"}
 
 
+def _default(name: str):
+    """The library's default of a style setting (one source of truth: the signature of
+    :func:`jaxdream.style.plan_style`, which :func:`jaxdream.style.stylize` shares)."""
+    import inspect
+
+    from jaxdream.style import plan_style
+    return inspect.signature(plan_style).parameters[name].default
+
+
+def _scales(text: str):
+    """``--scales``: ``off`` (single scale) or increasing sizes."""
+    if text.strip().lower() in ("off", "none", "0"):
+        return ()
+    return numbers("scales")(text)
+
+
+def add_style_options(g, *, sweep: bool) -> None:
+    """The Gatys options shared by ``style`` and ``video --style``.
+
+    With ``sweep`` the loss weights take comma-separated lists (a batched sweep); without, one
+    value each. Types, ranges and defaults come from :mod:`jaxdream.options` and
+    :func:`jaxdream.style.stylize`.
+    """
+    many, meta = (numbers, "W[,W..]") if sweep else (number, "W")
+    g.add_argument("--style-blend-weights", type=numbers("style-blend-weights"), metavar="W1,W2",
+                   help="relative weight of each style (default equal)")
+    for name in ("content-weight", "style-weight", "tv-weight"):
+        default = _default(name.replace("-", "_"))
+        g.add_argument(f"--{name}", type=many(name), default=str(default), metavar=meta, help=f"default {default:g}")
+    g.add_argument("--content-layers", default=",".join(_default("content_layers")), metavar="LAYERS")
+    g.add_argument("--style-layers", default=",".join(_default("style_layers")), metavar="LAYERS")
+    g.add_argument("--optimizer", default=_default("optimizer"), help="lbfgs (default) or adam")
+    g.add_argument("--learning-rate", type=number("learning-rate"), help="default 1 for lbfgs, 10 for adam")
+    g.add_argument("--lbfgs-num-correction", type=number("lbfgs-num-correction"),
+                   default=_default("lbfgs_num_correction"), help="default 100")
+    g.add_argument("--pooling", default=_default("pooling"), help="VGG pooling: max (default) or avg")
+    g.add_argument("--style-scale", type=number("style-scale"), default=_default("style_scale"),
+                   help="style image size relative to --size (default 1)")
+    g.add_argument("--original-colors", action="store_true", help="keep the content's colours")
+    g.add_argument("--color-transfer", help="histogram or mean-cov: give the style images the "
+                                            "content's colour statistics first")
+
+
 def register(sub) -> None:
-    from jaxdream import style as st
     p = sub.add_parser(
         "style", help="neural style transfer (Gatys et al.), neural-style's defaults",
         description="Paint CONTENT in the style of one or more --style images. Defaults and "
@@ -31,60 +73,37 @@ def register(sub) -> None:
     p.add_argument("--style", "-s", action="append", required=True, metavar="IMAGE",
                    help="style image (repeat to blend several)")
     p.add_argument("-o", "--output", default="out.png", help="output image (default out.png)")
-    p.add_argument("--style-blend-weights", metavar="W1,W2", help="relative weight of each style (default equal)")
-    p.add_argument("--content-weight", default="5", metavar="W[,W..]", help="default 5")
-    p.add_argument("--style-weight", default="100", metavar="W[,W..]", help="default 100")
-    p.add_argument("--tv-weight", default="1e-3", metavar="W[,W..]", help="default 1e-3")
-    p.add_argument("--content-layers", default=",".join(st.CONTENT_LAYERS), metavar="LAYERS")
-    p.add_argument("--style-layers", default=",".join(st.STYLE_LAYERS), metavar="LAYERS")
-    p.add_argument("--num-iterations", default="1000", metavar="N[,N..]",
+    add_style_options(p, sweep=True)
+    p.add_argument("--num-iterations", type=numbers("num-iterations"), default="1000", metavar="N[,N..]",
                    help="iterations (default 1000) at the coarsest scale (finer scales get half "
                         "as many as the one before), or one count per scale")
-    p.add_argument("--optimizer", default="lbfgs", help="lbfgs (default) or adam")
-    p.add_argument("--learning-rate", type=float, help="default 1 for lbfgs, 10 for adam")
-    p.add_argument("--lbfgs-num-correction", type=positive_int, default=100, help="default 100")
-    p.add_argument("--size", "--image-size", type=positive_int, default=512,
+    p.add_argument("--size", "--image-size", type=number("size"), default=_default("size"),
                    help="longest side of the result (default 512)")
-    p.add_argument("--scales", metavar="S1,S2,..|off",
+    p.add_argument("--scales", type=_scales, metavar="S1,S2,..|off",
                    help="coarse-to-fine longest sides, the last one the output size (default: "
                         "automatic above 512 px, halving down to 512; off: single scale)")
     p.add_argument("--init", default="random", help="random (default), image/content, or an image file")
     p.add_argument("--init-image", help="start from this image (same as --init FILE)")
-    p.add_argument("--pooling", default="max", help="max (default) or avg")
-    p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to --size")
-    p.add_argument("--original-colors", action="store_true", help="keep the content's colours")
-    p.add_argument("--color-transfer", help="histogram or mean-cov: give the style images the "
-                                            "content's colour statistics first")
-    p.add_argument("--seed", default="0", metavar="N[,N..]", help="random seed (default 0)")
+    p.add_argument("--seed", type=numbers("seed"), default="0", metavar="N[,N..]", help="random seed (default 0)")
     p.add_argument("--model", default="vgg19", help=argparse.SUPPRESS)
     p.add_argument("--weights", help="weights file (default: the cache, downloading if needed)")
-    p.add_argument("--print-iter", type=int, default=50, help="print losses every N iterations (0: never)")
-    p.add_argument("--save-iter", type=int, default=0, help="write OUT_N.png every N iterations (0: never)")
-    p.add_argument("--chunk", type=positive_int, default=20, help="iterations per compiled call (default 20)")
-    p.add_argument("--remat", default="auto", help="auto (above 1024x1024), on or off: recompute "
-                                                 "activations in the backward pass to save memory")
+    p.add_argument("--print-iter", type=number("print-iter"), default=50,
+                   help="print losses every N iterations (0: never)")
+    p.add_argument("--save-iter", type=number("save-iter"), default=0,
+                   help="write OUT_N.png every N iterations (0: never)")
+    p.add_argument("--chunk", type=number("chunk"), default=_default("chunk"),
+                   help="iterations per compiled call (default 20)")
+    p.add_argument("--remat", default="auto", choices=("auto", "on", "off"),
+                   help="auto (above 1024x1024), on or off: recompute activations in the backward "
+                        "pass to save memory")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or loss lines")
+    add_dry_run(p)
     p.set_defaults(func=cmd_style)
 
 
-def _floats(text: str, name: str) -> list[float] | float:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SettingsError(f"--{name}: expected numbers separated by commas, got '{text}'") from None
-    if not values:
-        raise SettingsError(f"--{name}: no value given")
-    return values if len(values) > 1 else values[0]
-
-
-def _ints(text: str, name: str) -> list[int] | int:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SettingsError(f"--{name}: expected whole numbers separated by commas, got '{text}'") from None
-    if not values:
-        raise SettingsError(f"--{name}: no value given")
-    return values if len(values) > 1 else values[0]
+def _one(values: list):
+    """A one-element list from a sweep option is a plain value."""
+    return values[0] if len(values) == 1 else values
 
 
 def _names(text: str) -> list[str]:
@@ -128,35 +147,28 @@ def cmd_style(args) -> int:
     from jaxdream import media
     from jaxdream.cli.main import enable_compilation_cache
     from jaxdream.progress import bar
-    from jaxdream.style import stylize
+    from jaxdream.style import plan_style, stylize
 
-    out = media.check_output(args.output)
-    if args.print_iter < 0 or args.save_iter < 0:
-        raise SettingsError("--print-iter and --save-iter must not be negative")
-    if args.remat not in ("auto", "on", "off"):
-        raise SettingsError(f"--remat must be auto, on or off, not '{args.remat}'")
     if args.init_image and args.init not in ("random", args.init_image):
         raise SettingsError("give either --init FILE or --init-image FILE, not both")
-    scales = None
-    if args.scales is not None:
-        scales = () if args.scales.strip().lower() in ("off", "none", "0") else _ints(args.scales, "scales")
-        scales = [scales] if isinstance(scales, int) else scales
-    iterations = _ints(args.num_iterations, "num-iterations")
+    init = args.init_image or args.init
+    out = media.check_output(args.output, inputs=[args.content, *args.style, init])
     settings = dict(
-        style_blend_weights=None if args.style_blend_weights is None
-        else _floats(args.style_blend_weights, "style-blend-weights"),
-        content_weight=_floats(args.content_weight, "content-weight"),
-        style_weight=_floats(args.style_weight, "style-weight"),
-        tv_weight=_floats(args.tv_weight, "tv-weight"),
+        style_blend_weights=args.style_blend_weights,
+        content_weight=_one(args.content_weight), style_weight=_one(args.style_weight),
+        tv_weight=_one(args.tv_weight),
         content_layers=_names(args.content_layers), style_layers=_names(args.style_layers),
-        num_iterations=iterations, optimizer=args.optimizer.lower(),
+        num_iterations=_one(args.num_iterations), optimizer=args.optimizer.lower(),
         learning_rate=args.learning_rate, lbfgs_num_correction=args.lbfgs_num_correction,
-        size=args.size, scales=scales, init=args.init_image or args.init, pooling=args.pooling,
+        size=args.size, scales=args.scales, init=init, pooling=args.pooling,
         style_scale=args.style_scale, original_colors=args.original_colors,
-        color_transfer=args.color_transfer, seed=_ints(args.seed, "seed"), model=args.model,
-        weights=args.weights, remat=None if args.remat == "auto" else args.remat == "on")
-    if isinstance(settings["style_blend_weights"], float):
-        settings["style_blend_weights"] = [settings["style_blend_weights"]]
+        color_transfer=args.color_transfer, seed=_one(args.seed), model=args.model,
+        remat=None if args.remat == "auto" else args.remat == "on")
+    plan = plan_style(args.content, args.style, chunk=args.chunk, **settings)
+    if args.dry_run:
+        print(f"dry run: {plan.describe()}; writing {out}")
+        return 0
+    settings["weights"] = args.weights
     chunk = args.chunk
     for every in (args.print_iter, args.save_iter):
         if every > 0:

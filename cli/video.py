@@ -7,12 +7,12 @@ import sys
 
 from jaxdream.errors import SettingsError
 
-from .basic import positive_int
+from .common import FRAMES_KEPT, add_frames_flags, number, numbers, report_interrupt
 from .dream import add_dream_options, dream_config, make_dreamer
+from .style import add_style_options
 
 
 def register(sub) -> None:
-    from jaxdream import style as st
     from jaxdream import video as vd
     p = sub.add_parser(
         "video", help="stylise (--style) or dream (--dream) a video, frame by frame with optical flow",
@@ -28,46 +28,34 @@ def register(sub) -> None:
                       help="style image (repeat to blend several)")
     mode.add_argument("--dream", action="store_true", help="DeepDream the clip instead")
     v = p.add_argument_group("video")
-    v.add_argument("--start", type=int, default=0, help="first frame to use (default 0)")
-    v.add_argument("--end", type=int, help="frame to stop before (default: the end)")
-    v.add_argument("--frames", type=positive_int, help="number of frames from --start")
-    v.add_argument("--fps", type=float, help="output frame rate (default: the clip's)")
+    v.add_argument("--start", type=number("start"), default=0, help="first frame to use (default 0)")
+    v.add_argument("--end", type=number("end"), help="frame to stop before (default: the end)")
+    v.add_argument("--frames", type=number("frames"), help="number of frames from --start")
+    v.add_argument("--fps", type=number("fps"), help="output frame rate (default: the clip's)")
     v.add_argument("--init", default="prev-warped", choices=vd.INITS,
                    help="how frames after the first start (default prev-warped)")
     v.add_argument("--no-motion-boundaries", action="store_true",
                    help="only occlusions (not motion boundaries) are excluded from the temporal loss")
-    v.add_argument("--resume", action="store_true", help="continue an interrupted run from its last frame")
+    add_frames_flags(v)
     v.add_argument("--compare-independent", action="store_true",
                    help="also process every frame independently (not written) and print its "
                         "temporal error next to this run's")
     s = p.add_argument_group("style (with --style)")
-    s.add_argument("--iterations-first", type=positive_int, default=400,
+    s.add_argument("--iterations-first", type=number("iterations-first"), default=400,
                    help="iterations for the first frame (default 400)")
-    s.add_argument("--iterations", type=positive_int, default=100,
+    s.add_argument("--iterations", type=number("iterations"), default=100,
                    help="iterations for each later frame (default 100)")
-    s.add_argument("--temporal-weight", type=float, default=1e3,
+    s.add_argument("--temporal-weight", type=number("temporal-weight"), default=1e3,
                    help="weight of the temporal loss, artistic-videos' scale (default 1e3)")
     s.add_argument("--first-init", default="content",
                    help="init of the first frame: content (default), random or an image file")
-    s.add_argument("--scales-first", metavar="S1,S2,..",
+    s.add_argument("--scales-first", type=numbers("scales"), metavar="S1,S2,..",
                    help="coarse-to-fine longest sides for the first frame (the last one = --size)")
-    s.add_argument("--style-blend-weights", metavar="W1,W2", help="relative weight of each style")
-    s.add_argument("--content-weight", type=float, default=5.0, help="default 5")
-    s.add_argument("--style-weight", type=float, default=100.0, help="default 100")
-    s.add_argument("--tv-weight", type=float, default=1e-3, help="default 1e-3")
-    s.add_argument("--content-layers", default=",".join(st.CONTENT_LAYERS), metavar="LAYERS")
-    s.add_argument("--style-layers", default=",".join(st.STYLE_LAYERS), metavar="LAYERS")
-    s.add_argument("--optimizer", default="lbfgs", help="lbfgs (default) or adam")
-    s.add_argument("--learning-rate", type=float, help="default 1 for lbfgs, 10 for adam")
-    s.add_argument("--lbfgs-num-correction", type=positive_int, default=100, help="default 100")
-    s.add_argument("--pooling", default="max", help="VGG pooling: max (default) or avg")
-    s.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to --size")
-    s.add_argument("--original-colors", action="store_true", help="keep the content's colours")
-    s.add_argument("--color-transfer", help="histogram or mean-cov")
+    add_style_options(s, sweep=False)
     d = p.add_argument_group("dream frames (with --dream)")
-    d.add_argument("--blend", type=float, default=0.6,
+    d.add_argument("--blend", type=number("blend"), default=0.6,
                    help="share of the warped previous dream in each new frame's start (default 0.6)")
-    d.add_argument("--steps-per-frame", type=positive_int, default=5,
+    d.add_argument("--steps-per-frame", type=number("steps-per-frame"), default=5,
                    help="dream steps for each frame after the first (default 5)")
     add_dream_options(p)
     p.set_defaults(func=cmd_video)
@@ -77,14 +65,33 @@ def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def _check_size(args, hw: tuple[int, int]) -> None:
-    from jaxdream.models import get_spec
+def _style_settings(args) -> dict:
+    """The ``stylize`` settings of every frame (one definition for the check and the run)."""
+    return dict(style_blend_weights=args.style_blend_weights, content_weight=args.content_weight,
+                style_weight=args.style_weight, tv_weight=args.tv_weight,
+                content_layers=_names(args.content_layers), style_layers=_names(args.style_layers),
+                optimizer=args.optimizer.lower(), learning_rate=args.learning_rate,
+                lbfgs_num_correction=args.lbfgs_num_correction, pooling=args.pooling,
+                style_scale=args.style_scale, original_colors=args.original_colors,
+                color_transfer=args.color_transfer, seed=args.seed)
+
+
+def _check_frames(args, hw: tuple[int, int]) -> None:
+    """Before any weights load: every setting, the style images, the frame size against the
+    layers and the memory the per-frame program needs."""
+    import numpy as np
+
+    from jaxdream.style import plan_style
+
+    from .dream import _check_dream_size
     if args.dream:
-        cfg = dream_config(args)
-        spec, layers = get_spec(cfg.model), [n for n, _ in cfg.layers]
-    else:
-        spec, layers = get_spec("vgg19"), _names(args.content_layers) + _names(args.style_layers)
-    spec.check_size(*hw, spec.check_layers(layers))
+        _check_dream_size(args, dream_config(args), hw)
+        return
+    if args.model not in ("googlenet", "vgg19"):  # --model belongs to the dream options
+        raise SettingsError(f"style transfer uses vgg19, not '{args.model}'")
+    size = max(hw)
+    plan_style(np.zeros((*hw, 3), np.float32), args.style, size=size,
+               scales=args.scales_first or (), num_iterations=args.iterations_first, **_style_settings(args))
 
 
 def _maker(args):
@@ -92,36 +99,9 @@ def _maker(args):
     if args.dream:
         cfg = dream_config(args)
         return vd.DreamFrames(make_dreamer(args, cfg), blend=args.blend, steps_per_frame=args.steps_per_frame)
-    if args.model not in ("googlenet", "vgg19"):  # --model belongs to the dream options
-        raise SettingsError(f"style transfer uses vgg19, not '{args.model}'")
-    blend = None
-    if args.style_blend_weights:
-        try:
-            blend = [float(x) for x in args.style_blend_weights.split(",")]
-        except ValueError:
-            raise SettingsError(f"--style-blend-weights: expected numbers, got '{args.style_blend_weights}'") from None
-    scales = None
-    if args.scales_first:
-        try:
-            scales = [int(x) for x in args.scales_first.split(",")]
-        except ValueError:
-            raise SettingsError(f"--scales-first: expected whole numbers, got '{args.scales_first}'") from None
-    for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
-        value = getattr(args, name)
-        if not value >= 0:
-            raise SettingsError(f"--{name.replace('_', '-')} must not be negative, got {value:g}")
-    if args.optimizer.lower() not in ("lbfgs", "adam"):
-        raise SettingsError(f"unknown optimizer '{args.optimizer}'; use lbfgs or adam")
-    return vd.StyleFrames(
-        args.style, iterations_first=args.iterations_first, iterations=args.iterations,
-        temporal_weight=args.temporal_weight, first_init=args.first_init, scales_first=scales,
-        weights=args.weights, style_blend_weights=blend, content_weight=args.content_weight,
-        style_weight=args.style_weight, tv_weight=args.tv_weight,
-        content_layers=_names(args.content_layers), style_layers=_names(args.style_layers),
-        optimizer=args.optimizer.lower(), learning_rate=args.learning_rate,
-        lbfgs_num_correction=args.lbfgs_num_correction, pooling=args.pooling,
-        style_scale=args.style_scale, original_colors=args.original_colors,
-        color_transfer=args.color_transfer, seed=args.seed)
+    return vd.StyleFrames(args.style, iterations_first=args.iterations_first, iterations=args.iterations,
+                          temporal_weight=args.temporal_weight, first_init=args.first_init,
+                          scales_first=args.scales_first, weights=args.weights, **_style_settings(args))
 
 
 def cmd_video(args) -> int:
@@ -137,14 +117,17 @@ def cmd_video(args) -> int:
     settings = vd.VideoSettings(size=args.size, start=args.start, end=args.end, init=args.init,
                                 motion_boundaries=not args.no_motion_boundaries, fps=args.fps)
     settings.validate()
-    media.check_animation_output(args.output)
-    # a bad clip, range or size fails before any weights load
+    out, kind = media.check_animation_output(args.output, inputs=[args.input])
+    from jaxdream.animate import check_work_folder, work_folder
+    check_work_folder(work_folder(out, kind), args.resume, args.overwrite)
+    # a bad clip, range, size or setting fails before any weights load
     reader = media.VideoReader(args.input, args.size, args.start, args.end)
-    _check_size(args, reader.frame_size[::-1])
-    if args.style:
-        from jaxdream.style import _load
-        for i, path in enumerate(args.style):  # a missing style image fails fast too
-            _load(path, 16, f"style image {i + 1}")
+    hw = reader.frame_size[::-1]
+    _check_frames(args, hw)
+    if args.dry_run:
+        print(f"dry run: {'dream' if args.dream else 'style'} {reader.frames} frames at {hw[1]}x{hw[0]} "
+              f"into {out}; settings, inputs and output are fine")
+        return 0
     enable_compilation_cache()
     maker = _maker(args)
     quiet = args.quiet
@@ -167,11 +150,10 @@ def cmd_video(args) -> int:
 
     try:
         result = vd.process(args.input, args.output, maker, settings, resume=args.resume,
-                            compare_independent=args.compare_independent, progress=progress)
-    except KeyboardInterrupt:
-        print("jaxdream: interrupted; finished frames are kept, continue with the same command "
-              "and --resume", file=sys.stderr)
-        return 130
+                            overwrite=args.overwrite, compare_independent=args.compare_independent,
+                            progress=progress)
+    except KeyboardInterrupt as e:
+        report_interrupt(e, FRAMES_KEPT)
     finally:
         if pbar is not None:
             pbar.close()

@@ -16,6 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import jax
@@ -23,10 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
-from . import media
+from . import media, options
 from .errors import MediaError, SettingsError
 
 STATE_FILE = "jaxdream-state.json"
+METRICS_FILE = "jaxdream-metrics.json"
+#: Settings that hold paths as typed; a resumed run compares the content hashes beside them.
+PATH_KEYS = frozenset({"input", "styles", "guide", "first_init"})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,39 +63,89 @@ def affine_about_centre(image: jax.Array, zoom: jax.Array, angle_deg: jax.Array,
 class FrameStore:
     """A folder of finished frames plus the settings that made them.
 
+    Nothing is created until :meth:`start` (called by the drivers once every setting is
+    checked and the network is loaded), so a run refused on a bad setting leaves nothing
+    behind; :meth:`abandon` removes what a run created when it fails before finishing a frame.
+
     Args:
-        folder: where frames go (created).
-        settings: JSON-able settings; a resumed run must match them.
-        resume: continue from existing frames (else existing frames are an error).
+        folder: where frames go.
+        settings: JSON-able settings; a resumed run must match them (keys in
+            :data:`PATH_KEYS` are the paths as typed and are not compared: the content hashes
+            recorded beside them are).
+        resume: continue from the frames of an interrupted run with the same settings.
+        overwrite: start over, removing the frames of any earlier run in the folder.
+
+    Raises:
+        SettingsError: the folder holds another run's frames and neither ``resume`` nor
+        ``overwrite`` is given, or ``resume`` is given but the settings differ.
     """
 
-    def __init__(self, folder: Path, settings: dict, resume: bool):
+    def __init__(self, folder: Path, settings: dict, resume: bool, overwrite: bool = False):
         self.folder = Path(folder)
-        state = self.folder / STATE_FILE
-        if state.is_file():
-            if not resume:
-                raise SettingsError(f"{self.folder} holds an unfinished run; continue it with --resume "
-                                    f"or delete the folder")
-            saved = json.loads(state.read_text())
-            diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        self.settings = settings
+        self.overwrite = overwrite
+        self._created_folder = False
+        self._started = False
+        self.resuming = check_work_folder(self.folder, resume, overwrite)
+        if self.resuming:
+            state = self.folder / STATE_FILE
+            try:
+                saved = json.loads(state.read_text())
+            except (OSError, ValueError):
+                raise SettingsError(f"cannot resume: {state} is unreadable; start over with --overwrite") from None
+            diff = sorted(k for k in set(saved) | set(settings)
+                          if k not in PATH_KEYS and saved.get(k) != settings.get(k))
             if diff:
                 raise SettingsError(f"cannot resume: settings differ from the interrupted run "
-                                    f"({', '.join(diff[:5])}); delete {self.folder} to start again")
-        else:
-            if resume and self.folder.exists() and any(self.folder.glob("frame_*.png")):
-                raise SettingsError(f"cannot resume: {self.folder} has frames but no {STATE_FILE}")
+                                    f"({', '.join(diff[:5])}); start over with --overwrite")
+
+    def start(self) -> None:
+        """Create the folder (clearing an earlier run's frames with ``overwrite``), record the
+        settings and remove temp files a killed run left. Called once before the first frame."""
+        if self._started:
+            return
+        try:
+            if self.overwrite:
+                self.clear()
+            if not self.folder.exists():
+                self.folder.mkdir(parents=True)
+                self._created_folder = True
+            if not self.resuming:
+                state = self.folder / STATE_FILE
+                media.atomic_write(state, lambda tmp: Path(tmp).write_text(
+                    json.dumps(self.settings, indent=1, sort_keys=True)))
+            media.remove_stale_temps(self.folder, any_name=True)
+        except OSError as e:
+            raise MediaError(f"{self.folder}: cannot write ({e.strerror or e})") from None
+        self._started = True
+
+    def clear(self) -> None:
+        """Remove every file an earlier run wrote here (frames, states, metrics, temps)."""
+        if not self.folder.is_dir():
+            return
+        for pattern in ("frame_*.png", "state_*.npy", STATE_FILE, METRICS_FILE, f".*{media.TEMP_TAG}*"):
+            for p in self.folder.glob(pattern):
+                p.unlink(missing_ok=True)
+
+    def abandon(self) -> None:
+        """Undo :meth:`start` after a run that finished no frame: remove the state file (and
+        the folder, if this run created it and it is now empty)."""
+        if not self._started or self.count() > 0:
+            return
+        self.clear()
+        if self._created_folder:
             try:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                (self.folder / STATE_FILE).write_text(json.dumps(settings, indent=1, sort_keys=True))
-            except OSError as e:
-                raise MediaError(f"{self.folder}: cannot write ({e.strerror or e})") from None
-        self.settings = settings
+                self.folder.rmdir()
+            except OSError:
+                pass
 
     def frame_path(self, i: int) -> Path:
         return self.folder / f"frame_{i:05d}.png"
 
     def count(self) -> int:
-        """Number of consecutive finished frames from 0."""
+        """Number of consecutive finished frames from 0 (0 when starting over)."""
+        if self.overwrite and not self._started:
+            return 0
         n = 0
         while self.frame_path(n).is_file():
             n += 1
@@ -107,15 +161,21 @@ class FrameStore:
         frame's PNG is written, so an interruption at any point leaves the state of the last
         finished frame (or, failing that, its PNG) to resume from.
         """
+        self.start()
         if state is not None:
-            tmp = self.folder / ".state.npy.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, np.asarray(state, np.float32))
-            os.replace(tmp, self.state_path(i))
+            def write(tmp):
+                with open(tmp, "wb") as f:
+                    np.save(f, np.asarray(state, np.float32))
+            media.atomic_write(self.state_path(i), write)
         media.save_image(self.frame_path(i), frame, {"frame": i} | self.settings)
         for old in self.folder.glob("state_*.npy"):
             if old.name != self.state_path(i).name:
                 old.unlink(missing_ok=True)
+
+    def write_json(self, name: str, data) -> None:
+        """Write a JSON side file in the folder atomically."""
+        self.start()
+        media.atomic_write(self.folder / name, lambda tmp: Path(tmp).write_text(json.dumps(data)))
 
     def last_state(self, i: int) -> np.ndarray:
         """The float state after frame ``i`` (its PNG if the float copy is missing)."""
@@ -130,6 +190,44 @@ class FrameStore:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def check_work_folder(folder: Path, resume: bool, overwrite: bool) -> bool:
+    """Whether a run into ``folder`` continues an interrupted one (True) or starts afresh.
+
+    Raises:
+        SettingsError: both flags; the folder holds another run's frames (finished or not)
+        and neither ``resume`` nor ``overwrite`` is given; ``resume`` of a finished run.
+    """
+    folder = Path(folder)
+    if resume and overwrite:
+        raise SettingsError("give --resume (continue) or --overwrite (start over), not both")
+    if overwrite:
+        return False
+    unfinished = (folder / STATE_FILE).is_file()
+    if unfinished and not any(folder.glob("frame_*.png")):
+        return False  # interrupted before its first frame: nothing to keep, start afresh
+    if unfinished and not resume:
+        raise SettingsError(f"{folder} holds an unfinished run; continue it with --resume or start "
+                            f"over with --overwrite")
+    if not unfinished and folder.is_dir() and any(folder.glob("frame_*.png")):
+        if resume:
+            raise SettingsError(f"cannot resume: {folder} holds the frames of a finished run (no "
+                                f"{STATE_FILE}); start over with --overwrite")
+        raise SettingsError(f"{folder} already holds the frames of another, finished run (so --resume "
+                            f"cannot continue it); start over with --overwrite or choose another folder")
+    return unfinished
+
+
+@contextmanager
+def frame_run(store: FrameStore):
+    """Around a driver's frame loop: a run that fails or is interrupted before finishing its
+    first frame leaves nothing behind (:meth:`FrameStore.abandon`); finished frames are kept."""
+    try:
+        yield store
+    except BaseException:
+        store.abandon()
+        raise
 
 
 def work_folder(out: Path, kind: str) -> Path:
@@ -160,7 +258,8 @@ def finish(store: FrameStore, out: Path, kind: str, total: int, fps: float, loop
                 media.save_image(store.frame_path(i), frame, store.settings | {"frame": i})
             for i in range(total - loop_overlap, total):
                 store.frame_path(i).unlink()
-        (store.folder / STATE_FILE).unlink(missing_ok=True)
+        for name in (STATE_FILE, METRICS_FILE):
+            (store.folder / name).unlink(missing_ok=True)
         for state in store.folder.glob("state_*.npy"):
             state.unlink(missing_ok=True)
         return out
@@ -213,13 +312,12 @@ class ZoomSettings:
     loop: bool = False
 
     def validate(self) -> None:
-        checks = [(self.frames >= 1, f"frames must be at least 1, got {self.frames}"),
-                  (self.zoom > 0 and math.isfinite(self.zoom), f"zoom must be a positive factor, got {self.zoom}"),
-                  (self.steps_per_frame >= 1, f"steps per frame must be at least 1, got {self.steps_per_frame}"),
-                  (self.fps > 0, f"fps must be positive, got {self.fps}")]
-        for ok, message in checks:
-            if not ok:
-                raise SettingsError(message)
+        """Raise SettingsError for any value outside its range (:mod:`jaxdream.options`)."""
+        for name in ("frames", "zoom", "rotate", "steps_per_frame", "fps"):
+            options.get(name).check(getattr(self, name))
+        if len(self.translate) != 2:
+            raise SettingsError(f"translate takes two numbers (dx, dy), got {self.translate!r}")
+        options.get("translate").check_all(self.translate, "translate")
 
     def loop_overlap(self) -> int:
         return min(24, self.frames // 4) if self.loop else 0
@@ -227,7 +325,8 @@ class ZoomSettings:
 
 def zoom(dreamer, image: np.ndarray, out: str | os.PathLike, settings: ZoomSettings,
          layer_schedule: list[tuple[int, str]] | None = None, resume: bool = False,
-         progress: Callable[[FrameProgress], None] | None = None, metadata: dict | None = None) -> Path:
+         progress: Callable[[FrameProgress], None] | None = None, metadata: dict | None = None,
+         overwrite: bool = False) -> Path:
     """Infinite-zoom DeepDream: each frame is the previous one zoomed/rotated/shifted about its
     centre, then dreamed ``steps_per_frame`` steps. Frame 0 is a full octave dream.
 
@@ -240,6 +339,7 @@ def zoom(dreamer, image: np.ndarray, out: str | os.PathLike, settings: ZoomSetti
         resume: continue an interrupted run from its last finished frame.
         progress: called after every frame.
         metadata: extra JSON-able settings recorded in every frame and checked on resume.
+        overwrite: start over in a folder that holds another run's frames.
 
     Returns:
         The output path.
@@ -256,9 +356,18 @@ def zoom(dreamer, image: np.ndarray, out: str | os.PathLike, settings: ZoomSetti
               "frames": settings.frames, "steps_per_frame": settings.steps_per_frame, "fps": settings.fps,
               "loop": settings.loop, "layer_schedule": [[f, [f"{n}:{w:g}" for n, w in ls]] for f, ls in schedule],
               "size": list(image.shape[:2])} | dreamer.cfg.to_dict() | (metadata or {})
-    store = FrameStore(work_folder(out, kind), record, resume)
+    record["guide_sha256"] = media.file_sha256(dreamer.cfg.guide)
+    store = FrameStore(work_folder(out, kind), record, resume, overwrite)
+    with frame_run(store):
+        _zoom_frames(dreamer, image, store, settings, schedule, total, progress)
+    return finish(store, out, kind, total, settings.fps, overlap)
+
+
+def _zoom_frames(dreamer, image, store: FrameStore, settings: ZoomSettings, schedule, total: int,
+                 progress) -> None:
     done = store.count()
     current = store.last_state(done - 1) if done else np.asarray(image, np.float32)
+    store.start()
     key = jax.random.key(dreamer.cfg.seed)
     zoom_f, angle = jnp.float32(settings.zoom), jnp.float32(settings.rotate)
     shift = jnp.asarray(settings.translate, jnp.float32)
@@ -277,4 +386,3 @@ def zoom(dreamer, image: np.ndarray, out: str | os.PathLike, settings: ZoomSetti
         store.save(i, current, current)
         if progress is not None:
             progress(FrameProgress(i + 1, total, time.perf_counter() - start))
-    return finish(store, out, kind, total, settings.fps, overlap)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import media, preprocess
+from . import media, options, preprocess
 from .classes import class_index
 from .errors import SettingsError
 from .models import get_spec
@@ -317,16 +317,22 @@ def parse_channels(text: str | Sequence[int] | int | None) -> tuple[int, ...] | 
     if text is None or text == "":
         return None
     if isinstance(text, int):
-        return (text,)
+        return (options.get("channel").check(text, "channel"),)
     if not isinstance(text, str):
-        return tuple(int(c) for c in text)
+        return tuple(options.get("channel").check_all(list(text), "channel"))
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, sep, hi = part.strip().partition("-")
-            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-    except ValueError:
-        raise SettingsError(f"--channels expects numbers like 139 or 10,20 or 10-19, got '{text}'") from None
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            lo, hi = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise SettingsError(f"--channels expects numbers like 139 or 10,20 or 10-19, got '{text}'") from None
+        if hi < lo:
+            raise SettingsError(f"--channels: the range {part.strip()} is empty (write the lower end first)")
+        options.get("channel").check_all((lo, hi), "channel")
+        out.extend(range(lo, hi + 1))
+    if not out:
+        raise SettingsError(f"--channels: no channel given in '{text}'")
     return tuple(out)
 
 
@@ -387,24 +393,15 @@ def make_config(**settings) -> DreamConfig:
         if cfg.guide is not None:
             raise SettingsError("choose either --class or --guide, not both")
     spec.check_layers([n for n, _ in layers])
-    checks = [(cfg.steps >= 1, f"steps must be at least 1, got {cfg.steps}"),
-              (cfg.octaves >= 1, f"octaves must be at least 1, got {cfg.octaves}"),
-              (cfg.octave_scale >= 1.0, f"octave scale must be at least 1, got {cfg.octave_scale}"),
-              (cfg.step_size > 0, f"step size must be positive, got {cfg.step_size}"),
-              (cfg.jitter >= 0, f"jitter must be 0 or more, got {cfg.jitter}"),
-              (cfg.normalize in NORMALIZATIONS,
-               f"unknown gradient normalisation '{cfg.normalize}'; use one of {', '.join(NORMALIZATIONS)}"),
-              (cfg.lapnorm_levels >= 1, f"lapnorm levels must be at least 1, got {cfg.lapnorm_levels}"),
-              (cfg.tile_size >= 32, f"tile size must be at least 32 px, got {cfg.tile_size}"),
-              (cfg.tile_batch >= 1, f"tile batch must be at least 1, got {cfg.tile_batch}"),
-              (cfg.guide_size >= 1, f"guide size must be positive, got {cfg.guide_size}"),
-              (cfg.pooling in spec.poolings,
-               f"{spec.name} supports pooling {', '.join(spec.poolings)}, not '{cfg.pooling}'")]
-    for ok, message in checks:
-        if not ok:
-            raise SettingsError(message)
-    if any(w < 0 for _, w in layers):
-        raise SettingsError("layer weights must not be negative")
+    for name in ("steps", "octaves", "octave_scale", "step_size", "jitter", "lapnorm_levels", "tile_size",
+                 "tile_batch", "guide_size", "seed"):
+        options.get(name).check(getattr(cfg, name))
+    if cfg.normalize not in NORMALIZATIONS:
+        raise SettingsError(f"unknown gradient normalisation '{cfg.normalize}'; use one of "
+                            f"{', '.join(NORMALIZATIONS)}")
+    if cfg.pooling not in spec.poolings:
+        raise SettingsError(f"{spec.name} supports pooling {', '.join(spec.poolings)}, not '{cfg.pooling}'")
+    options.get("layer_weight").check_all([w for _, w in layers], "layer weight")
     if channels is not None and cls is None:
         for name, _ in layers:
             n_channels = _channel_count(spec.name, name)

@@ -5,11 +5,14 @@ Images in jaxdream are float32 RGB arrays of shape (H, W, 3) in 0..255.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -54,6 +57,40 @@ def fit_size(height: int, width: int, longest: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def _open_errors(path: Path):
+    """Map Pillow's and the OS's errors on opening ``path`` to one-line MediaErrors."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except FileNotFoundError:
+            raise MediaError(f"{path}: file not found") from None
+        except IsADirectoryError:
+            raise MediaError(f"{path}: is a folder, not an image") from None
+        except UnidentifiedImageError:
+            raise MediaError(f"{path}: not an image file Pillow can read") from None
+        except Image.DecompressionBombError as e:
+            raise MediaError(f"{path}: refused as a decompression bomb ({e})") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise MediaError(f"{path}: cannot read image ({e})") from None
+    return guard()
+
+
+def image_shape(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file as :func:`load_image` returns it (EXIF rotation
+    applied), read from its header without decoding the pixels."""
+    path = Path(path)
+    with _open_errors(path), Image.open(path) as img:
+        w, h = img.size
+        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # orientations that swap the axes
+            w, h = h, w
+    if w < 1 or h < 1:
+        raise MediaError(f"{path}: the image is empty ({w}x{h})")
+    return h, w
+
+
 def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """Read any image Pillow reads as float32 RGB (H, W, 3) in 0..255.
 
@@ -68,21 +105,35 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
         MediaError: missing, unreadable or corrupt file.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            arr = _to_rgb_array(img)
-    except FileNotFoundError:
-        raise MediaError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise MediaError(f"{path}: is a folder, not an image") from None
-    except UnidentifiedImageError:
-        raise MediaError(f"{path}: not an image file Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise MediaError(f"{path}: cannot read image ({e})") from None
+    with _open_errors(path), Image.open(path) as img:
+        img.load()
+        arr = _to_rgb_array(img)
+    if arr.size == 0:
+        raise MediaError(f"{path}: the image is empty ({arr.shape[1]}x{arr.shape[0]})")
     if size is not None:
-        arr = resize(arr, fit_size(*arr.shape[:2], size))
+        h, w = fit_size(*arr.shape[:2], size)
+        from .memory import check_pixels
+        check_pixels(h, w, f"{path} at size {size}")
+        arr = resize(arr, (h, w))
     return arr
+
+
+def file_sha256(path: str | os.PathLike | None) -> str | None:
+    """SHA-256 of a file's content (None for None): how a resumed run recognises its inputs
+    whatever path they are given by."""
+    if path is None or not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+        return None
+    st = os.stat(path)
+    return _sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def to_uint8(image) -> np.ndarray:
@@ -90,30 +141,117 @@ def to_uint8(image) -> np.ndarray:
     return np.clip(np.rint(np.asarray(image, dtype=np.float32)), 0, 255).astype(np.uint8)
 
 
-def check_output(path: str | os.PathLike, suffixes: Mapping[str, object] = IMAGE_FORMATS) -> Path:
-    """Validate an output path before work starts: known suffix, writable folder.
+def _folder_problem(folder: Path) -> str | None:
+    """Why files cannot be created in ``folder`` (None if they can), found by trying."""
+    if not folder.exists():
+        ancestor = folder
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if ancestor.exists() and not ancestor.is_dir():
+            return f"{ancestor} is a file, not a folder"
+        return f"folder {folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{TEMP_TAG}-probe-{os.getpid()}-")
+    except OSError as e:
+        return f"cannot create files in {folder} ({e.strerror or e})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def check_output(path: str | os.PathLike, suffixes: Mapping[str, object] = IMAGE_FORMATS,
+                 inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Validate an output path before work starts: known suffix, a folder files can be created
+    in (tried, not guessed from permission bits), not a folder itself, not one of ``inputs``.
+
+    Temp files that a killed earlier run left for this output are removed.
 
     Raises:
-        MediaError: unknown suffix or a folder that does not exist or cannot be written.
+        MediaError: one line saying what is wrong.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in suffixes:
         raise MediaError(f"{path}: unknown output type '{suffix or '(none)'}'; use one of "
                          f"{', '.join(sorted(suffixes))}")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder, not a file name")
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise MediaError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise MediaError(f"{path}: cannot write to folder {folder}")
+    problem = _folder_problem(folder)
+    if problem:
+        raise MediaError(f"{path}: cannot write: {problem}")
+    check_not_input(path, inputs)
+    remove_stale_temps(path)
     return path
 
 
+def check_not_input(path: Path, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse an output that is one of the input files (inputs are never overwritten)."""
+    for source in inputs:
+        if source is None or not isinstance(source, (str, os.PathLike)):
+            continue
+        try:
+            same = path.exists() and os.path.samefile(path, source)
+        except OSError:
+            same = False
+        if same:
+            raise MediaError(f"{path}: is an input of this run; choose another output name")
+
+
+#: Marks jaxdream's temporary files: ``.NAME.jaxdream-tmp-PID-XXXX.SUFFIX`` beside NAME.
+TEMP_TAG = "jaxdream-tmp"
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{TEMP_TAG}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike, any_name: bool = False) -> list[Path]:
+    """Remove temp files for ``path`` (for any file in the folder ``path`` with ``any_name``)
+    whose writing process no longer runs (a SIGKILL, a power cut); those of a live process (a
+    concurrent run) are left alone. Returns what was removed."""
+    path = Path(path)
+    folder = path if any_name else (path.parent if str(path.parent) else Path("."))
+    marker = f".{TEMP_TAG}-"
+    removed = []
+    try:
+        candidates = [p for p in folder.iterdir() if p.name.startswith(".") and marker in p.name
+                      and (any_name or p.name.startswith(_temp_prefix(path)))]
+    except OSError:
+        return removed
+    for candidate in candidates:
+        pid = candidate.name.split(marker, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            try:
+                candidate.unlink()
+                removed.append(candidate)
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result onto ``path``; never leave half a file."""
+    """Call ``write(tmp_path)`` and rename the result onto ``path``; never leave half a file.
+
+    The temp file sits beside ``path`` as ``.NAME.jaxdream-tmp-PID-XXXX.SUFFIX``, so that a run
+    killed without a chance to clean up (SIGKILL) leaves a file the next run recognises and
+    removes (:func:`remove_stale_temps`).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
-                               prefix=f".{path.stem}.", suffix=path.suffix)
+                               prefix=f"{_temp_prefix(path)}{os.getpid()}-", suffix=path.suffix)
     os.close(fd)
     try:
         write(tmp)
@@ -122,8 +260,9 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     except OSError as e:
         raise MediaError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, tmp + ".video.mp4"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 def save_image(path: str | os.PathLike, image, settings: Mapping | None = None) -> Path:
@@ -168,25 +307,28 @@ def read_settings(path: str | os.PathLike) -> dict:
 VIDEO_FORMATS = {".mp4": "mp4", ".gif": "gif"}
 
 
-def check_animation_output(path: str | os.PathLike) -> tuple[Path, str]:
+def check_animation_output(path: str | os.PathLike,
+                           inputs: Sequence[str | os.PathLike] = ()) -> tuple[Path, str]:
     """Validate where an animation goes: ``.mp4``, ``.gif`` or a folder (given with a trailing
     slash or no suffix). Returns (path, kind) with kind ``mp4``, ``gif`` or ``frames``.
 
     Raises:
-        MediaError: unknown suffix, missing or unwritable parent folder.
+        MediaError: unknown suffix, a parent that is missing or a file, a place where files
+        cannot be created (tried), an output that is one of ``inputs``.
     """
     text = os.fspath(path)
     p = Path(text)
+    if p.is_dir() and p.suffix.lower() in VIDEO_FORMATS and not text.endswith(("/", os.sep)):
+        raise MediaError(f"{p}: is a folder; name a {p.suffix} file, or give the folder as {p}/ for PNG frames")
     if text.endswith(("/", os.sep)) or (p.suffix == "" and not p.is_file()) or p.is_dir():
-        parent = p.parent if str(p.parent) else Path(".")
         if p.exists() and not p.is_dir():
             raise MediaError(f"{p}: exists and is not a folder")
-        if not parent.is_dir():
-            raise MediaError(f"{p}: folder {parent} does not exist")
-        if not os.access(parent, os.W_OK) or (p.is_dir() and not os.access(p, os.W_OK)):
-            raise MediaError(f"{p}: cannot write there")
+        parent = p if p.is_dir() else (p.parent if str(p.parent) else Path("."))
+        problem = _folder_problem(parent)
+        if problem:
+            raise MediaError(f"{p}: cannot write: {problem}")
         return p, "frames"
-    check_output(p, VIDEO_FORMATS)
+    check_output(p, VIDEO_FORMATS, inputs)
     return p, VIDEO_FORMATS[p.suffix.lower()]
 
 
@@ -310,6 +452,8 @@ class VideoReader:
                  end: int | None = None):
         import imageio_ffmpeg
         self.path = Path(path)
+        if self.path.is_dir():
+            raise MediaError(f"{self.path}: is a folder, not a video file")
         if not self.path.is_file():
             raise MediaError(f"{self.path}: file not found")
         try:
@@ -320,7 +464,8 @@ class VideoReader:
         except (OSError, RuntimeError, StopIteration, ValueError):
             if has_audio(self.path):
                 raise MediaError(f"{self.path}: the file has no frames (an audio stream only)") from None
-            raise MediaError(f"{self.path}: not a video file ffmpeg can read") from None
+            raise MediaError(f"{self.path}: not a video file ffmpeg can read (or a truncated one whose "
+                             f"index is missing)") from None
         if total < 1 or not self.meta.get("fps"):
             raise MediaError(f"{self.path}: the video has no frames")
         if total == 1:  # ffmpeg reads a photo as a one-frame "video"
@@ -328,9 +473,16 @@ class VideoReader:
                              f"'jaxdream style' or 'jaxdream dream')")
         if start < 0 or (end is not None and end <= start):
             raise SettingsError(f"frame range {start}..{end} is empty")
-        if start >= total:
-            raise SettingsError(f"{self.path} has {total} frames; --start {start} is past the end")
         self.fps = float(self.meta["fps"])
+        listed = round(float(self.meta.get("duration") or 0) * self.fps)
+        truncated = listed > total + 1  # the container promises more frames than can be read
+        if start >= total:
+            what = f"only {total} of the {listed} frames its container lists can be read (a truncated " \
+                   f"file?)" if truncated else f"has {total} frames"
+            raise SettingsError(f"{self.path} {what}; --start {start} is past the end")
+        if truncated and (end is None or end > total):
+            warnings.warn(f"{self.path}: only {total} of the {listed} frames its container lists can be "
+                          f"read (a truncated file?); using frames {start}..{total - 1}")
         self.source_size = tuple(self.meta["source_size"])
         self.has_audio = bool(self.meta.get("audio_codec"))
         self.start, self.end = start, min(end, total) if end is not None else total

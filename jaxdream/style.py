@@ -35,7 +35,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from . import color, media
+from . import color, media, options
 from .errors import SettingsError
 from .losses import content_loss, gram, style_loss, total_variation
 from .models import get_spec
@@ -44,7 +44,7 @@ from .models.vgg19 import BLOCKS
 
 __all__ = ["stylize", "StyleResult", "StyleProgress", "Objective", "prepare_targets",
            "objective", "lbfgs_init", "lbfgs_chunk", "lbfgs_step", "adam_init", "adam_chunk",
-           "adam_step", "in_jit_loop_default",
+           "adam_step", "in_jit_loop_default", "plan_style", "run_plan", "StylePlan",
            "default_scales", "OPTIMIZERS", "INITS", "CONTENT_LAYERS", "STYLE_LAYERS"]
 
 CONTENT_LAYERS = ("relu4_2",)
@@ -491,9 +491,9 @@ def default_scales(size: int, coarsest: int = 512) -> tuple[int, ...]:
 
 def _as_list(value, name: str, cast=float) -> list:
     if isinstance(value, (list, tuple, np.ndarray)):
-        values = [cast(v) for v in value]
+        values = list(value)
     else:
-        values = [cast(value)]
+        values = [value]
     if not values:
         raise SettingsError(f"{name}: give at least one value")
     return values
@@ -515,16 +515,197 @@ def _load(image, size_longest: int | None, what: str) -> np.ndarray:
 
 
 def _iterations_per_scale(num_iterations, n_scales: int) -> list[int]:
+    number = options.get("num_iterations")
     if isinstance(num_iterations, (list, tuple)):
-        its = [int(v) for v in num_iterations]
+        its = number.check_all(num_iterations)
         if len(its) != n_scales:
             raise SettingsError(f"num_iterations: {len(its)} values for {n_scales} scales")
     else:
-        n = int(num_iterations)
+        n = number.check(num_iterations)
         its = [n] + [max(min(n, 50), n // 2 ** k) for k in range(1, n_scales)]
-    if any(v < 0 for v in its):
-        raise SettingsError(f"num_iterations must not be negative, got {num_iterations}")
     return its
+
+
+@dataclass
+class StylePlan:
+    """Everything :func:`stylize` will do, checked and read, before any network is loaded.
+
+    Built by :func:`plan_style`; :func:`run_plan` carries it out. ``describe`` is what
+    ``jaxdream style --dry-run`` prints.
+    """
+
+    spec: Any
+    content_full: np.ndarray
+    style_full: list
+    init: Any
+    init_full: np.ndarray | None
+    blend: list
+    sweeps: dict
+    content_layers: tuple
+    style_layers: tuple
+    scales: tuple
+    sizes: list
+    style_sizes: list
+    iterations: list
+    optimizer: str
+    lr: float
+    corrections: int
+    pooling: str
+    original_colors: bool
+    color_transfer: str | None
+    temporal: tuple | None
+    remat: bool | None
+    style_scale: float = 1.0
+    memory: int = 0
+
+    @property
+    def batch(self) -> int:
+        return math.prod(len(v) for v in self.sweeps.values())
+
+    def describe(self) -> str:
+        steps = ", ".join(f"{w}x{h} for {n} iterations" for (h, w), n in zip(self.sizes, self.iterations))
+        return (f"style transfer: {steps}; {self.batch} image(s) at once; {self.optimizer}; "
+                f"about {self.memory / 2**30:.1f} GiB of memory")
+
+
+def _check_numbers(sweeps: dict, style_scale, lbfgs_num_correction, chunk, learning_rate, blend) -> None:
+    for name, values in sweeps.items():
+        options.get(name).check_all(values)
+    options.get("lbfgs_num_correction").check(lbfgs_num_correction)
+    options.get("chunk").check(chunk)
+    options.get("style_scale").check(style_scale)
+    if learning_rate is not None:
+        options.get("learning_rate").check(learning_rate)
+    options.get("style_blend_weights").check_all(blend)
+    if sum(blend) <= 0:
+        raise SettingsError(f"style blend weights must be non-negative with a positive sum, "
+                            f"got {', '.join(map(_fmt, blend))}")
+
+
+def _check_scales(scales, size: int) -> tuple[int, ...]:
+    options.get("size").check(size)
+    if scales is None or len(scales) == 0:
+        scales = default_scales(size) if scales is None else (size,)
+    scales = tuple(options.get("scales").check_all(scales))
+    if list(scales) != sorted(scales):
+        raise SettingsError(f"scales must be increasing positive sizes, got {scales}")
+    return scales
+
+
+def _check_temporal(temporal, content_full: np.ndarray):
+    if temporal is None:
+        return None
+    t_image, t_mask, t_weight = temporal
+    t_image = np.asarray(t_image, np.float32)
+    t_mask = np.asarray(t_mask, np.float32)
+    if t_image.shape != content_full.shape or t_mask.shape != content_full.shape[:2]:
+        raise SettingsError(f"temporal target {t_image.shape} and mask {t_mask.shape} must match "
+                            f"the content image {content_full.shape}")
+    return t_image, t_mask, options.get("temporal_weight").check(t_weight)
+
+
+def _check_plan_sizes(plan: StylePlan, style_scale: float) -> None:
+    """Every picture the run computes on: big enough for the layers, within the pixel ceiling
+    and (estimated) within the device's memory."""
+    from . import memory
+    spec = plan.spec
+    layers = tuple(dict.fromkeys(plan.content_layers + plan.style_layers))
+    spec.check_size(*plan.sizes[0], layers)
+    for hw in plan.style_sizes[0]:
+        try:
+            spec.check_size(*hw, plan.style_layers)
+        except SettingsError as e:
+            raise SettingsError(f"style image (at style scale {style_scale:g}): {e}") from None
+    (h, w), scale = plan.sizes[-1], plan.scales[-1]
+    memory.check_pixels(h, w, f"size {scale}")
+    for sh, sw in plan.style_sizes[-1]:
+        memory.check_pixels(sh, sw, f"style image at style scale {style_scale:g} x size {scale}")
+    corrections = plan.corrections if plan.optimizer == "lbfgs" else 2
+    plan.memory = max([memory.style_bytes(h, w, plan.batch, corrections)]
+                      + [memory.forward_bytes(sh, sw) for sh, sw in plan.style_sizes[-1]])
+    memory.check_fits(plan.memory, f"style transfer at {w}x{h}"
+                      + (f" ({plan.batch} images at once)" if plan.batch > 1 else ""))
+
+
+def plan_style(content, styles, *,
+               style_blend_weights: Sequence[float] | None = None,
+               content_weight: float | Sequence[float] = 5.0,
+               style_weight: float | Sequence[float] = 100.0,
+               tv_weight: float | Sequence[float] = 1e-3,
+               content_layers: Sequence[str] = CONTENT_LAYERS,
+               style_layers: Sequence[str] = STYLE_LAYERS,
+               num_iterations: int | Sequence[int] = 1000,
+               optimizer: str = "lbfgs",
+               learning_rate: float | None = None,
+               lbfgs_num_correction: int = 100,
+               size: int = 512,
+               scales: Sequence[int] | None = None,
+               init: str | Any = "random",
+               pooling: str = "max",
+               style_scale: float = 1.0,
+               original_colors: bool = False,
+               color_transfer: str | None = None,
+               seed: int | Sequence[int] = 0,
+               temporal: tuple | None = None,
+               model: str = "vgg19",
+               chunk: int = 20,
+               remat: bool | None = None) -> StylePlan:
+    """Check every setting and read every image of a :func:`stylize` run (same arguments,
+    without the network and callback ones); nothing is computed or allocated on a device.
+
+    Raises:
+        SettingsError, LayerError, MediaError: one line naming the bad value or file.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise SettingsError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}")
+    if isinstance(styles, (str, os.PathLike)) or (isinstance(styles, np.ndarray) and styles.ndim == 3):
+        styles = [styles]
+    styles = list(styles)
+    if not styles:
+        raise SettingsError("give at least one style image")
+    blend = [1.0] * len(styles) if style_blend_weights is None else _as_list(
+        style_blend_weights, "style blend weights")
+    if len(blend) != len(styles):
+        raise SettingsError(f"{len(blend)} style blend weights for {len(styles)} style images")
+    sweeps = {"content_weight": _as_list(content_weight, "content weight"),
+              "style_weight": _as_list(style_weight, "style weight"),
+              "tv_weight": _as_list(tv_weight, "tv weight"),
+              "seed": _as_list(seed, "seed")}
+    _check_numbers(sweeps, style_scale, lbfgs_num_correction, chunk, learning_rate, blend)
+    sweeps = {k: [options.get(k).kind(v) for v in vs] for k, vs in sweeps.items()}
+    if color_transfer is not None and color_transfer not in color.COLOR_TRANSFERS:
+        raise SettingsError(f"unknown colour transfer '{color_transfer}'; use one of "
+                            f"{', '.join(color.COLOR_TRANSFERS)}")
+    if isinstance(init, str) and init not in INITS and not os.path.exists(init):
+        raise SettingsError(f"init must be one of {', '.join(INITS)} or an image file; "
+                            f"'{init}' is neither")
+    spec = get_spec(model)
+    if pooling not in spec.poolings:
+        raise SettingsError(f"{spec.name} supports pooling {', '.join(spec.poolings)}, not '{pooling}'")
+    content_layers = spec.check_layers(content_layers)
+    style_layers = spec.check_layers(style_layers)
+    scales = _check_scales(scales, size)
+    iterations = _iterations_per_scale(num_iterations, len(scales))
+    lr = DEFAULT_LEARNING_RATE[optimizer] if learning_rate is None else float(learning_rate)
+
+    # images: all read before the network loads, so a bad file fails fast
+    content_full = _load(content, None, "content")
+    h0, w0 = content_full.shape[:2]
+    style_full = [_load(s, None, f"style image {i + 1}") for i, s in enumerate(styles)]
+    if color_transfer:
+        style_full = [color.match_color(s, content_full, color_transfer) for s in style_full]
+    sizes = [media.fit_size(h0, w0, s) for s in scales]
+    style_sizes = [[media.fit_size(*s.shape[:2], max(1, round(sc * style_scale))) for s in style_full]
+                   for sc in scales]
+    init_full = None
+    if not isinstance(init, str) or init not in INITS:
+        init_full = _load(init, None, "init image")
+    plan = StylePlan(spec, content_full, style_full, init, init_full, blend, sweeps, content_layers,
+                     style_layers, scales, sizes, style_sizes, iterations, optimizer, lr,
+                     int(lbfgs_num_correction), pooling, original_colors, color_transfer,
+                     _check_temporal(temporal, content_full), remat, float(style_scale))
+    _check_plan_sizes(plan, style_scale)
+    return plan
 
 
 def stylize(content, styles, *,
@@ -600,192 +781,137 @@ def stylize(content, styles, *,
 
     Raises:
         SettingsError, LayerError, MediaError, WeightsError: bad settings or files; all are
-        checked before the network is loaded or any optimisation starts.
+        checked (by :func:`plan_style`) before the network is loaded or any optimisation starts.
     """
     from .network import load_network
+    plan = plan_style(content, styles, style_blend_weights=style_blend_weights,
+                      content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+                      content_layers=content_layers, style_layers=style_layers,
+                      num_iterations=num_iterations, optimizer=optimizer, learning_rate=learning_rate,
+                      lbfgs_num_correction=lbfgs_num_correction, size=size, scales=scales, init=init,
+                      pooling=pooling, style_scale=style_scale, original_colors=original_colors,
+                      color_transfer=color_transfer, seed=seed, temporal=temporal,
+                      model=model if network is None else network.spec.name, chunk=chunk, remat=remat)
+    net = network if network is not None else load_network(plan.spec.name, weights, pooling)
+    return run_plan(plan, net, chunk=chunk, in_jit_loop=in_jit_loop, callback=callback)
 
-    # ---- validate everything cheap first
-    if optimizer not in OPTIMIZERS:
-        raise SettingsError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}")
-    if isinstance(styles, (str, os.PathLike)) or (isinstance(styles, np.ndarray) and styles.ndim == 3):
-        styles = [styles]
-    styles = list(styles)
-    if not styles:
-        raise SettingsError("give at least one style image")
-    blend = [1.0] * len(styles) if style_blend_weights is None else _as_list(
-        style_blend_weights, "style blend weights")
-    if len(blend) != len(styles):
-        raise SettingsError(f"{len(blend)} style blend weights for {len(styles)} style images")
-    if any(b < 0 for b in blend) or sum(blend) <= 0:
-        raise SettingsError(f"style blend weights must be non-negative with a positive sum, "
-                            f"got {', '.join(map(_fmt, blend))}")
-    sweeps = {"content_weight": _as_list(content_weight, "content weight"),
-              "style_weight": _as_list(style_weight, "style weight"),
-              "tv_weight": _as_list(tv_weight, "tv weight"),
-              "seed": _as_list(seed, "seed", int)}
-    for name in ("content_weight", "style_weight", "tv_weight"):
-        bad = [v for v in sweeps[name] if not (v >= 0 and math.isfinite(v))]
-        if bad:
-            raise SettingsError(f"{name.replace('_', ' ')} must be a non-negative number, got "
-                                f"{_fmt(bad[0])}")
-    if lbfgs_num_correction < 1:
-        raise SettingsError(f"lbfgs num correction must be at least 1, got {lbfgs_num_correction}")
-    if chunk < 1:
-        raise SettingsError(f"chunk must be at least 1, got {chunk}")
-    if style_scale <= 0:
-        raise SettingsError(f"style scale must be positive, got {style_scale}")
-    if color_transfer is not None and color_transfer not in color.COLOR_TRANSFERS:
-        raise SettingsError(f"unknown colour transfer '{color_transfer}'; use one of "
-                            f"{', '.join(color.COLOR_TRANSFERS)}")
-    if isinstance(init, str) and init not in INITS and not os.path.exists(init):
-        raise SettingsError(f"init must be one of {', '.join(INITS)} or an image file; "
-                            f"'{init}' is neither")
-    spec = get_spec(model if network is None else network.spec.name)
-    if pooling not in spec.poolings:
-        raise SettingsError(f"{spec.name} supports pooling {', '.join(spec.poolings)}, not '{pooling}'")
-    content_layers = spec.check_layers(content_layers)
-    style_layers = spec.check_layers(style_layers)
-    if scales is None or len(scales) == 0:
-        scales = default_scales(size) if scales is None else (size,)
-    scales = tuple(int(s) for s in scales)
-    if any(s < 1 for s in scales) or list(scales) != sorted(scales):
-        raise SettingsError(f"scales must be increasing positive sizes, got {scales}")
-    if scales[-1] != size:
-        size = scales[-1]
-    iterations = _iterations_per_scale(num_iterations, len(scales))
-    lr = DEFAULT_LEARNING_RATE[optimizer] if learning_rate is None else float(learning_rate)
 
-    # ---- images (all read before the network loads, so a bad file fails fast)
-    content_full = _load(content, None, "content")
-    h0, w0 = content_full.shape[:2]
-    style_full = [_load(s, None, f"style image {i + 1}") for i, s in enumerate(styles)]
-    if color_transfer:
-        style_full = [color.match_color(s, content_full, color_transfer) for s in style_full]
-    sizes = [media.fit_size(h0, w0, s) for s in scales]
-    layers = tuple(dict.fromkeys(content_layers + style_layers))
-    spec.check_size(*sizes[0], layers)
-    style_sizes = [[media.fit_size(*s.shape[:2], max(1, round(sc * style_scale)))
-                    for s in style_full] for sc in scales]
-    for hw in style_sizes[0]:
-        try:
-            spec.check_size(*hw, style_layers)
-        except SettingsError as e:
-            raise SettingsError(f"style image (at style scale {style_scale:g}): {e}") from None
-    init_full = None
-    if not isinstance(init, str) or init not in INITS:
-        init_full = _load(init, None, "init image")
-    if temporal is not None:
-        t_image, t_mask, t_weight = temporal
-        t_image = np.asarray(t_image, np.float32)
-        t_mask = np.asarray(t_mask, np.float32)
-        if t_image.shape != content_full.shape or t_mask.shape != content_full.shape[:2]:
-            raise SettingsError(f"temporal target {t_image.shape} and mask {t_mask.shape} must match "
-                                f"the content image {content_full.shape}")
-        if not (t_weight >= 0 and math.isfinite(t_weight)):
-            raise SettingsError(f"temporal weight must be a non-negative number, got {t_weight}")
+def _settings_record(plan: StylePlan, net) -> dict:
+    settings = {**plan.sweeps, "content_layers": list(plan.content_layers),
+                "style_layers": list(plan.style_layers), "num_iterations": plan.iterations,
+                "optimizer": plan.optimizer, "learning_rate": plan.lr,
+                "lbfgs_num_correction": plan.corrections, "scales": list(plan.scales),
+                "init": plan.init if isinstance(plan.init, str) else "array", "pooling": plan.pooling,
+                "style_scale": plan.style_scale, "style_blend_weights": plan.blend,
+                "original_colors": plan.original_colors, "color_transfer": plan.color_transfer,
+                "model": plan.spec.name, "weights": net.weights_id}
+    if plan.temporal is not None:
+        settings["temporal_weight"] = float(plan.temporal[2])
+    return settings
 
-    net = network if network is not None else load_network(spec.name, weights, pooling)
+
+def _to_model(rgb, mean):
+    return np.asarray(rgb, np.float32)[..., ::-1] - np.asarray(mean, np.float32)
+
+
+def _from_model(x, mean):
+    return (np.asarray(x, np.float32) + np.asarray(mean, np.float32))[..., ::-1]
+
+
+def _initial_batch(plan: StylePlan, hw, content_rgb, mean, seeds) -> np.ndarray:
+    """The starting images of the first scale, (B, H, W, 3) in network space."""
+    batch = len(seeds)
+    if plan.init_full is not None:
+        return np.broadcast_to(_to_model(media.resize(plan.init_full, hw), mean), (batch, *hw, 3))
+    if plan.init in ("image", "content"):
+        return np.broadcast_to(_to_model(content_rgb, mean), (batch, *hw, 3))
+    return np.stack([0.001 * np.asarray(jax.random.normal(jax.random.key(s), (*hw, 3), jnp.float32))
+                     for s in seeds])
+
+
+def _scale_targets(plan: StylePlan, net, k: int, hw, content_rgb, obj: Objective) -> dict:
     mean = net.spec.mean_bgr
-    combos = list(itertools.product(*sweeps.values()))
-    swept = [k for k, v in sweeps.items() if len(v) > 1]
-    labels = [{k: c[list(sweeps).index(k)] for k in swept} for c in combos]
+    styles_x = [_to_model(media.resize(s, shw), mean) for s, shw in zip(plan.style_full, plan.style_sizes[k])]
+    targets = prepare_targets(net.params, _to_model(content_rgb, mean), styles_x, plan.blend, obj)
+    if plan.temporal is not None:
+        t_image, t_mask, _ = plan.temporal
+        mask_k = media.resize(t_mask[..., None], hw, "bilinear")
+        targets["temporal"] = {"image": jnp.asarray(_to_model(media.resize(t_image, hw), mean)),
+                               "mask": jnp.asarray(np.clip(mask_k, 0, 1))}
+    return targets
+
+
+def _optimiser_state(plan: StylePlan, x0: jax.Array, hw, n_losses: int):
+    """(state, chunk function, step function) of the chosen optimiser for a batch ``x0``."""
+    if plan.optimizer == "adam":
+        return jax.vmap(lambda x: adam_init(x, n_losses))(x0), adam_chunk, adam_step
+    m = plan.corrections
+    cap = max(1, int(LBFGS_HISTORY_BUDGET // (2 * x0.shape[0] * x0[0].size * 4)))
+    if m > cap:
+        warnings.warn(f"L-BFGS history limited to {cap} corrections at "
+                      f"{hw[1]}x{hw[0]} px (of {m}) to bound memory", stacklevel=3)
+        m = cap
+    return lbfgs_init(x0, m, n_losses), lbfgs_chunk, lbfgs_step
+
+
+def _losses_of(state, temporal: bool) -> dict:
+    raw = np.array(state.losses)
+    losses = {"total": raw[:, 0], "content": raw[:, 1], "style": raw[:, 2], "tv": raw[:, 3]}
+    if temporal:
+        losses["temporal"] = raw[:, 4]
+    return losses
+
+
+def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None = None,
+             callback: Callable[[StyleProgress], Any] | None = None) -> StyleResult:
+    """Carry out a checked :class:`StylePlan` with a loaded network (see :func:`stylize`)."""
+    mean = net.spec.mean_bgr
+    combos = list(itertools.product(*plan.sweeps.values()))
+    names = list(plan.sweeps)
+    swept = [k for k, v in plan.sweeps.items() if len(v) > 1]
+    labels = [{k: c[names.index(k)] for k in swept} for c in combos]
     batch = len(combos)
-    loss_weights = {
-        "content": jnp.asarray([c[0] for c in combos], jnp.float32),
-        "style": jnp.asarray([c[1] for c in combos], jnp.float32),
-        "tv": jnp.asarray([c[2] for c in combos], jnp.float32)}
-    if temporal is not None:
-        loss_weights["temporal"] = jnp.full((len(combos),), t_weight, jnp.float32)
+    loss_weights = {"content": jnp.asarray([c[0] for c in combos], jnp.float32),
+                    "style": jnp.asarray([c[1] for c in combos], jnp.float32),
+                    "tv": jnp.asarray([c[2] for c in combos], jnp.float32)}
+    if plan.temporal is not None:
+        loss_weights["temporal"] = jnp.full((batch,), plan.temporal[2], jnp.float32)
     seeds = [c[3] for c in combos]
-    settings = {"content_weight": sweeps["content_weight"], "style_weight": sweeps["style_weight"],
-                "tv_weight": sweeps["tv_weight"], "seed": sweeps["seed"],
-                "content_layers": list(content_layers), "style_layers": list(style_layers),
-                "num_iterations": iterations, "optimizer": optimizer, "learning_rate": lr,
-                "lbfgs_num_correction": lbfgs_num_correction, "scales": list(scales),
-                "init": init if isinstance(init, str) else "array", "pooling": pooling,
-                "style_scale": style_scale, "style_blend_weights": blend,
-                "original_colors": original_colors, "color_transfer": color_transfer,
-                "model": spec.name, "weights": net.weights_id}
-    if temporal is not None:
-        settings["temporal_weight"] = float(t_weight)
-
-    def to_model(rgb):
-        return np.asarray(rgb, np.float32)[..., ::-1] - np.asarray(mean, np.float32)
-
-    def from_model(x):
-        return (np.asarray(x, np.float32) + np.asarray(mean, np.float32))[..., ::-1]
-
-    x = None
-    losses = None
-    for k, (hw, sc) in enumerate(zip(sizes, scales)):
-        content_rgb = media.resize(content_full, hw)
+    if in_jit_loop is None:
+        in_jit_loop = in_jit_loop_default()
+    lr_arr = jnp.float32(plan.lr)
+    x = losses = None
+    for k, (hw, total) in enumerate(zip(plan.sizes, plan.iterations)):
+        content_rgb = media.resize(plan.content_full, hw)
 
         def postprocess(xs, content_rgb=content_rgb):
-            rgb = from_model(xs)
-            if original_colors:
-                return color.original_colors(rgb, content_rgb)
-            return np.clip(rgb, 0, 255)
+            rgb = _from_model(xs, mean)
+            return color.original_colors(rgb, content_rgb) if plan.original_colors else np.clip(rgb, 0, 255)
 
-        use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if remat is None else bool(remat)
-        obj = Objective(spec.name, pooling, content_layers, style_layers, use_remat,
-                        temporal is not None)
-        styles_x = [to_model(media.resize(s, shw)) for s, shw in zip(style_full, style_sizes[k])]
-        targets = prepare_targets(net.params, to_model(content_rgb), styles_x, blend, obj)
-        if temporal is not None:
-            mask_k = media.resize(t_mask[..., None], hw, "bilinear")
-            targets["temporal"] = {"image": jnp.asarray(to_model(media.resize(t_image, hw))),
-                                   "mask": jnp.asarray(np.clip(mask_k, 0, 1))}
-        if k == 0:
-            if init_full is not None:
-                x0 = np.broadcast_to(to_model(media.resize(init_full, hw)), (batch, *hw, 3))
-            elif init in ("image", "content"):
-                x0 = np.broadcast_to(to_model(content_rgb), (batch, *hw, 3))
-            else:
-                x0 = np.stack([0.001 * np.asarray(jax.random.normal(
-                    jax.random.key(s), (*hw, 3), jnp.float32)) for s in seeds])
-        else:
-            x0 = np.stack([media.resize(xi, hw) for xi in np.asarray(x)])
-        x0 = jnp.asarray(x0, jnp.float32)
-        if optimizer == "lbfgs":
-            m = int(lbfgs_num_correction)
-            cap = max(1, int(LBFGS_HISTORY_BUDGET // (2 * batch * x0[0].size * 4)))
-            if m > cap:
-                warnings.warn(f"L-BFGS history limited to {cap} corrections at "
-                              f"{hw[1]}x{hw[0]} px (of {m}) to bound memory", stacklevel=2)
-                m = cap
-            state = lbfgs_init(x0, m, obj.n_losses)
-            run_chunk, run_step = lbfgs_chunk, lbfgs_step
-        else:
-            state = jax.vmap(lambda x: adam_init(x, obj.n_losses))(x0)
-            run_chunk, run_step = adam_chunk, adam_step
-        if in_jit_loop is None:
-            in_jit_loop = in_jit_loop_default()
-        lr_arr = jnp.float32(lr)
+        use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if plan.remat is None else bool(plan.remat)
+        obj = Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers, use_remat,
+                        plan.temporal is not None)
+        targets = _scale_targets(plan, net, k, hw, content_rgb, obj)
+        x0 = _initial_batch(plan, hw, content_rgb, mean, seeds) if k == 0 else \
+            np.stack([media.resize(xi, hw) for xi in np.asarray(x)])
+        state, run_chunk, run_step = _optimiser_state(plan, jnp.asarray(x0, jnp.float32), hw, obj.n_losses)
         done = 0
-        total = iterations[k]
         while done < total:
             n = min(chunk, total - done)
             if in_jit_loop:
-                state = run_chunk(state, net.params, targets, loss_weights, jnp.int32(n), lr_arr,
-                                  spec=obj)
+                state = run_chunk(state, net.params, targets, loss_weights, jnp.int32(n), lr_arr, spec=obj)
             else:
                 for _ in range(n):
                     state = run_step(state, net.params, targets, loss_weights, lr_arr, spec=obj)
             done += n
-            raw = np.array(state.losses)
-            losses = {"total": raw[:, 0], "content": raw[:, 1], "style": raw[:, 2],
-                      "tv": raw[:, 3]}
-            if obj.temporal:
-                losses["temporal"] = raw[:, 4]
+            losses = _losses_of(state, obj.temporal)
             x = np.array(state.x)
-            if callback is not None:
-                stop = callback(StyleProgress(k, len(scales), hw, done, total, losses,
-                                              postprocess(x), labels))
-                if stop:
-                    break
+            if callback is not None and callback(StyleProgress(k, len(plan.scales), hw, done, total, losses,
+                                                               postprocess(x), labels)):
+                break
         if x is None or x.shape[1:3] != tuple(hw):
             x = np.asarray(state.x)
     images = postprocess(x)
     if losses is None:
         losses = {k: np.full((batch,), np.nan, np.float32) for k in ("total", "content", "style", "tv")}
-    return StyleResult(images.astype(np.float32), labels, losses, settings)
+    return StyleResult(images.astype(np.float32), labels, losses, _settings_record(plan, net))

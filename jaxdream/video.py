@@ -28,6 +28,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,15 +37,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import flow as flowlib
-from . import media
-from .animate import FrameStore, finish, work_folder
+from . import media, options
+from .animate import METRICS_FILE, FrameStore, finish, frame_run, work_folder
 from .errors import SettingsError
 
 __all__ = ["VideoSettings", "VideoProgress", "VideoResult", "StyleFrames", "DreamFrames", "process",
            "INITS"]
 
 INITS = ("prev-warped", "prev", "content")
-METRICS_FILE = "jaxdream-metrics.json"
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,15 @@ class VideoSettings:
     def validate(self) -> None:
         if self.init not in INITS:
             raise SettingsError(f"unknown --init '{self.init}'; use one of {', '.join(INITS)}")
-        if self.start < 0:
-            raise SettingsError(f"--start must be 0 or more, got {self.start}")
-        if self.end is not None and self.end <= self.start:
-            raise SettingsError(f"--end ({self.end}) must be after --start ({self.start})")
-        if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
-            raise SettingsError(f"--fps must be positive, got {self.fps}")
+        options.get("start").check(self.start)
+        if self.end is not None:
+            options.get("end").check(self.end)
+            if self.end <= self.start:
+                raise SettingsError(f"--end ({self.end}) must be after --start ({self.start})")
+        if self.fps is not None:
+            options.get("fps").check(self.fps)
+        if self.size is not None:
+            options.get("size").check(self.size)
 
 
 @dataclass
@@ -120,14 +123,13 @@ class StyleFrames:
                  network=None, weights=None, **style):
         from .network import load_network
         from .style import _load
-        if iterations_first < 1 or iterations < 1:
-            raise SettingsError(f"iterations must be at least 1 (got --iterations-first "
-                                f"{iterations_first}, --iterations {iterations})")
-        if not (temporal_weight >= 0 and math.isfinite(temporal_weight)):
-            raise SettingsError(f"--temporal-weight must be a non-negative number, got {temporal_weight}")
+        options.get("iterations_first").check(iterations_first)
+        options.get("iterations").check(iterations)
+        options.get("temporal_weight").check(temporal_weight)
         if isinstance(styles, (str, os.PathLike)):
             styles = [styles]
         self.style_names = [str(s) if isinstance(s, (str, os.PathLike)) else "array" for s in styles]
+        self.style_paths = [s if isinstance(s, (str, os.PathLike)) else None for s in styles]
         self.styles = [_load(s, None, f"style image {i + 1}") for i, s in enumerate(styles)]
         if not self.styles:
             raise SettingsError("give at least one --style image")
@@ -154,6 +156,8 @@ class StyleFrames:
                 "first_init": self.first_init if isinstance(self.first_init, str) else "array",
                 "scales_first": None if self.scales_first is None else list(self.scales_first),
                 "weights": self.net.weights_id,
+                "styles_sha256": [media.file_sha256(s) for s in self.style_paths],
+                "first_init_sha256": media.file_sha256(self.first_init),
                 **{k: (list(v) if isinstance(v, tuple) else v) for k, v in self.style.items()}}
 
     def _run(self, frame, init, iterations, scales, temporal, callback):
@@ -192,10 +196,8 @@ class DreamFrames:
     kind = "dream"
 
     def __init__(self, dreamer, blend: float = 0.6, steps_per_frame: int = 5):
-        if not 0 <= blend <= 1:
-            raise SettingsError(f"--blend must be between 0 and 1, got {blend}")
-        if steps_per_frame < 1:
-            raise SettingsError(f"--steps-per-frame must be at least 1, got {steps_per_frame}")
+        options.get("blend").check(blend)
+        options.get("steps_per_frame").check(steps_per_frame)
         self.dreamer, self.blend, self.steps = dreamer, float(blend), int(steps_per_frame)
         self.loss = None
         self.index = 0
@@ -205,7 +207,8 @@ class DreamFrames:
 
     def settings(self) -> dict:
         return {"mode": "dream", "blend": self.blend, "steps_per_frame": self.steps,
-                "weights": self.dreamer.net.weights_id} | self.dreamer.cfg.to_dict()
+                "weights": self.dreamer.net.weights_id} | self.dreamer.cfg.to_dict() | {
+                "guide_sha256": media.file_sha256(self.dreamer.cfg.guide)}
 
     def first(self, frame, callback=None):
         return self.dreamer.run(frame)
@@ -240,7 +243,7 @@ def _mean(values) -> float | None:
 
 
 def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settings: VideoSettings,
-            *, resume: bool = False, compare_independent: bool = False,
+            *, resume: bool = False, overwrite: bool = False, compare_independent: bool = False,
             progress: Callable[[VideoProgress], None] | None = None,
             inner_progress: Callable | None = None, metadata: dict | None = None) -> VideoResult:
     """Stylise or dream a clip frame by frame into ``out`` (``.mp4``, ``.gif`` or a folder).
@@ -252,6 +255,7 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
         settings: frame range, size, init mode.
         resume: continue an interrupted run from its last finished frame (refused, with a
             clear error, when the settings differ).
+        overwrite: start over in a folder that holds another run's frames.
         compare_independent: also process every frame independently (not written) and report
             its temporal error as :attr:`VideoResult.independent_error`.
         progress: called after every frame.
@@ -262,18 +266,34 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
         A :class:`VideoResult`.
     """
     settings.validate()
-    out, kind = media.check_animation_output(out)
+    out, kind = media.check_animation_output(out, inputs=[input_path])
     reader = media.VideoReader(input_path, settings.size, settings.start, settings.end)
     w, h = reader.frame_size
     maker.check((h, w))
     fps = settings.fps or reader.fps
-    total = reader.frames
-    record = {"input": str(input_path), "size": [h, w], "start": settings.start, "end": reader.end,
-              "init": settings.init, "motion_boundaries": settings.motion_boundaries, "fps": fps,
+    record = {"input": str(input_path), "input_sha256": media.file_sha256(input_path), "size": [h, w],
+              "start": settings.start, "end": reader.end, "init": settings.init,
+              "motion_boundaries": settings.motion_boundaries, "fps": fps,
               **maker.settings(), **(metadata or {})}
     record = json.loads(json.dumps(record))  # what a resumed run reads back
-    folder = work_folder(out, kind)
-    store = FrameStore(folder, record, resume)
+    store = FrameStore(work_folder(out, kind), record, resume, overwrite)
+    with frame_run(store):
+        metrics = _frames(reader, store, maker, settings, compare_independent, progress, inner_progress)
+    count = store.count()
+    if count < reader.frames:
+        warnings.warn(f"{input_path}: {count} of the {reader.frames} frames in the range could be decoded; "
+                      f"the output has {count}")
+    total = min(reader.frames, count)  # ffmpeg's count can exceed what decodes
+    audio_start = settings.start / reader.fps
+    path = finish(store, out, kind, total, fps, audio_from=str(input_path) if reader.has_audio else None,
+                  audio_start=audio_start)
+    return VideoResult(path, total, fps, _mean(metrics["temporal_error"]), metrics["seconds"],
+                       _mean(metrics["independent_error"]) if compare_independent else None)
+
+
+def _frames(reader, store: FrameStore, maker, settings: VideoSettings, compare_independent: bool,
+            progress, inner_progress) -> dict:
+    """The frame loop of :func:`process`; returns the per-frame metrics."""
     metrics_path = store.folder / METRICS_FILE
     done = store.count()
     metrics = {"temporal_error": [], "seconds": [], "independent_error": []}
@@ -283,6 +303,8 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
     prev_frame = prev_out = prev_indep = None
     if done:
         prev_out = store.last_state(done - 1)
+    store.start()
+    total = reader.frames
     for i, frame in enumerate(reader):
         if i < done - 1:
             continue
@@ -310,19 +332,10 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
         metrics["temporal_error"].append(error)
         metrics["seconds"].append(seconds)
         metrics["independent_error"].append(indep_error if compare_independent else None)
-        tmp = metrics_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(metrics))
-        os.replace(tmp, metrics_path)
+        store.write_json(METRICS_FILE, metrics)
         prev_frame, prev_out = frame, result
         if progress is not None:
             progress(VideoProgress(i + 1, total, seconds, maker.loss, error))
-    count = store.count()
-    if count == 0:
-        raise SettingsError(f"{input_path}: no frames could be decoded")
-    total = min(total, count)  # ffmpeg's count can exceed what decodes
-    audio_start = settings.start / reader.fps
-    metrics_path.unlink(missing_ok=True)
-    path = finish(store, out, kind, total, fps, audio_from=str(input_path) if reader.has_audio else None,
-                  audio_start=audio_start)
-    return VideoResult(path, total, fps, _mean(metrics["temporal_error"]), metrics["seconds"],
-                       _mean(metrics["independent_error"]) if compare_independent else None)
+    if store.count() == 0:
+        raise SettingsError(f"{reader.path}: no frames could be decoded")
+    return metrics

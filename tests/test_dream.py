@@ -537,7 +537,7 @@ def test_make_config_channel_out_of_range_names_layer_and_count():
     (dict(octaves=-1), "octaves"), (dict(normalize="median"), "normalisation"),
     (dict(step_size=0), "step size"), (dict(octave_scale=0.5), "octave scale"),
     (dict(jitter=-1), "jitter"), (dict(tile_size=8), "tile size"),
-    (dict(layers="inception_3a/output:-1"), "negative"),
+    (dict(layers="inception_3a/output:-1"), "layer weight must be a number >= 0"),
     (dict(class_index=1000), "out of range"), (dict(class_index=-1), "out of range"),
     (dict(class_index="no such animal"), "unknown class"),
     (dict(class_index=285, model="vgg19"), "classifier"),
@@ -770,7 +770,7 @@ def test_cli_dream_bad_input_is_one_error_line(cli_files, dream_cli):
     ("output_folder", ("no_such_folder", "does not exist")),
     ("output_parent_file", ("not_a_folder",)),
     ("output_suffix", ("out.xyz",)),
-    ("steps0", ("steps must be at least 1",)),
+    ("steps0", ("--steps", "must be a whole number >= 1")),
     ("layer", ("inception_3a/outptu", "inception_3a/output")),
 ])
 def test_cli_dream_bad_input_in_process(cli_files, case, needles, capsys, monkeypatch):

@@ -381,7 +381,7 @@ def test_cli_zoom_bad_zoom_is_one_error_line(zoom_cli):
 
 @pytest.mark.parametrize("args, needles", [
     (["--zoom", "0"], ("zoom",)), (["--zoom", "-1"], ("zoom", "-1")), (["--frames", "0"], ("frames",)),
-    (["--steps-per-frame", "0"], ("steps per frame",)), (["-o", "{root}/out.xyz"], ("out.xyz",)),
+    (["--steps-per-frame", "0"], ("--steps-per-frame",)), (["-o", "{root}/out.xyz"], ("out.xyz",)),
     (["--layer-schedule", "0:inception_4x/output"], ("inception_4x/output",)),
     (["--layers", "inception_3a/outptu"], ("inception_3a/output",)),
     (["--channels", "9999"], ("9999",)),

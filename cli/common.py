@@ -1,0 +1,59 @@
+"""Pieces every command uses: numeric option types from :mod:`jaxdream.options`, the run flags
+(``--dry-run``, ``--resume``, ``--overwrite``), the size check done before any image is loaded,
+and the interrupt message of the animation commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxdream import options
+
+
+def number(name: str):
+    """argparse ``type`` of the numeric option ``name``: its one definition in jaxdream.options."""
+    return options.get(name).parse
+
+
+def numbers(name: str):
+    """argparse ``type`` for a comma-separated list of ``name`` values (a sweep)."""
+    return options.get(name).parse_list
+
+
+def pair(name: str):
+    """argparse ``type`` for ``A,B`` of ``name`` values."""
+    return options.get(name).parse_pair
+
+
+def add_dry_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the inputs, settings, output and memory, say what would run, and stop "
+                        "(no weights loaded, nothing written)")
+
+
+def add_frames_flags(p: argparse.ArgumentParser) -> None:
+    """``--resume`` and ``--overwrite`` of the commands that write frames as they go."""
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last frame")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over when the output folder holds another run's frames (they are removed)")
+
+
+def output_size(path, size: int | None, what: str = "input") -> tuple[int, int]:
+    """(height, width) an input image will have after ``--size``, from its header alone; checks
+    the pixel ceiling so that nothing too large is ever decoded or resized."""
+    from jaxdream import media, memory
+    h, w = media.image_shape(path)
+    if size is not None:
+        h, w = media.fit_size(h, w, size)
+    memory.check_pixels(h, w, f"{what} {path}" + (f" at --size {size}" if size is not None else ""))
+    return h, w
+
+
+def report_interrupt(exc: KeyboardInterrupt, message: str) -> None:
+    """Print the command's own interrupt line (main then prints nothing more) and re-raise."""
+    print(f"jaxdream: interrupted; {message}", file=sys.stderr)
+    exc.reported = True
+    raise exc
+
+
+FRAMES_KEPT = "finished frames are kept, continue with the same command and --resume"
