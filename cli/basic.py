@@ -6,11 +6,12 @@ import sys
 
 from jaxdream.errors import SettingsError
 
-from .common import number
+from .common import add_device_flags, number
 
 
 def register(sub) -> None:
-    p = sub.add_parser("devices", help="list the devices JAX will compute on")
+    p = sub.add_parser("devices", help="show the devices and the mesh a run will compute on")
+    add_device_flags(p)
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("weights", help="list, download, convert or verify pretrained weights")
@@ -43,10 +44,8 @@ def register(sub) -> None:
 
 
 def cmd_devices(args) -> int:
-    import jax
-    print(f"backend: {jax.default_backend()}")
-    for d in jax.devices():
-        print(f"  {d.id}: {d.platform} {d.device_kind}")
+    from jaxdream import parallel
+    print(parallel.describe(args.mesh))
     return 0
 
 

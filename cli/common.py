@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from jaxdream import options
+from jaxdream.errors import SettingsError
 
 
 def number(name: str):
@@ -57,3 +58,37 @@ def report_interrupt(exc: KeyboardInterrupt, message: str) -> None:
 
 
 FRAMES_KEPT = "finished frames are kept, continue with the same command and --resume"
+
+
+def add_device_flags(p: argparse.ArgumentParser) -> None:
+    """``--devices`` and the multi-host flags: the mesh a command computes on."""
+    g = p.add_argument_group("devices")
+    g.add_argument("--devices", type=number("devices"),
+                   help="compute on the first N devices (default: all of every process)")
+    g.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="join a multi-host JAX cluster whose process 0 listens here (with "
+                        "--num-processes and --process-id; standard cluster environments are "
+                        "detected without them)")
+    g.add_argument("--num-processes", type=number("num-processes"), help="processes in the cluster")
+    g.add_argument("--process-id", type=number("process-id"), help="this process's rank (0: the one that writes)")
+
+
+def setup_devices(args) -> None:
+    """Join the cluster (if asked or detected) and build the mesh ``args.mesh``, before anything
+    touches JAX's devices; bad settings end in one line."""
+    from jaxdream import parallel
+    if not hasattr(args, "devices"):
+        return
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if any(v is not None for v in given) and not all(v is not None for v in given):
+        raise SettingsError("give --coordinator, --num-processes and --process-id together")
+    parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    args.mesh = parallel.mesh(args.devices)
+
+
+def single_process(what: str) -> None:
+    """Refuse a multi-host run of a command that does not split its work across hosts yet."""
+    import jax
+    if jax.process_count() > 1:
+        raise SettingsError(f"{what} runs in one process (use --devices on one host); "
+                            f"{jax.process_count()} processes were started")

@@ -10,7 +10,7 @@ from pathlib import Path
 from jaxdream.dream import DreamConfig
 from jaxdream.errors import SettingsError
 
-from .common import FRAMES_KEPT, add_dry_run, add_frames_flags, number, output_size, pair, report_interrupt
+from .common import FRAMES_KEPT, add_device_flags, add_dry_run, add_frames_flags, number, output_size, pair, report_interrupt, single_process
 
 _D = DreamConfig()
 
@@ -46,6 +46,7 @@ def add_dream_options(p: argparse.ArgumentParser, steps: int = _D.steps, octaves
     g.add_argument("--size", type=number("size"), help="scale the input so its longest side is N px first")
     g.add_argument("--quiet", action="store_true", help="no progress output")
     add_dry_run(p)
+    add_device_flags(p)
 
 
 def dream_config(args):
@@ -114,6 +115,7 @@ def cmd_dream(args) -> int:
     from jaxdream import media
 
     from .main import enable_compilation_cache
+    single_process("dream")
     cfg = dream_config(args)
     out = Path(args.output) if args.output else Path(args.input).with_name(Path(args.input).stem + "_dream.png")
     hw = output_size(args.input, args.size)
@@ -145,6 +147,7 @@ def cmd_zoom(args) -> int:
     from jaxdream import animate, media
 
     from .main import enable_compilation_cache
+    single_process("zoom")
     cfg = dream_config(args)
     zs = animate.ZoomSettings(frames=args.frames, zoom=args.zoom, rotate=args.rotate,
                               translate=args.translate, steps_per_frame=args.steps_per_frame,

@@ -121,7 +121,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed command; returns the exit status."""
+    from .common import setup_devices
     try:
+        setup_devices(args)
         return int(args.func(args) or 0)
     except JaxdreamError as e:
         print(f"jaxdream: error: {e}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jaxdream.errors import SettingsError
 
-from .common import add_dry_run, number, numbers
+from .common import add_device_flags, add_dry_run, number, numbers
 
 _ABBREV = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "seed": "seed"}
 
@@ -98,6 +98,7 @@ def register(sub) -> None:
                         "pass to save memory")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or loss lines")
     add_dry_run(p)
+    add_device_flags(p)
     p.set_defaults(func=cmd_style)
 
 
@@ -177,12 +178,14 @@ def cmd_style(args) -> int:
 
     state = {"last": None, "bar": None, "done": 0, "scale": -1}
 
+    from jaxdream.parallel import is_writer
+    writer = is_writer()  # in a multi-host run every process computes, process 0 writes
+
     def save_all(images, labels, meta, extra=""):
-        paths = []
-        for img, label in zip(images, labels):
-            path = output_path(out, label, extra)
-            media.save_image(path, img, {**meta, **label})
-            paths.append(path)
+        paths = [output_path(out, label, extra) for label in labels]
+        if writer:
+            for path, img, label in zip(paths, images, labels):
+                media.save_image(path, img, {**meta, **label})
         return paths
 
     def callback(p):
@@ -210,7 +213,7 @@ def cmd_style(args) -> int:
             save_all(p.images, p.labels or [{}], {"iteration": p.iteration}, extra)
 
     try:
-        result = stylize(args.content, args.style, chunk=chunk, callback=callback, **settings)
+        result = stylize(args.content, args.style, chunk=chunk, callback=callback, mesh=args.mesh, **settings)
     except KeyboardInterrupt:
         last = state["last"]
         if last is not None:
@@ -224,10 +227,11 @@ def cmd_style(args) -> int:
     meta = {k: v for k, v in result.settings.items()}
     meta.update(content=str(args.content), style=[str(s) for s in args.style])
     paths = save_all(result.images, result.labels or [{}], meta)
-    for path in paths:
-        print(f"wrote {path}")
     if len(result.images) > 1:
         sheet = out.with_name(f"{out.stem}_sheet{out.suffix}")
-        media.save_image(sheet, contact_sheet(result.images, result.labels), meta)
-        print(f"wrote {sheet}")
+        if writer:
+            media.save_image(sheet, contact_sheet(result.images, result.labels), meta)
+        paths.append(sheet)
+    for path in paths if writer else []:
+        print(f"wrote {path}")
     return 0

@@ -7,7 +7,7 @@ import sys
 
 from jaxdream.errors import SettingsError
 
-from .common import FRAMES_KEPT, add_frames_flags, number, numbers, report_interrupt
+from .common import FRAMES_KEPT, add_frames_flags, number, numbers, report_interrupt, single_process
 from .dream import add_dream_options, dream_config, make_dreamer
 from .style import add_style_options
 
@@ -110,6 +110,7 @@ def cmd_video(args) -> int:
     from jaxdream.progress import bar
 
     from .main import enable_compilation_cache
+    single_process("video")
     if args.frames is not None:
         if args.end is not None:
             raise SettingsError("give either --end or --frames, not both")

@@ -172,8 +172,11 @@ NUMBERS: dict[str, Number] = {n.name: n for n in [
     # video range
     Number("start", int, 0, _MAX_COUNT),
     Number("end", int, 1, _MAX_COUNT),
-    # inspection
+    # inspection and devices
     Number("top", int, 1, 1000),
+    Number("devices", int, 1, 65536),
+    Number("num-processes", int, 1, 65536),
+    Number("process-id", int, 0, 65535),
 ]}
 
 

@@ -184,6 +184,23 @@ def replicate(tree: Tree, m: Mesh) -> Tree:
     return jax.tree.map(lambda a: _place(a, NamedSharding(m, P())), tree)
 
 
+def place(tree: Tree, axes: Tree, m: Mesh) -> Tree:
+    """Place each leaf of ``tree`` with its own split axis (``axes``: a matching pytree of ints,
+    or None to replicate that leaf), e.g. an optimiser state whose history has the batch on
+    axis 1."""
+    return jax.tree.map(lambda a, ax: _place(a, axis_sharding(m, np.ndim(a), ax)), tree, axes,
+                        is_leaf=lambda v: v is None)
+
+
+def to_host(x) -> np.ndarray:
+    """The whole value of a (possibly sharded, possibly multi-process) array as a NumPy array,
+    in every process."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
 # ------------------------------------------------------------------------------------------
 # image axes
 # ------------------------------------------------------------------------------------------

@@ -734,7 +734,8 @@ def stylize(content, styles, *,
             chunk: int = 20,
             remat: bool | None = None,
             in_jit_loop: bool | None = None,
-            callback: Callable[[StyleProgress], Any] | None = None) -> StyleResult:
+            callback: Callable[[StyleProgress], Any] | None = None,
+            mesh=None) -> StyleResult:
     """Gatys style transfer with neural-style's defaults, coarse-to-fine and sweeps.
 
     Args:
@@ -775,6 +776,8 @@ def stylize(content, styles, *,
             Python loop over the jitted step (default :func:`in_jit_loop_default`).
         callback: called with a :class:`StyleProgress` after every chunk; a truthy return
             value ends the current scale early.
+        mesh: a :func:`jaxdream.parallel.mesh`; a sweep's images are split across its devices
+            (default: one device).
 
     Returns:
         A :class:`StyleResult`.
@@ -793,7 +796,7 @@ def stylize(content, styles, *,
                       color_transfer=color_transfer, seed=seed, temporal=temporal,
                       model=model if network is None else network.spec.name, chunk=chunk, remat=remat)
     net = network if network is not None else load_network(plan.spec.name, weights, pooling)
-    return run_plan(plan, net, chunk=chunk, in_jit_loop=in_jit_loop, callback=callback)
+    return run_plan(plan, net, chunk=chunk, in_jit_loop=in_jit_loop, callback=callback, mesh=mesh)
 
 
 def _settings_record(plan: StylePlan, net) -> dict:
@@ -854,16 +857,60 @@ def _optimiser_state(plan: StylePlan, x0: jax.Array, hw, n_losses: int):
     return lbfgs_init(x0, m, n_losses), lbfgs_chunk, lbfgs_step
 
 
-def _losses_of(state, temporal: bool) -> dict:
-    raw = np.array(state.losses)
+def _losses_of(raw: np.ndarray, temporal: bool) -> dict:
     losses = {"total": raw[:, 0], "content": raw[:, 1], "style": raw[:, 2], "tv": raw[:, 3]}
     if temporal:
         losses["temporal"] = raw[:, 4]
     return losses
 
 
+def _lbfgs_axes(state: LbfgsState) -> LbfgsState:
+    """Which axis of each L-BFGS state field is the batch (None: shared by the batch)."""
+    return LbfgsState(x=0, step=0, g_prev=0, s_hist=1, y_hist=1, rho=1, head=None, count=None,
+                      h_diag=0, iteration=None, losses=0)
+
+
+def _adam_axes(state: AdamState) -> AdamState:
+    return jax.tree.map(lambda _: 0, state)
+
+
+class _Placement:
+    """Where a run's arrays live: one device, or a sweep's batch split over a mesh.
+
+    The batch is padded (repeating its last member) to a multiple of the device count; the
+    padding is computed like any member and dropped from every result.
+    """
+
+    def __init__(self, mesh, batch: int):
+        self.mesh = mesh if mesh is not None and mesh.size > 1 and batch > 1 else None
+        self.batch = batch
+        self.padded = batch if self.mesh is None else -(-batch // self.mesh.size) * self.mesh.size
+
+    def pad(self, rows: list) -> list:
+        return rows + [rows[-1]] * (self.padded - len(rows))
+
+    def shared(self, tree):
+        from . import parallel
+        return tree if self.mesh is None else parallel.replicate(tree, self.mesh)
+
+    def batched(self, tree):
+        from . import parallel
+        return tree if self.mesh is None else parallel.shard_batch(tree, self.mesh)
+
+    def state(self, state):
+        from . import parallel
+        if self.mesh is None:
+            return state
+        axes = _lbfgs_axes(state) if isinstance(state, LbfgsState) else _adam_axes(state)
+        return parallel.place(state, axes, self.mesh)
+
+    def host(self, x) -> np.ndarray:
+        from . import parallel
+        return parallel.to_host(x)[: self.batch]
+
+
 def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None = None,
-             callback: Callable[[StyleProgress], Any] | None = None) -> StyleResult:
+             callback: Callable[[StyleProgress], Any] | None = None, mesh=None) -> StyleResult:
     """Carry out a checked :class:`StylePlan` with a loaded network (see :func:`stylize`)."""
     mean = net.spec.mean_bgr
     combos = list(itertools.product(*plan.sweeps.values()))
@@ -871,12 +918,17 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
     swept = [k for k, v in plan.sweeps.items() if len(v) > 1]
     labels = [{k: c[names.index(k)] for k in swept} for c in combos]
     batch = len(combos)
-    loss_weights = {"content": jnp.asarray([c[0] for c in combos], jnp.float32),
-                    "style": jnp.asarray([c[1] for c in combos], jnp.float32),
-                    "tv": jnp.asarray([c[2] for c in combos], jnp.float32)}
+    where = _Placement(mesh, batch)
+    rows = where.pad(combos)
+    loss_weights = {"content": np.asarray([c[0] for c in rows], np.float32),
+                    "style": np.asarray([c[1] for c in rows], np.float32),
+                    "tv": np.asarray([c[2] for c in rows], np.float32)}
     if plan.temporal is not None:
-        loss_weights["temporal"] = jnp.full((batch,), plan.temporal[2], jnp.float32)
-    seeds = [c[3] for c in combos]
+        loss_weights["temporal"] = np.full((len(rows),), plan.temporal[2], np.float32)
+    loss_weights = where.batched({k: jnp.asarray(v) if where.mesh is None else v
+                                  for k, v in loss_weights.items()})
+    params = where.shared(net.params)
+    seeds = [c[3] for c in rows]
     if in_jit_loop is None:
         in_jit_loop = in_jit_loop_default()
     lr_arr = jnp.float32(plan.lr)
@@ -891,26 +943,27 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
         use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if plan.remat is None else bool(plan.remat)
         obj = Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers, use_remat,
                         plan.temporal is not None)
-        targets = _scale_targets(plan, net, k, hw, content_rgb, obj)
+        targets = where.shared(_scale_targets(plan, net, k, hw, content_rgb, obj))
         x0 = _initial_batch(plan, hw, content_rgb, mean, seeds) if k == 0 else \
-            np.stack([media.resize(xi, hw) for xi in np.asarray(x)])
+            np.stack(where.pad([media.resize(xi, hw) for xi in np.asarray(x)]))
         state, run_chunk, run_step = _optimiser_state(plan, jnp.asarray(x0, jnp.float32), hw, obj.n_losses)
+        state = where.state(state)
         done = 0
         while done < total:
             n = min(chunk, total - done)
             if in_jit_loop:
-                state = run_chunk(state, net.params, targets, loss_weights, jnp.int32(n), lr_arr, spec=obj)
+                state = run_chunk(state, params, targets, loss_weights, jnp.int32(n), lr_arr, spec=obj)
             else:
                 for _ in range(n):
-                    state = run_step(state, net.params, targets, loss_weights, lr_arr, spec=obj)
+                    state = run_step(state, params, targets, loss_weights, lr_arr, spec=obj)
             done += n
-            losses = _losses_of(state, obj.temporal)
-            x = np.array(state.x)
+            losses = _losses_of(where.host(state.losses), obj.temporal)
+            x = where.host(state.x)
             if callback is not None and callback(StyleProgress(k, len(plan.scales), hw, done, total, losses,
                                                                postprocess(x), labels)):
                 break
         if x is None or x.shape[1:3] != tuple(hw):
-            x = np.asarray(state.x)
+            x = where.host(state.x)
     images = postprocess(x)
     if losses is None:
         losses = {k: np.full((batch,), np.nan, np.float32) for k in ("total", "content", "style", "tv")}

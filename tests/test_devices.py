@@ -1,0 +1,137 @@
+"""Runs that use several devices and several processes: a style sweep split over 4 forced CPU
+devices equals the one-device sweep; ``jaxdream devices`` shows the mesh and refuses bad
+settings; two processes on 127.0.0.1 form one JAX cluster, run a sweep, and only process 0
+writes files equal to a one-process run's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxdream import media
+
+HERE = Path(__file__).resolve().parent
+
+
+def _script() -> str | None:
+    beside = Path(sys.executable).with_name("jaxdream")
+    return str(beside) if beside.is_file() else shutil.which("jaxdream")
+
+
+SCRIPT = _script()
+needs_script = pytest.mark.skipif(SCRIPT is None, reason="the jaxdream console script is not installed")
+
+
+def _env(tmp_path: Path, devices: int | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("JAXDREAM_") and k != "XDG_CACHE_HOME" and "proxy" not in k.lower()}
+    env.update(JAXDREAM_HOME=str(tmp_path / "home"), JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE),
+               JAXDREAM_WEIGHTS_URL=(tmp_path / "no-mirror").as_uri())
+    if devices:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+SWEEP = r"""
+import numpy as np
+from jaxdream import parallel, style
+from jaxdream.models import get_spec
+from jaxdream.network import Network
+from test_style import vgg_layers, as_params
+net = Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
+rng = np.random.default_rng(0)
+c = rng.uniform(0, 255, (40, 48, 3)).astype(np.float32)
+s = rng.uniform(0, 255, (40, 48, 3)).astype(np.float32)
+kw = dict(network=net, size=40, num_iterations=6, chunk=3, style_weight=[1e2, 1e3, 1e4], seed=[0, 1])
+one = style.stylize(c, s, **kw)
+four = style.stylize(c, s, mesh=parallel.mesh(4), **kw)
+assert parallel.mesh(4).size == 4
+assert one.labels == four.labels and four.images.shape == one.images.shape == (6, 33, 40, 3)
+err = np.max(np.abs(one.images - four.images)) / np.max(np.abs(one.images))
+loss = max(float(np.max(np.abs(one.losses[k] - four.losses[k]) / np.abs(one.losses[k]))) for k in one.losses)
+print("ERR", err, loss)
+"""
+
+
+def test_sweep_split_over_four_devices_equals_one_device(tmp_path):
+    """6 sweep members padded to 8 and split 2 per device: the same images and losses."""
+    result = subprocess.run([sys.executable, "-c", SWEEP], env=_env(tmp_path, 4), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    err, loss = map(float, result.stdout.split("ERR")[1].split())
+    assert err <= 1e-5 and loss <= 1e-5
+
+
+@needs_script
+def test_devices_command_shows_the_mesh_and_refuses_bad_counts(tmp_path):
+    env = _env(tmp_path, 4)
+    ok = subprocess.run([SCRIPT, "devices", "--devices", "3"], env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    rows = [line for line in ok.stdout.splitlines() if line.startswith("  ") and ": cpu " in line]
+    assert "mesh: 3 devices" in ok.stdout and len(rows) == 3, ok.stdout
+    for args, status, needle in [(["--devices", "8"], 1, "only 4 devices"),
+                                 (["--devices", "0"], 2, "--devices"),
+                                 (["--coordinator", "127.0.0.1:1"], 1, "together")]:
+        bad = subprocess.run([SCRIPT, "devices", *args], env=env, capture_output=True, text=True, timeout=120)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == status and len(lines) == 1 and needle in lines[0], bad.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vgg_real_shapes(tmp_path_factory) -> Path:
+    from test_style import vgg_layers
+
+    from jaxdream.weights.keras import write_keras_h5
+    path = tmp_path_factory.mktemp("weights") / "vgg19_random.h5"
+    layers = {f"block{k[4]}_conv{k[6]}": [w * 0.1, b] for k, (w, b) in vgg_layers().items()}
+    write_keras_h5(path, layers)
+    return path
+
+
+@needs_script
+def test_two_processes_run_one_sweep_and_only_process_0_writes(tmp_path, vgg_real_shapes):
+    rng = np.random.default_rng(3)
+    for name in ("content", "style"):
+        Image.fromarray(rng.integers(0, 256, (26, 32, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    base = ["style", tmp_path / "content.png", "--style", tmp_path / "style.png", "--size", "32",
+            "--num-iterations", "2", "--style-weight", "100,1000", "--weights", vgg_real_shapes, "--quiet"]
+    single = tmp_path / "single"
+    cluster = tmp_path / "cluster"
+    for folder in (single, cluster):
+        folder.mkdir()
+    env = _env(tmp_path)
+    alone = subprocess.run([SCRIPT, *map(str, base), "-o", single / "out.png"], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr
+    port = _free_port()
+    procs = [subprocess.Popen([SCRIPT, *map(str, base), "-o", cluster / "out.png", "--coordinator",
+                               f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        outputs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert "wrote" in outputs[0][0] and "wrote" not in outputs[1][0]
+    names = sorted(p.name for p in single.iterdir())
+    assert names == sorted(p.name for p in cluster.iterdir()) == [
+        "out_sheet.png", "out_sw100.png", "out_sw1000.png"]
+    for name in names:
+        np.testing.assert_allclose(media.load_image(cluster / name), media.load_image(single / name), atol=1)
