@@ -5,6 +5,7 @@ and the interrupt message of the animation commands."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from jaxdream import options
@@ -92,3 +93,26 @@ def single_process(what: str) -> None:
     if jax.process_count() > 1:
         raise SettingsError(f"{what} runs in one process (use --devices on one host); "
                             f"{jax.process_count()} processes were started")
+
+
+#: What a command saves when it is interrupted while XLA keeps its thread busy (see
+#: :func:`jaxdream.cli.main.run_interruptibly`): the innermost registration runs.
+_ABANDON: list = []
+
+
+@contextlib.contextmanager
+def on_abandon(save):
+    """Register ``save()`` to run from the main thread if the command cannot unwind in time."""
+    _ABANDON.append(save)
+    try:
+        yield
+    finally:
+        _ABANDON.remove(save)
+
+
+def run_abandon_hooks() -> None:
+    for save in reversed(list(_ABANDON)):
+        try:
+            save()
+        except Exception as e:  # noqa: BLE001 - best effort while exiting
+            print(f"jaxdream: warning: could not save on interrupt ({e})", file=sys.stderr)

@@ -190,6 +190,8 @@ def run_interruptibly(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # a second Ctrl-C: stop now
             pass
         if not finished.is_set():
+            from .common import run_abandon_hooks
+            run_abandon_hooks()
             print("jaxdream: interrupted (while XLA was busy: what was finished is kept)", file=sys.stderr)
             return status
         return outcome.get("status", status)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jaxdream.errors import SettingsError
 
-from .common import add_device_flags, add_dry_run, number, numbers
+from .common import add_device_flags, add_dry_run, number, numbers, on_abandon
 
 _ABBREV = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "seed": "seed"}
 
@@ -69,7 +69,9 @@ def register(sub) -> None:
                     "loss scale follow jcjohnson/neural-style. Comma-separated values of "
                     "--style-weight, --content-weight, --tv-weight and --seed run as one "
                     "batched sweep, writing OUT_sw100.png etc. and OUT_sheet.png.")
-    p.add_argument("content", help="content image")
+    p.add_argument("content", nargs="+",
+                   help="content image; several images or a folder make a batch written into the "
+                        "-o folder, one result per image, skipping those already there")
     p.add_argument("--style", "-s", action="append", required=True, metavar="IMAGE",
                    help="style image (repeat to blend several)")
     p.add_argument("-o", "--output", default="out.png", help="output image (default out.png)")
@@ -93,6 +95,9 @@ def register(sub) -> None:
                    help="write OUT_N.png every N iterations (0: never)")
     p.add_argument("--chunk", type=number("chunk"), default=_default("chunk"),
                    help="iterations per compiled call (default 20)")
+    p.add_argument("--band-rows", type=number("band-rows"),
+                   help="evaluate the objective band by band, N rows per band (exact; default: only "
+                        "at sizes whose whole-image program does not fit in memory)")
     p.add_argument("--remat", default="auto", choices=("auto", "on", "off"),
                    help="auto (above 1024x1024), on or off: recompute activations in the backward "
                         "pass to save memory")
@@ -144,7 +149,66 @@ def contact_sheet(images, labels: list[dict], thumb: int = 256):
     return np.asarray(sheet)
 
 
+#: Suffixes of the content images taken from a folder.
+CONTENT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def _contents(items: list[str]) -> tuple[list[Path], bool]:
+    """The content images named on the command line (folders expanded, sorted) and whether
+    this is a batch (several images, or a folder)."""
+    paths: list[Path] = []
+    batch = len(items) > 1
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            batch = True
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in CONTENT_SUFFIXES and f.is_file())
+            if not found:
+                raise SettingsError(f"{p}: is a folder with no images ({', '.join(CONTENT_SUFFIXES)})")
+            paths.extend(found)
+        else:
+            paths.append(p)
+    stems = [p.stem for p in paths]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if batch and twice:
+        raise SettingsError(f"two content images are named {twice[0]}: their results would overwrite "
+                            f"each other in the output folder")
+    return paths, batch
+
+
+def _finished(out: Path, sweep: bool) -> bool:
+    """Whether a batch member's result was written by an earlier run (the sheet comes last)."""
+    return (out.with_name(f"{out.stem}_sheet{out.suffix}") if sweep else out).is_file()
+
+
 def cmd_style(args) -> int:
+    from jaxdream import media
+    contents, batch = _contents(args.content)
+    if not batch:
+        return _style_one(args, contents[0], Path(args.output))
+    if args.output == "out.png":
+        raise SettingsError("several content images: give an output folder with -o FOLDER/")
+    folder = Path(args.output)
+    if folder.suffix.lower() in media.IMAGE_FORMATS and not args.output.endswith("/"):
+        raise SettingsError(f"{folder}: several content images need an output folder, not one image")
+    for content in contents:  # every file readable before hours of work start
+        media.image_shape(content)
+    media.check_animation_output(f"{folder}/")  # a folder that can be created and written
+    sweep = any(len(v) > 1 for v in (args.content_weight, args.style_weight, args.tv_weight, args.seed))
+    todo = [c for c in contents if not _finished(folder / f"{c.stem}.png", sweep)]
+    if len(todo) < len(contents):
+        print(f"{len(contents) - len(todo)} of {len(contents)} content images are done already "
+              f"(their results exist in {folder}); skipping them")
+    if not args.dry_run:
+        folder.mkdir(exist_ok=True)
+    for i, content in enumerate(todo):
+        if not args.quiet:
+            print(f"[{i + 1}/{len(todo)}] {content}", flush=True)
+        _style_one(args, content, folder / f"{content.stem}.png", in_batch=True)
+    return 0
+
+
+def _style_one(args, content: Path, out: Path, in_batch: bool = False) -> int:
     from jaxdream import media
     from jaxdream.cli.main import enable_compilation_cache
     from jaxdream.progress import bar
@@ -153,7 +217,8 @@ def cmd_style(args) -> int:
     if args.init_image and args.init not in ("random", args.init_image):
         raise SettingsError("give either --init FILE or --init-image FILE, not both")
     init = args.init_image or args.init
-    out = media.check_output(args.output, inputs=[args.content, *args.style, init])
+    if not (in_batch and args.dry_run):  # a batch's folder is checked (and created) by cmd_style
+        out = media.check_output(out, inputs=[content, *args.style, init])
     settings = dict(
         style_blend_weights=args.style_blend_weights,
         content_weight=_one(args.content_weight), style_weight=_one(args.style_weight),
@@ -164,8 +229,8 @@ def cmd_style(args) -> int:
         size=args.size, scales=args.scales, init=init, pooling=args.pooling,
         style_scale=args.style_scale, original_colors=args.original_colors,
         color_transfer=args.color_transfer, seed=_one(args.seed), model=args.model,
-        remat=None if args.remat == "auto" else args.remat == "on")
-    plan = plan_style(args.content, args.style, chunk=args.chunk, **settings)
+        remat=None if args.remat == "auto" else args.remat == "on", band_rows=args.band_rows)
+    plan = plan_style(content, args.style, chunk=args.chunk, **settings)
     if args.dry_run:
         print(f"dry run: {plan.describe()}; writing {out}")
         return 0
@@ -187,6 +252,14 @@ def cmd_style(args) -> int:
             for path, img, label in zip(paths, images, labels):
                 media.save_image(path, img, {**meta, **label})
         return paths
+
+    def save_current() -> None:
+        """On Ctrl-C: write the image of the last finished chunk (once)."""
+        last, state["last"] = state["last"], None
+        if last is not None:
+            for path in save_all(last.images, last.labels or [{}],
+                                 {"interrupted_at_iteration": last.iteration}):
+                print(f"jaxdream: interrupted; wrote the current image to {path}", file=sys.stderr)
 
     def callback(p):
         if state["bar"] is None or state["scale"] != p.scale:
@@ -213,19 +286,16 @@ def cmd_style(args) -> int:
             save_all(p.images, p.labels or [{}], {"iteration": p.iteration}, extra)
 
     try:
-        result = stylize(args.content, args.style, chunk=chunk, callback=callback, mesh=args.mesh, **settings)
+        with on_abandon(save_current):
+            result = stylize(content, args.style, chunk=chunk, callback=callback, mesh=args.mesh, **settings)
     except KeyboardInterrupt:
-        last = state["last"]
-        if last is not None:
-            for path in save_all(last.images, last.labels or [{}],
-                                 {"interrupted_at_iteration": last.iteration}):
-                print(f"jaxdream: interrupted; wrote the current image to {path}", file=sys.stderr)
+        save_current()
         raise
     finally:
         if state["bar"] is not None:
             state["bar"].close()
     meta = {k: v for k, v in result.settings.items()}
-    meta.update(content=str(args.content), style=[str(s) for s in args.style])
+    meta.update(content=str(content), style=[str(s) for s in args.style])
     paths = save_all(result.images, result.labels or [{}], meta)
     if len(result.images) > 1:
         sheet = out.with_name(f"{out.stem}_sheet{out.suffix}")

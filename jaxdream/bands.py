@@ -52,7 +52,7 @@ from .errors import SettingsError
 from .losses import gram_sum, style_loss
 from .models import vgg19
 
-__all__ = ["Band", "band_geometry", "plan_bands", "band_value_and_grad", "sharded_program",
+__all__ = ["Band", "band_geometry", "plan_bands", "band_value_and_grad", "band_targets", "sharded_program",
            "sharded_value_and_grad"]
 
 Params = Any
@@ -361,3 +361,62 @@ def sharded_value_and_grad(x: jax.Array, params: Params, targets: dict, weights:
     rest = parallel.replicate((params, targets, weights), m)
     (total, parts), grad = sharded_program(spec, m)(xs, *rest)
     return total, parts, grad
+
+
+# ------------------------------------------------------------------------------------------
+# targets, band by band
+# ------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "n"))
+def _band_content(x, lo, off, rows, params, spec: style.Objective, n: int):
+    """Content-layer activations of a band's window with the rows it does not own zeroed."""
+    window = lax.dynamic_slice_in_dim(x, lo, n, 0)
+    feats = style.features(params, window[None], replace(spec, style_layers=()))
+    return {k: _owned(feats[k][0], k, off, rows) for k in spec.content_layers}
+
+
+def band_content_features(params: Params, x, spec: style.Objective, band_rows: int) -> dict:
+    """The whole image's content-layer activations (what ``prepare_targets`` computes in one
+    pass), assembled from bands: each band's owned rows, added at their place."""
+    x = jnp.asarray(x, jnp.float32)
+    height = x.shape[0]
+    out: dict = {}
+    for b in plan_bands(height, band_rows, spec):
+        feats = _band_content(x, *_where(b), params, spec=spec, n=b.window)
+        for k, f in feats.items():
+            lv = _level(k)
+            if k not in out:
+                out[k] = jnp.zeros((height >> lv, *f.shape[1:]), f.dtype)
+            start = b.lo >> lv
+            rows = min(f.shape[0], out[k].shape[0] - start)
+            out[k] = out[k].at[start:start + rows].add(f[:rows])
+    return out
+
+
+def band_grams(params: Params, x, spec: style.Objective, band_rows: int) -> dict:
+    """Gram matrices (``gram``'s scale) of every style layer of an image, band by band."""
+    x = jnp.asarray(x, jnp.float32)
+    height, width, _ = x.shape
+    sums = None
+    for b in plan_bands(height, band_rows, spec):
+        part = _band_gram_sums(x, *_where(b), params, spec=spec, n=b.window)
+        sums = part if sums is None else jax.tree.map(jnp.add, sums, part)
+    counts = _layer_counts(spec, height, width, sums)
+    return {k: sums[k] / counts[k] for k in spec.style_layers}
+
+
+def band_targets(params: Params, content_x, style_xs, blend, spec: style.Objective,
+                 band_rows: int) -> dict:
+    """:func:`jaxdream.style.prepare_targets` computed band by band (same values), for images
+    whose whole forward pass does not fit."""
+    import numpy as np
+    content = band_content_features(params, content_x, spec, band_rows) if spec.content_layers else {}
+    blend = np.asarray(blend, np.float64)
+    blend = blend / blend.sum()
+    grams = None
+    for w, sx in zip(blend, style_xs):
+        g = band_grams(params, sx, spec, band_rows) if spec.style_layers else {}
+        grams = ({k: w * v for k, v in g.items()} if grams is None
+                 else {k: grams[k] + w * v for k, v in g.items()})
+    return {"content": content, "gram": grams}

@@ -22,7 +22,7 @@ import os
 
 from .errors import SettingsError
 
-__all__ = ["MAX_PIXELS", "style_bytes", "dream_bytes", "forward_bytes", "available_bytes",
+__all__ = ["MAX_PIXELS", "style_bytes", "band_bytes", "dream_bytes", "forward_bytes", "available_bytes",
            "check_pixels", "check_fits"]
 
 #: No image jaxdream computes on may have more pixels than this (8192 x 8192).
@@ -53,6 +53,16 @@ def style_bytes(height: int, width: int, batch: int = 1, corrections: int = 0) -
     pixels = height * width
     history = min(2 * corrections * batch * pixels * 3 * 4, LBFGS_HISTORY_BUDGET)
     return FIXED_BYTES + batch * pixels * (STYLE_BYTES_PER_PIXEL + IMAGE_BYTES_PER_PIXEL) + history
+
+
+def band_bytes(height: int, width: int, band_rows: int, halo: int, corrections: int = 0) -> int:
+    """Memory of a style transfer of one image evaluated band by band (:mod:`jaxdream.bands`):
+    one band's window through the gradient, plus the whole image's float vectors and history."""
+    from .style import LBFGS_HISTORY_BUDGET
+    pixels = height * width
+    window = min(height, band_rows + 2 * halo) * width
+    history = min(2 * corrections * pixels * 3 * 4, LBFGS_HISTORY_BUDGET)
+    return FIXED_BYTES + window * STYLE_BYTES_PER_PIXEL + pixels * (IMAGE_BYTES_PER_PIXEL + 32) + history
 
 
 def dream_bytes(height: int, width: int, tile_size: int, tile_batch: int) -> int:

@@ -169,6 +169,7 @@ NUMBERS: dict[str, Number] = {n.name: n for n in [
     Number("print-iter", int, 0, _MAX_COUNT),
     Number("save-iter", int, 0, _MAX_COUNT),
     Number("chunk", int, 1, _MAX_COUNT),
+    Number("band-rows", int, 1, _MAX_PX),
     # video range
     Number("start", int, 0, _MAX_COUNT),
     Number("end", int, 1, _MAX_COUNT),

@@ -370,6 +370,13 @@ def lbfgs_step(state: LbfgsState, params, targets, weights, lr, spec: Objective)
     return _lbfgs_iteration(state, _batched_vg(params, targets, weights, spec), lr)
 
 
+@functools.partial(jax.jit, donate_argnames=("state",))
+def lbfgs_apply(state: LbfgsState, total: jax.Array, parts: jax.Array, grad: jax.Array, lr) -> LbfgsState:
+    """One L-BFGS iteration from a loss and gradient computed elsewhere (band by band):
+    ``total`` (B,), ``parts`` (B, n), ``grad`` like ``state.x``."""
+    return _lbfgs_iteration(state, lambda x: ((total, parts), grad), lr)
+
+
 class AdamState(NamedTuple):
     """Adam state of one image."""
 
@@ -401,6 +408,13 @@ def _adam_iteration(s: AdamState, value_and_grad, opt) -> AdamState:
     updates, o = opt.update(g, s.opt, s.x)
     return AdamState(optax.apply_updates(s.x, updates), o, s.iteration + 1,
                      jnp.concatenate([f[None], parts]))
+
+
+@functools.partial(jax.jit, donate_argnames=("state",))
+def adam_apply(state: AdamState, total: jax.Array, parts: jax.Array, grad: jax.Array, lr) -> AdamState:
+    """One Adam step from a loss and gradient computed elsewhere (see :func:`lbfgs_apply`)."""
+    return jax.vmap(lambda s, f, p, g: _adam_iteration(s, lambda x: ((f, p), g), optax.adam(lr)))(
+        state, total, parts, grad)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
@@ -557,13 +571,16 @@ class StylePlan:
     remat: bool | None
     style_scale: float = 1.0
     memory: int = 0
+    band_rows: list = field(default_factory=list)  # per scale: None (whole image) or rows per band
 
     @property
     def batch(self) -> int:
         return math.prod(len(v) for v in self.sweeps.values())
 
     def describe(self) -> str:
-        steps = ", ".join(f"{w}x{h} for {n} iterations" for (h, w), n in zip(self.sizes, self.iterations))
+        steps = ", ".join(f"{w}x{h} for {n} iterations" + (f" (bands of {b} rows)" if b else "")
+                          for (h, w), n, b in zip(self.sizes, self.iterations,
+                                                  self.band_rows or [None] * len(self.sizes)))
         return (f"style transfer: {steps}; {self.batch} image(s) at once; {self.optimizer}; "
                 f"about {self.memory / 2**30:.1f} GiB of memory")
 
@@ -604,7 +621,7 @@ def _check_temporal(temporal, content_full: np.ndarray):
     return t_image, t_mask, options.get("temporal_weight").check(t_weight)
 
 
-def _check_plan_sizes(plan: StylePlan, style_scale: float) -> None:
+def _check_plan_sizes(plan: StylePlan, style_scale: float, requested: int | None = None) -> None:
     """Every picture the run computes on: big enough for the layers, within the pixel ceiling
     and (estimated) within the device's memory."""
     from . import memory
@@ -620,11 +637,47 @@ def _check_plan_sizes(plan: StylePlan, style_scale: float) -> None:
     memory.check_pixels(h, w, f"size {scale}")
     for sh, sw in plan.style_sizes[-1]:
         memory.check_pixels(sh, sw, f"style image at style scale {style_scale:g} x size {scale}")
-    corrections = plan.corrections if plan.optimizer == "lbfgs" else 2
-    plan.memory = max([memory.style_bytes(h, w, plan.batch, corrections)]
-                      + [memory.forward_bytes(sh, sw) for sh, sw in plan.style_sizes[-1]])
+    available = memory.available_bytes()
+    plan.band_rows = [_choose_band_rows(plan, hw, shws, available, requested)
+                      for hw, shws in zip(plan.sizes, plan.style_sizes)]
+    plan.memory = _plan_bytes(plan, plan.sizes[-1], plan.style_sizes[-1], plan.band_rows[-1])
     memory.check_fits(plan.memory, f"style transfer at {w}x{h}"
-                      + (f" ({plan.batch} images at once)" if plan.batch > 1 else ""))
+                      + (f" ({plan.batch} images at once)" if plan.batch > 1 else "")
+                      + (f" in bands of {plan.band_rows[-1]} rows" if plan.band_rows[-1] else ""), available)
+
+
+def _plan_bytes(plan: StylePlan, hw, style_hws, band_rows: int | None) -> int:
+    """Memory of one scale of a plan, whole image or band by band."""
+    from . import memory
+    corrections = plan.corrections if plan.optimizer == "lbfgs" else 2
+    h, w = hw
+    if band_rows:
+        from .bands import band_geometry
+        halo = band_geometry(Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers))[1]
+        return max([memory.band_bytes(h, w, band_rows, halo, corrections)]
+                   + [memory.band_bytes(sh, sw, band_rows, halo) for sh, sw in style_hws])
+    return max([memory.style_bytes(h, w, plan.batch, corrections)]
+               + [memory.forward_bytes(sh, sw) for sh, sw in style_hws])
+
+
+def _choose_band_rows(plan: StylePlan, hw, style_hws, available, requested: int | None) -> int | None:
+    """Rows per band for one scale: ``requested`` if given, None when the whole image fits,
+    else the largest aligned band that fits (at least one alignment step)."""
+    from .bands import band_geometry
+    if plan.spec.name != "vgg19":
+        return None
+    align = band_geometry(Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers))[0]
+    if requested:
+        if requested % align:
+            raise SettingsError(f"band rows {requested}: must be a multiple of {align} for these layers")
+        return requested
+    have = available[0]
+    if _plan_bytes(plan, hw, style_hws, None) <= have or plan.batch > 1:
+        return None  # fits (or a sweep: refused by the memory check with its own message)
+    rows = max(align, (max(hw[0], *[s[0] for s in style_hws]) // align) * align)
+    while rows > align and _plan_bytes(plan, hw, style_hws, rows) > have:
+        rows = max(align, (rows // 2 // align) * align)
+    return rows
 
 
 def plan_style(content, styles, *,
@@ -649,13 +702,20 @@ def plan_style(content, styles, *,
                temporal: tuple | None = None,
                model: str = "vgg19",
                chunk: int = 20,
-               remat: bool | None = None) -> StylePlan:
+               remat: bool | None = None,
+               band_rows: int | None = None) -> StylePlan:
     """Check every setting and read every image of a :func:`stylize` run (same arguments,
     without the network and callback ones); nothing is computed or allocated on a device.
+
+    ``band_rows`` evaluates the objective band by band (:mod:`jaxdream.bands`, exact) with this
+    many rows per band; by default a scale runs band by band only when its whole-image program
+    would not fit in the device's memory.
 
     Raises:
         SettingsError, LayerError, MediaError: one line naming the bad value or file.
     """
+    if band_rows is not None:
+        options.get("band_rows").check(band_rows)
     if optimizer not in OPTIMIZERS:
         raise SettingsError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}")
     if isinstance(styles, (str, os.PathLike)) or (isinstance(styles, np.ndarray) and styles.ndim == 3):
@@ -704,7 +764,7 @@ def plan_style(content, styles, *,
                      style_layers, scales, sizes, style_sizes, iterations, optimizer, lr,
                      int(lbfgs_num_correction), pooling, original_colors, color_transfer,
                      _check_temporal(temporal, content_full), remat, float(style_scale))
-    _check_plan_sizes(plan, style_scale)
+    _check_plan_sizes(plan, style_scale, band_rows)
     return plan
 
 
@@ -735,7 +795,8 @@ def stylize(content, styles, *,
             remat: bool | None = None,
             in_jit_loop: bool | None = None,
             callback: Callable[[StyleProgress], Any] | None = None,
-            mesh=None) -> StyleResult:
+            mesh=None,
+            band_rows: int | None = None) -> StyleResult:
     """Gatys style transfer with neural-style's defaults, coarse-to-fine and sweeps.
 
     Args:
@@ -778,6 +839,8 @@ def stylize(content, styles, *,
             value ends the current scale early.
         mesh: a :func:`jaxdream.parallel.mesh`; a sweep's images are split across its devices
             (default: one device).
+        band_rows: evaluate band by band with this many rows per band (default: only where the
+            whole image would not fit in memory; see :func:`plan_style`).
 
     Returns:
         A :class:`StyleResult`.
@@ -794,7 +857,8 @@ def stylize(content, styles, *,
                       lbfgs_num_correction=lbfgs_num_correction, size=size, scales=scales, init=init,
                       pooling=pooling, style_scale=style_scale, original_colors=original_colors,
                       color_transfer=color_transfer, seed=seed, temporal=temporal,
-                      model=model if network is None else network.spec.name, chunk=chunk, remat=remat)
+                      model=model if network is None else network.spec.name, chunk=chunk, remat=remat,
+                      band_rows=band_rows)
     net = network if network is not None else load_network(plan.spec.name, weights, pooling)
     return run_plan(plan, net, chunk=chunk, in_jit_loop=in_jit_loop, callback=callback, mesh=mesh)
 
@@ -832,10 +896,26 @@ def _initial_batch(plan: StylePlan, hw, content_rgb, mean, seeds) -> np.ndarray:
                      for s in seeds])
 
 
-def _scale_targets(plan: StylePlan, net, k: int, hw, content_rgb, obj: Objective) -> dict:
+def _band_iterations(state, n: int, params, targets, loss_weights, lr, obj: Objective, band_rows: int):
+    """``n`` iterations of a batch of one image whose objective is evaluated band by band."""
+    from .bands import band_value_and_grad
+    apply = lbfgs_apply if isinstance(state, LbfgsState) else adam_apply
+    weights = {k: v[0] for k, v in loss_weights.items()}
+    for _ in range(n):
+        total, parts, grad = band_value_and_grad(state.x[0], params, targets, weights, obj, band_rows)
+        state = apply(state, total[None], parts[None], grad[None], lr)
+    return state
+
+
+def _scale_targets(plan: StylePlan, net, k: int, hw, content_rgb, obj: Objective,
+                   band_rows: int | None = None) -> dict:
     mean = net.spec.mean_bgr
     styles_x = [_to_model(media.resize(s, shw), mean) for s, shw in zip(plan.style_full, plan.style_sizes[k])]
-    targets = prepare_targets(net.params, _to_model(content_rgb, mean), styles_x, plan.blend, obj)
+    if band_rows:
+        from .bands import band_targets
+        targets = band_targets(net.params, _to_model(content_rgb, mean), styles_x, plan.blend, obj, band_rows)
+    else:
+        targets = prepare_targets(net.params, _to_model(content_rgb, mean), styles_x, plan.blend, obj)
     if plan.temporal is not None:
         t_image, t_mask, _ = plan.temporal
         mask_k = media.resize(t_mask[..., None], hw, "bilinear")
@@ -943,7 +1023,8 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
         use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if plan.remat is None else bool(plan.remat)
         obj = Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers, use_remat,
                         plan.temporal is not None)
-        targets = where.shared(_scale_targets(plan, net, k, hw, content_rgb, obj))
+        band_rows = plan.band_rows[k] if plan.band_rows else None
+        targets = where.shared(_scale_targets(plan, net, k, hw, content_rgb, obj, band_rows))
         x0 = _initial_batch(plan, hw, content_rgb, mean, seeds) if k == 0 else \
             np.stack(where.pad([media.resize(xi, hw) for xi in np.asarray(x)]))
         state, run_chunk, run_step = _optimiser_state(plan, jnp.asarray(x0, jnp.float32), hw, obj.n_losses)
@@ -951,7 +1032,9 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
         done = 0
         while done < total:
             n = min(chunk, total - done)
-            if in_jit_loop:
+            if band_rows:
+                state = _band_iterations(state, n, params, targets, loss_weights, lr_arr, obj, band_rows)
+            elif in_jit_loop:
                 state = run_chunk(state, params, targets, loss_weights, jnp.int32(n), lr_arr, spec=obj)
             else:
                 for _ in range(n):

@@ -135,3 +135,60 @@ def test_two_processes_run_one_sweep_and_only_process_0_writes(tmp_path, vgg_rea
         "out_sheet.png", "out_sw100.png", "out_sw1000.png"]
     for name in names:
         np.testing.assert_allclose(media.load_image(cluster / name), media.load_image(single / name), atol=1)
+
+
+def test_band_wise_stylize_equals_whole_image():
+    """The same run evaluated in 16-row bands (4 bands and halos on a 64-row image) gives the
+    same losses and image, for L-BFGS and Adam (Adam divides by the gradient's running RMS, so
+    float32 rounding differences show more in its image)."""
+    from test_style import as_params, vgg_layers
+
+    from jaxdream import style
+    from jaxdream.models import get_spec
+    from jaxdream.network import Network
+    net = Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
+    rng = np.random.default_rng(0)
+    content = rng.uniform(0, 255, (64, 48, 3)).astype(np.float32)
+    style_img = rng.uniform(0, 255, (50, 60, 3)).astype(np.float32)
+    for optimizer, image_tol in (("lbfgs", 1e-4), ("adam", 2e-2)):
+        kw = dict(network=net, size=64, num_iterations=5, chunk=5, optimizer=optimizer)
+        whole = style.stylize(content, style_img, **kw)
+        band = style.stylize(content, style_img, band_rows=16, **kw)
+        for k in whole.losses:
+            np.testing.assert_allclose(band.losses[k], whole.losses[k], rtol=1e-5)
+        np.testing.assert_allclose(band.images, whole.images, atol=image_tol)
+
+
+@needs_script
+def test_style_batch_of_content_images_resumes(tmp_path, vgg_real_shapes):
+    """A folder of content images: one result each, named after the input; a rerun skips the
+    finished ones and does only the new one."""
+    rng = np.random.default_rng(5)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (26, 32, 3), dtype=np.uint8)).save(photos / f"{name}.png")
+    (photos / "notes.txt").write_text("not an image")
+    Image.fromarray(rng.integers(0, 256, (26, 32, 3), dtype=np.uint8)).save(tmp_path / "style.png")
+    cmd = [SCRIPT, "style", photos, "--style", tmp_path / "style.png", "-o", f"{tmp_path / 'out'}/", "--size", "32",
+           "--num-iterations", "1", "--weights", vgg_real_shapes, "--quiet"]
+    env = _env(tmp_path)
+    first = subprocess.run(list(map(str, cmd)), env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert media.read_settings(out / "b.png")["content"].endswith("b.png")
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    Image.fromarray(rng.integers(0, 256, (26, 32, 3), dtype=np.uint8)).save(photos / "c.png")
+    second = subprocess.run(list(map(str, cmd)), env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "2 of 3 content images are done already" in second.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in stamps.items())
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    Image.fromarray(rng.integers(0, 256, (26, 32, 3), dtype=np.uint8)).save(twin / "a.png")
+    bad = subprocess.run(list(map(str, [*cmd[:3], twin, *cmd[3:]])), env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 1 and bad.stderr.count("jaxdream: error:") == 1, bad.stderr
+    assert "two content images are named a" in bad.stderr

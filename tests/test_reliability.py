@@ -354,11 +354,21 @@ def test_memory_estimates_grow_with_pixels_and_are_checked():
 def test_style_plan_refuses_a_size_the_machine_cannot_hold(tmp_path, monkeypatch):
     from jaxdream import style
     img = np.zeros((30, 40, 3), np.float32)
-    monkeypatch.setattr(memory, "available_bytes", lambda: (3 * 2**30, "a small device"))
+    monkeypatch.setattr(memory, "available_bytes", lambda: (8 * 2**30, "a small device"))
     plan = style.plan_style(img, img, size=256, num_iterations=1)
-    assert plan.memory < 3 * 2**30
-    with pytest.raises(SettingsError, match="style transfer at 2048x1536 needs about .* small device"):
-        style.plan_style(img, img, size=2048, scales=(), num_iterations=1)
+    assert plan.memory < 2**30 and plan.band_rows == [None]
+    # one image too large for the device runs band by band, in the largest bands that fit
+    big = style.plan_style(img, img, size=2048, scales=(), num_iterations=1)
+    assert big.band_rows[0] and big.band_rows[0] % 16 == 0 and big.memory <= 8 * 2**30
+    assert memory.style_bytes(1536, 2048, corrections=100) > 8 * 2**30
+    assert "bands of" in big.describe()
+    # a sweep of two at that size is refused
+    with pytest.raises(SettingsError, match="style transfer at 2048x1536 \\(2 images at once\\) needs about "
+                                            ".* small device"):
+        style.plan_style(img, img, size=2048, scales=(), num_iterations=1, seed=[0, 1])
+    monkeypatch.setattr(memory, "available_bytes", lambda: (2**29, "a tiny device"))
+    with pytest.raises(SettingsError, match="in bands of 16 rows needs about"):
+        style.plan_style(img, img, size=4096, scales=(), num_iterations=1)
     with pytest.raises(SettingsError, match="style image at style scale 40"):
         style.plan_style(img, img, size=256, style_scale=40, num_iterations=1)
 
