@@ -178,9 +178,43 @@ def child_c2f(n: int, max_fine: int) -> dict:
     return out
 
 
-def _spawn(kind: str, *args) -> dict:
+def child_sharded_memory(size: int, devices: int) -> dict:
+    """XLA's memory analysis of the style loss-and-gradient program at ``size`` px (square,
+    random weights of the real shapes): unsharded on one device, and with the image's height
+    split over ``devices`` forced CPU devices (``jaxdream.bands.sharded_program``). Compiles only;
+    nothing runs."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdream import bands, parallel, style
+    from jaxdream.network import param_shapes, unflatten
+    rng = np.random.default_rng(0)
+    params = unflatten("vgg19", {k: rng.standard_normal(v, dtype=np.float32) * 0.01
+                                 for k, v in param_shapes("vgg19").items()})
+    obj = style.Objective()
+    x = jax.ShapeDtypeStruct((size, size, 3), jnp.float32)  # shapes suffice: nothing runs
+    small = np.zeros((64, 64, 3), np.float32)
+    targets = jax.eval_shape(lambda: style.prepare_targets(params, np.zeros((size, size, 3), np.float32),
+                                                           [small], [1.0], obj))
+    weights = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in ("content", "style", "tv")}
+    vg = jax.jit(jax.value_and_grad(style.objective, has_aux=True), static_argnames=("spec",))
+    t = time.perf_counter()
+    one = vg.lower(x, params, targets, weights, spec=obj).compile().memory_analysis()
+    t_one = time.perf_counter() - t
+    mesh = parallel.mesh(devices)
+    prog = bands.sharded_program(obj, mesh)
+    t = time.perf_counter()
+    many = prog.lower(x, params, targets, weights).compile().memory_analysis()
+    t_many = time.perf_counter() - t
+    return {"size": size, "devices": devices, "one_temp_gib": one.temp_size_in_bytes / 2**30,
+            "sharded_temp_gib": many.temp_size_in_bytes / 2**30, "compile_one_s": t_one,
+            "compile_sharded_s": t_many, "ratio": many.temp_size_in_bytes / one.temp_size_in_bytes}
+
+
+def _spawn(kind: str, *args, env: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -193,11 +227,15 @@ def main() -> int:
     p.add_argument("--iters", type=int, default=3, help="L-BFGS iterations timed per size")
     p.add_argument("--skip-2048", action="store_true")
     p.add_argument("--skip-c2f", action="store_true")
+    p.add_argument("--sharded", type=int, default=4, metavar="N",
+                   help="per-device memory of the 2048 px program height-sharded over N forced CPU "
+                        "devices (0: skip)")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         kind, *rest = args.child
-        fn = {"eval": child_eval, "memory": child_memory, "c2f": child_c2f}[kind]
+        fn = {"eval": child_eval, "memory": child_memory, "c2f": child_c2f,
+              "sharded": child_sharded_memory}[kind]
         print(json.dumps(fn(*map(int, rest))))
         return 0
     if not WEIGHTS.is_file():
@@ -228,6 +266,16 @@ def main() -> int:
                   f"{r['corrections']} corrections): {r['iterations']} L-BFGS iterations, first call "
                   f"{r['first_call_s']:.1f} s (with compile), then "
                   f"{', '.join(f'{t:.1f}' for t in r['iter_s'])} s; peak RSS {r['peak_rss_gib']:.2f} GiB",
+                  flush=True)
+    if args.sharded:
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={args.sharded}")
+        r = _spawn("sharded", 2048, args.sharded, env=env)
+        if "error" in r:
+            print(f"  sharded 2048 error: {r['error']}")
+        else:
+            print(f"  2048x2048 loss+gradient, XLA temporary memory per device: one device "
+                  f"{r['one_temp_gib']:.2f} GiB; height split over {r['devices']} devices "
+                  f"{r['sharded_temp_gib']:.2f} GiB ({r['ratio']:.2f}x; 1/N = {1 / r['devices']:.2f})",
                   flush=True)
     if not args.skip_c2f:
         n = 100 if args.quick else 500

@@ -116,3 +116,10 @@ def run_abandon_hooks() -> None:
             save()
         except Exception as e:  # noqa: BLE001 - best effort while exiting
             print(f"jaxdream: warning: could not save on interrupt ({e})", file=sys.stderr)
+
+
+def add_precision(g) -> None:
+    """``--precision``, shared by the dream and style options."""
+    g.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="network compute precision: float32 (default; CPU) or bfloat16 (GPU/TPU: "
+                        "half the memory traffic; Gram matrices, losses and optimiser stay float32)")

@@ -10,7 +10,7 @@ from pathlib import Path
 from jaxdream.dream import DreamConfig
 from jaxdream.errors import SettingsError
 
-from .common import FRAMES_KEPT, add_device_flags, add_dry_run, add_frames_flags, number, output_size, pair, report_interrupt, single_process
+from .common import FRAMES_KEPT, add_device_flags, add_dry_run, add_precision, add_frames_flags, number, output_size, pair, report_interrupt, single_process
 
 _D = DreamConfig()
 
@@ -45,6 +45,7 @@ def add_dream_options(p: argparse.ArgumentParser, steps: int = _D.steps, octaves
     g.add_argument("--seed", type=number("seed"), default=_D.seed, help=f"random seed (default {_D.seed})")
     g.add_argument("--size", type=number("size"), help="scale the input so its longest side is N px first")
     g.add_argument("--quiet", action="store_true", help="no progress output")
+    add_precision(g)
     add_dry_run(p)
     add_device_flags(p)
 
@@ -57,14 +58,14 @@ def dream_config(args):
                        steps=args.steps, octaves=args.octaves, octave_scale=args.octave_scale,
                        step_size=args.step_size, jitter=args.jitter, normalize=normalize,
                        lapnorm_levels=args.lapnorm or _D.lapnorm_levels, tile_size=args.tile_size,
-                       seed=args.seed)
+                       seed=args.seed, precision=args.precision)
 
 
 def make_dreamer(args, cfg):
     from jaxdream import media
     from jaxdream.dream import Dreamer
     guide = media.load_image(args.guide) if args.guide else None
-    return Dreamer(cfg, weights=args.weights, guide_image=guide)
+    return Dreamer(cfg, weights=args.weights, guide_image=guide, mesh=getattr(args, "mesh", None))
 
 
 def register(sub) -> None:

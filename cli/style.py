@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jaxdream.errors import SettingsError
 
-from .common import add_device_flags, add_dry_run, number, numbers, on_abandon
+from .common import add_device_flags, add_dry_run, add_precision, number, numbers, on_abandon
 
 _ABBREV = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "seed": "seed"}
 
@@ -60,6 +60,8 @@ def add_style_options(g, *, sweep: bool) -> None:
     g.add_argument("--original-colors", action="store_true", help="keep the content's colours")
     g.add_argument("--color-transfer", help="histogram or mean-cov: give the style images the "
                                             "content's colour statistics first")
+    if sweep:  # video --style takes --precision from the dream options it also has
+        add_precision(g)
 
 
 def register(sub) -> None:
@@ -229,7 +231,8 @@ def _style_one(args, content: Path, out: Path, in_batch: bool = False) -> int:
         size=args.size, scales=args.scales, init=init, pooling=args.pooling,
         style_scale=args.style_scale, original_colors=args.original_colors,
         color_transfer=args.color_transfer, seed=_one(args.seed), model=args.model,
-        remat=None if args.remat == "auto" else args.remat == "on", band_rows=args.band_rows)
+        remat=None if args.remat == "auto" else args.remat == "on", band_rows=args.band_rows,
+        precision=args.precision)
     plan = plan_style(content, args.style, chunk=args.chunk, **settings)
     if args.dry_run:
         print(f"dry run: {plan.describe()}; writing {out}")

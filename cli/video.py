@@ -73,7 +73,7 @@ def _style_settings(args) -> dict:
                 optimizer=args.optimizer.lower(), learning_rate=args.learning_rate,
                 lbfgs_num_correction=args.lbfgs_num_correction, pooling=args.pooling,
                 style_scale=args.style_scale, original_colors=args.original_colors,
-                color_transfer=args.color_transfer, seed=args.seed)
+                color_transfer=args.color_transfer, seed=args.seed, precision=args.precision)
 
 
 def _check_frames(args, hw: tuple[int, int]) -> None:

@@ -17,14 +17,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import media, options, preprocess
+from . import media, options, precision, preprocess
 from .classes import class_index
 from .errors import SettingsError
 from .models import get_spec
@@ -57,6 +57,7 @@ class Objective:
     kind: str = "l2"
     class_index: int | None = None
     pooling: str = "max"
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Schedule:
         lapnorm_levels: pyramid levels for ``lapnorm``.
         tile_size: gradients of larger images are computed in tiles of at most this size.
         tile_batch: tiles evaluated together (bounds memory for very large images).
+        mesh: split each batch of tiles across these devices (None: one device).
     """
 
     steps: int = 10
@@ -79,6 +81,7 @@ class Schedule:
     lapnorm_levels: int = 4
     tile_size: int = 512
     tile_batch: int = 4
+    mesh: Any = None  # a jax.sharding.Mesh: each batch of tiles is split across its devices
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,7 +113,8 @@ def layer_objective(act: jax.Array, kind: str, channels=None, guide=None, class_
 
 def _objective_value(params, rgb, weights, guides, obj: Objective) -> jax.Array:
     spec = get_spec(obj.model)
-    feats = spec.make(obj.layers, obj.pooling).apply(params, preprocess.to_model(rgb, spec.mean_bgr))
+    params, x = precision.network_inputs(params, preprocess.to_model(rgb, spec.mean_bgr), obj.precision)
+    feats = precision.to_float32(spec.make(obj.layers, obj.pooling).apply(params, x))
     total = 0.0
     for i, name in enumerate(obj.layers):
         guide = None if guides is None else guides[i]
@@ -191,15 +195,25 @@ def tile_grid(length: int, tile: int) -> tuple[int, int]:
 UNROLLED_TILE_BATCHES = 4
 
 
+def _spread(tiles: jax.Array, mesh) -> jax.Array:
+    """Ask XLA to lay a batch of tiles across the mesh (axis 0 split)."""
+    if mesh is None:
+        return tiles
+    from jax.sharding import NamedSharding, PartitionSpec
+    return lax.with_sharding_constraint(tiles, NamedSharding(mesh, PartitionSpec(mesh.axis_names[0])))
+
+
 def tiled_gradient(grad_fn: Callable[[jax.Array], jax.Array], image: jax.Array, tile_size: int,
-                   tile_batch: int = 4) -> jax.Array:
+                   tile_batch: int = 4, mesh=None) -> jax.Array:
     """Gradient of an (H, W, 3) image computed in equal tiles of at most ``tile_size``.
 
     ``grad_fn`` maps a batch (N, h, w, 3) to its gradient. The image is edge-padded to a whole
     number of equal tiles; the tiles run in vmapped groups of ``tile_batch`` (up to
     :data:`UNROLLED_TILE_BATCHES` groups one after another in the program, more through
     ``lax.map``), so memory is bounded by the group, not the image. With one tile this is
-    exactly ``grad_fn(image[None])[0]``.
+    exactly ``grad_fn(image[None])[0]``. With a ``mesh`` each batch (rounded up to a multiple
+    of the device count, the tile list padded by repeating its last tile) is split across the
+    devices; the padding's gradients are dropped.
     """
     h, w, c = image.shape
     nh, th = tile_grid(h, tile_size)
@@ -209,14 +223,21 @@ def tiled_gradient(grad_fn: Callable[[jax.Array], jax.Array], image: jax.Array, 
     padded = jnp.pad(image, ((0, nh * th - h), (0, nw * tw - w), (0, 0)), mode="edge")
     tiles = padded.reshape(nh, th, nw, tw, c).transpose(0, 2, 1, 3, 4).reshape(nh * nw, th, tw, c)
     n, batch = nh * nw, min(tile_batch, nh * nw)
+    if mesh is not None and mesh.size > 1:
+        batch = -(-batch // mesh.size) * mesh.size
+        extra = -n % batch
+        tiles = jnp.concatenate([tiles, jnp.repeat(tiles[-1:], extra, axis=0)]) if extra else tiles
+    else:
+        mesh = None
     one = lambda t: grad_fn(t[None])[0]
-    if n <= batch * UNROLLED_TILE_BATCHES:
+    if tiles.shape[0] <= batch * UNROLLED_TILE_BATCHES:
         # a few batches: written out one after another, not a loop (XLA:CPU runs convolutions
         # inside a while loop markedly slower; see ascend)
-        grads = jnp.concatenate([jax.vmap(one)(tiles[i:i + batch]) for i in range(0, n, batch)])
+        grads = jnp.concatenate([_spread(jax.vmap(one)(_spread(tiles[i:i + batch], mesh)), mesh)
+                                 for i in range(0, tiles.shape[0], batch)])
     else:
         grads = lax.map(one, tiles, batch_size=batch)
-    grads = grads.reshape(nh, nw, th, tw, c).transpose(0, 2, 1, 3, 4).reshape(nh * th, nw * tw, c)
+    grads = grads[:n].reshape(nh, nw, th, tw, c).transpose(0, 2, 1, 3, 4).reshape(nh * th, nw * tw, c)
     return grads[:h, :w]
 
 
@@ -234,7 +255,7 @@ def _ascent_body(params, img, key, i, weights, step_size, guides, obj: Objective
     if tiled:
         shift = shift + jax.random.randint(k_tile, (2,), 0, jnp.array([h, w]))
     rolled = jnp.roll(img, (shift[0], shift[1]), axis=(0, 1))
-    g = tiled_gradient(value_grad, rolled, sched.tile_size, sched.tile_batch)
+    g = tiled_gradient(value_grad, rolled, sched.tile_size, sched.tile_batch, sched.mesh)
     g = jnp.roll(g, (-shift[0], -shift[1]), axis=(0, 1))
     g = normalize_gradient(g, sched.normalize, sched.lapnorm_levels)
     return jnp.clip(img + step_size * g, 0.0, 255.0)
@@ -367,6 +388,7 @@ class DreamConfig:
     tile_batch: int = 4
     pooling: str = "max"
     seed: int = 0
+    precision: str = "float32"
     extra: dict = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
@@ -399,6 +421,7 @@ def make_config(**settings) -> DreamConfig:
     if cfg.normalize not in NORMALIZATIONS:
         raise SettingsError(f"unknown gradient normalisation '{cfg.normalize}'; use one of "
                             f"{', '.join(NORMALIZATIONS)}")
+    precision.check(cfg.precision)
     if cfg.pooling not in spec.poolings:
         raise SettingsError(f"{spec.name} supports pooling {', '.join(spec.poolings)}, not '{cfg.pooling}'")
     options.get("layer_weight").check_all([w for _, w in layers], "layer weight")
@@ -454,20 +477,23 @@ class Dreamer:
     """
 
     def __init__(self, cfg: DreamConfig, network: Network | None = None, weights=None,
-                 guide_image: np.ndarray | None = None):
+                 guide_image: np.ndarray | None = None, mesh=None):
         self.cfg = cfg
+        self.mesh = mesh if mesh is not None and mesh.size > 1 else None
         self.net = network or load_network(cfg.model, weights, cfg.pooling)
         self.layer_names = tuple(n for n, _ in cfg.layers)
         self.min_size = self.net.spec.min_size(self.layer_names)
         kind = "class" if cfg.class_index is not None else ("guide" if guide_image is not None else "l2")
-        self.obj = Objective(cfg.model, self.layer_names, cfg.channels, kind, cfg.class_index, cfg.pooling)
+        self.obj = Objective(cfg.model, self.layer_names, cfg.channels, kind, cfg.class_index, cfg.pooling,
+                             cfg.precision)
         self.weights = jnp.asarray([w for _, w in cfg.layers], jnp.float32)
         self.guides = guide_features(self.net, guide_image, cfg) if guide_image is not None else None
         self.key = jax.random.key(cfg.seed)
 
     def schedule(self, steps: int | None = None) -> Schedule:
         c = self.cfg
-        return Schedule(steps or c.steps, c.jitter, c.normalize, c.lapnorm_levels, c.tile_size, c.tile_batch)
+        return Schedule(steps or c.steps, c.jitter, c.normalize, c.lapnorm_levels, c.tile_size, c.tile_batch,
+                        self.mesh)
 
     def step(self, image, key, steps: int | None = None, layers: tuple[tuple[str, float], ...] | None = None):
         """Run ``steps`` ascent steps on one image shape (jitted; compiled once per shape)."""

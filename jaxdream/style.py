@@ -36,6 +36,7 @@ import optax
 from jax import lax
 
 from . import color, media, options
+from . import precision as precision_mod
 from .errors import SettingsError
 from .losses import content_loss, gram, style_loss, total_variation
 from .models import get_spec
@@ -78,6 +79,8 @@ class Objective:
         remat: recompute each VGG block's activations in the backward pass
             (``jax.checkpoint``) instead of storing them: about a third more compute, a
             fraction of the memory. Used automatically above :data:`REMAT_PIXELS`.
+        precision: ``float32`` or ``bfloat16`` convolutions (:mod:`jaxdream.precision`;
+            Gram matrices and losses stay float32).
         temporal: add the video temporal term (Ruder et al.):
             ``weight * mean(mask * (x - warped_prev)**2)`` over all H*W*3 elements, in network
             space, with ``targets["temporal"] = {"image": (H, W, 3), "mask": (H, W, 1)}``.
@@ -89,6 +92,7 @@ class Objective:
     style_layers: tuple[str, ...] = STYLE_LAYERS
     remat: bool = False
     temporal: bool = False
+    precision: str = "float32"
 
     @property
     def n_losses(self) -> int:
@@ -150,9 +154,10 @@ def features(params: Params, x: jax.Array, objective: Objective) -> dict[str, ja
         spec = get_spec(objective.model)
         return spec.make(objective.layers, objective.pooling).apply(params, x)
     feats = {}
+    params_, x = precision_mod.network_inputs(params["params"], x, objective.precision)
     for block in _vgg_blocks(objective.layers, objective.pooling):
-        x, out = block(x, params["params"])
-        feats.update(out)
+        x, out = block(x, params_)
+        feats.update(precision_mod.to_float32(out))
     return feats
 
 
@@ -213,20 +218,19 @@ def objective(x: jax.Array, params: Params, targets: dict, weights: dict,
                  for k in spec.style_layers if k in out), jnp.float32(0))
         return c, s
 
-    h = x[None]
     content = style = jnp.float32(0)
     if spec.model == "vgg19":
-        params_ = params["params"]
+        params_, h = precision_mod.network_inputs(params["params"], x[None], spec.precision)
         for block in _vgg_blocks(spec.layers, spec.pooling):
             def run(h, params_, block=block):
                 h, out = block(h, params_)
-                return (h, *layer_terms(out))
+                return (h, *layer_terms(precision_mod.to_float32(out)))
             if spec.remat:
                 run = jax.checkpoint(run)
             h, c, s = run(h, params_)
             content, style = content + c, style + s
     else:
-        content, style = layer_terms(features(params, h, spec))
+        content, style = layer_terms(features(params, x[None], spec))
     tv = total_variation(x, weights["tv"])
     total = content + style + tv
     if spec.temporal:
@@ -572,6 +576,7 @@ class StylePlan:
     style_scale: float = 1.0
     memory: int = 0
     band_rows: list = field(default_factory=list)  # per scale: None (whole image) or rows per band
+    precision: str = "float32"
 
     @property
     def batch(self) -> int:
@@ -703,7 +708,8 @@ def plan_style(content, styles, *,
                model: str = "vgg19",
                chunk: int = 20,
                remat: bool | None = None,
-               band_rows: int | None = None) -> StylePlan:
+               band_rows: int | None = None,
+               precision: str = "float32") -> StylePlan:
     """Check every setting and read every image of a :func:`stylize` run (same arguments,
     without the network and callback ones); nothing is computed or allocated on a device.
 
@@ -716,6 +722,7 @@ def plan_style(content, styles, *,
     """
     if band_rows is not None:
         options.get("band_rows").check(band_rows)
+    precision_mod.check(precision)
     if optimizer not in OPTIMIZERS:
         raise SettingsError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}")
     if isinstance(styles, (str, os.PathLike)) or (isinstance(styles, np.ndarray) and styles.ndim == 3):
@@ -763,7 +770,8 @@ def plan_style(content, styles, *,
     plan = StylePlan(spec, content_full, style_full, init, init_full, blend, sweeps, content_layers,
                      style_layers, scales, sizes, style_sizes, iterations, optimizer, lr,
                      int(lbfgs_num_correction), pooling, original_colors, color_transfer,
-                     _check_temporal(temporal, content_full), remat, float(style_scale))
+                     _check_temporal(temporal, content_full), remat, float(style_scale),
+                     precision=precision)
     _check_plan_sizes(plan, style_scale, band_rows)
     return plan
 
@@ -796,7 +804,8 @@ def stylize(content, styles, *,
             in_jit_loop: bool | None = None,
             callback: Callable[[StyleProgress], Any] | None = None,
             mesh=None,
-            band_rows: int | None = None) -> StyleResult:
+            band_rows: int | None = None,
+            precision: str = "float32") -> StyleResult:
     """Gatys style transfer with neural-style's defaults, coarse-to-fine and sweeps.
 
     Args:
@@ -841,6 +850,8 @@ def stylize(content, styles, *,
             (default: one device).
         band_rows: evaluate band by band with this many rows per band (default: only where the
             whole image would not fit in memory; see :func:`plan_style`).
+        precision: ``float32`` (default) or ``bfloat16`` convolutions; Gram matrices, losses
+            and the optimiser stay float32 (:mod:`jaxdream.precision`).
 
     Returns:
         A :class:`StyleResult`.
@@ -858,7 +869,7 @@ def stylize(content, styles, *,
                       pooling=pooling, style_scale=style_scale, original_colors=original_colors,
                       color_transfer=color_transfer, seed=seed, temporal=temporal,
                       model=model if network is None else network.spec.name, chunk=chunk, remat=remat,
-                      band_rows=band_rows)
+                      band_rows=band_rows, precision=precision)
     net = network if network is not None else load_network(plan.spec.name, weights, pooling)
     return run_plan(plan, net, chunk=chunk, in_jit_loop=in_jit_loop, callback=callback, mesh=mesh)
 
@@ -871,7 +882,7 @@ def _settings_record(plan: StylePlan, net) -> dict:
                 "init": plan.init if isinstance(plan.init, str) else "array", "pooling": plan.pooling,
                 "style_scale": plan.style_scale, "style_blend_weights": plan.blend,
                 "original_colors": plan.original_colors, "color_transfer": plan.color_transfer,
-                "model": plan.spec.name, "weights": net.weights_id}
+                "model": plan.spec.name, "weights": net.weights_id, "precision": plan.precision}
     if plan.temporal is not None:
         settings["temporal_weight"] = float(plan.temporal[2])
     return settings
@@ -1022,7 +1033,7 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
 
         use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if plan.remat is None else bool(plan.remat)
         obj = Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers, use_remat,
-                        plan.temporal is not None)
+                        plan.temporal is not None, plan.precision)
         band_rows = plan.band_rows[k] if plan.band_rows else None
         targets = where.shared(_scale_targets(plan, net, k, hw, content_rgb, obj, band_rows))
         x0 = _initial_batch(plan, hw, content_rgb, mean, seeds) if k == 0 else \
