@@ -114,7 +114,7 @@ def layer_objective(act: jax.Array, kind: str, channels=None, guide=None, class_
 def _objective_value(params, rgb, weights, guides, obj: Objective) -> jax.Array:
     spec = get_spec(obj.model)
     params, x = precision.network_inputs(params, preprocess.to_model(rgb, spec.mean_bgr), obj.precision)
-    feats = precision.to_float32(spec.make(obj.layers, obj.pooling).apply(params, x))
+    feats = precision.to_float32(spec.make(obj.layers, obj.pooling).apply(params, x), obj.precision)
     total = 0.0
     for i, name in enumerate(obj.layers):
         guide = None if guides is None else guides[i]

@@ -157,7 +157,7 @@ def features(params: Params, x: jax.Array, objective: Objective) -> dict[str, ja
     params_, x = precision_mod.network_inputs(params["params"], x, objective.precision)
     for block in _vgg_blocks(objective.layers, objective.pooling):
         x, out = block(x, params_)
-        feats.update(precision_mod.to_float32(out))
+        feats.update(precision_mod.to_float32(out, objective.precision))
     return feats
 
 
@@ -224,7 +224,7 @@ def objective(x: jax.Array, params: Params, targets: dict, weights: dict,
         for block in _vgg_blocks(spec.layers, spec.pooling):
             def run(h, params_, block=block):
                 h, out = block(h, params_)
-                return (h, *layer_terms(precision_mod.to_float32(out)))
+                return (h, *layer_terms(precision_mod.to_float32(out, spec.precision)))
             if spec.remat:
                 run = jax.checkpoint(run)
             h, c, s = run(h, params_)
@@ -676,7 +676,7 @@ def _choose_band_rows(plan: StylePlan, hw, style_hws, available, requested: int 
         if requested % align:
             raise SettingsError(f"band rows {requested}: must be a multiple of {align} for these layers")
         return requested
-    have = available[0]
+    have = 0.9 * available[0]  # the estimates are XLA's analysis; leave room for the rest
     if _plan_bytes(plan, hw, style_hws, None) <= have or plan.batch > 1:
         return None  # fits (or a sweep: refused by the memory check with its own message)
     rows = max(align, (max(hw[0], *[s[0] for s in style_hws]) // align) * align)
@@ -777,36 +777,16 @@ def plan_style(content, styles, *,
 
 
 def stylize(content, styles, *,
-            style_blend_weights: Sequence[float] | None = None,
-            content_weight: float | Sequence[float] = 5.0,
-            style_weight: float | Sequence[float] = 100.0,
-            tv_weight: float | Sequence[float] = 1e-3,
-            content_layers: Sequence[str] = CONTENT_LAYERS,
-            style_layers: Sequence[str] = STYLE_LAYERS,
-            num_iterations: int | Sequence[int] = 1000,
-            optimizer: str = "lbfgs",
-            learning_rate: float | None = None,
-            lbfgs_num_correction: int = 100,
-            size: int = 512,
-            scales: Sequence[int] | None = None,
-            init: str | Any = "random",
-            pooling: str = "max",
-            style_scale: float = 1.0,
-            original_colors: bool = False,
-            color_transfer: str | None = None,
-            seed: int | Sequence[int] = 0,
-            temporal: tuple | None = None,
-            model: str = "vgg19",
             weights: str | os.PathLike | None = None,
             network=None,
-            chunk: int = 20,
-            remat: bool | None = None,
             in_jit_loop: bool | None = None,
             callback: Callable[[StyleProgress], Any] | None = None,
             mesh=None,
-            band_rows: int | None = None,
-            precision: str = "float32") -> StyleResult:
+            **settings) -> StyleResult:
     """Gatys style transfer with neural-style's defaults, coarse-to-fine and sweeps.
+
+    The settings (everything after ``styles`` but the five keyword arguments of this signature)
+    are :func:`plan_style`'s, whose signature holds their one definition and default.
 
     Args:
         content: content image: a path or an (H, W, 3) RGB array in 0..255.
@@ -861,17 +841,12 @@ def stylize(content, styles, *,
         checked (by :func:`plan_style`) before the network is loaded or any optimisation starts.
     """
     from .network import load_network
-    plan = plan_style(content, styles, style_blend_weights=style_blend_weights,
-                      content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-                      content_layers=content_layers, style_layers=style_layers,
-                      num_iterations=num_iterations, optimizer=optimizer, learning_rate=learning_rate,
-                      lbfgs_num_correction=lbfgs_num_correction, size=size, scales=scales, init=init,
-                      pooling=pooling, style_scale=style_scale, original_colors=original_colors,
-                      color_transfer=color_transfer, seed=seed, temporal=temporal,
-                      model=model if network is None else network.spec.name, chunk=chunk, remat=remat,
-                      band_rows=band_rows, precision=precision)
-    net = network if network is not None else load_network(plan.spec.name, weights, pooling)
-    return run_plan(plan, net, chunk=chunk, in_jit_loop=in_jit_loop, callback=callback, mesh=mesh)
+    if network is not None:
+        settings["model"] = network.spec.name
+    plan = plan_style(content, styles, **settings)
+    net = network if network is not None else load_network(plan.spec.name, weights, plan.pooling)
+    return run_plan(plan, net, chunk=settings.get("chunk", 20), in_jit_loop=in_jit_loop, callback=callback,
+                    mesh=mesh)
 
 
 def _settings_record(plan: StylePlan, net) -> dict:

@@ -288,21 +288,24 @@ def test_dry_run_of_a_valid_command(command, inputs, in_process, tmp_path):
 
 # option -> kind. count: >= 1; positive: > 0; nonneg: >= 0; seed: 0..2**32-1; unit: [0, 1];
 # finite: any finite number; pair: DX,DY finite; any: only nan/inf/huge are surely wrong.
+#: the device flags every computing command takes (a lone --process-id is an error: "together")
+DEVICE_NUMERIC = {"devices": "count", "num-processes": "any", "process-id": "any"}
 DREAM_NUMERIC = {"guide-size": "count", "steps": "count", "octaves": "count", "octave-scale": "positive",
                  "step-size": "positive", "jitter": "nonneg", "lapnorm": "count", "tile-size": "tile",
-                 "seed": "seed", "size": "count"}
+                 "seed": "seed", "size": "count", **DEVICE_NUMERIC}
 ZOOM_NUMERIC = {**DREAM_NUMERIC, "frames": "count", "zoom": "positive", "rotate": "finite",
                 "translate": "pair", "steps-per-frame": "count", "fps": "positive"}
 STYLE_NUMERIC = {"content-weight": "nonneg", "style-weight": "nonneg", "tv-weight": "nonneg",
                  "num-iterations": "count", "learning-rate": "positive", "lbfgs-num-correction": "count",
                  "size": "count", "style-scale": "positive", "seed": "seed", "print-iter": "nonneg",
-                 "save-iter": "nonneg", "chunk": "count", "style-blend-weights": "any", "scales": "any"}
+                 "save-iter": "nonneg", "chunk": "count", "style-blend-weights": "any", "scales": "any",
+                 "band-rows": "count", **DEVICE_NUMERIC}
 VIDEO_COMMON = {"start": "nonneg", "end": "any", "frames": "count", "fps": "positive"}
 VIDEO_STYLE_NUMERIC = {**VIDEO_COMMON, "iterations-first": "count", "iterations": "count",
                        "temporal-weight": "nonneg", "content-weight": "nonneg", "style-weight": "nonneg",
                        "tv-weight": "nonneg", "learning-rate": "positive", "lbfgs-num-correction": "count",
                        "style-scale": "positive", "size": "count", "seed": "seed", "style-blend-weights": "any",
-                       "scales-first": "any"}
+                       "scales-first": "any", **DEVICE_NUMERIC}
 VIDEO_DREAM_NUMERIC = {**VIDEO_COMMON, "blend": "unit", "steps-per-frame": "count", **DREAM_NUMERIC}
 #: comma-separated options: a bad value may be found after parsing (exit 1) or by argparse (2)
 LIST_OPTIONS = {"style": {"content-weight", "style-weight", "tv-weight", "num-iterations", "seed",
