@@ -941,14 +941,20 @@ def _adam_axes(state: AdamState) -> AdamState:
 
 
 class _Placement:
-    """Where a run's arrays live: one device, or a sweep's batch split over a mesh.
+    """Where a run's arrays live: one device; a sweep's batch split over a mesh; or one image's
+    rows split over a mesh.
 
-    The batch is padded (repeating its last member) to a multiple of the device count; the
-    padding is computed like any member and dropped from every result.
+    A batch is padded (repeating its last member) to a multiple of the device count; the
+    padding is computed like any member and dropped from every result. A single image is split
+    along its height (XLA's SPMD partitioner exchanges the convolution halos and sums the Gram
+    matrices over devices, so the objective is the same) at every scale whose height divides
+    by the device count; other scales run on the mesh's first device's share, replicated.
     """
 
     def __init__(self, mesh, batch: int):
-        self.mesh = mesh if mesh is not None and mesh.size > 1 and batch > 1 else None
+        usable = mesh is not None and mesh.size > 1
+        self.mesh = mesh if usable and batch > 1 else None
+        self.rows = mesh if usable and batch == 1 else None
         self.batch = batch
         self.padded = batch if self.mesh is None else -(-batch // self.mesh.size) * self.mesh.size
 
@@ -957,22 +963,40 @@ class _Placement:
 
     def shared(self, tree):
         from . import parallel
-        return tree if self.mesh is None else parallel.replicate(tree, self.mesh)
+        m = self.mesh or self.rows
+        return tree if m is None else parallel.replicate(tree, m)
 
     def batched(self, tree):
         from . import parallel
-        return tree if self.mesh is None else parallel.shard_batch(tree, self.mesh)
+        if self.mesh is not None:
+            return parallel.shard_batch(tree, self.mesh)
+        return self.shared(tree)
 
-    def state(self, state):
+    def state(self, state, hw):
         from . import parallel
-        if self.mesh is None:
-            return state
-        axes = _lbfgs_axes(state) if isinstance(state, LbfgsState) else _adam_axes(state)
-        return parallel.place(state, axes, self.mesh)
+        if self.mesh is not None:
+            axes = _lbfgs_axes(state) if isinstance(state, LbfgsState) else _adam_axes(state)
+            return parallel.place(state, axes, self.mesh)
+        if self.rows is not None:
+            split = hw[0] % self.rows.size == 0
+            axes = _row_axes(state, split)
+            return parallel.place(state, axes, self.rows)
+        return state
 
     def host(self, x) -> np.ndarray:
         from . import parallel
         return parallel.to_host(x)[: self.batch]
+
+
+def _row_axes(state, split: bool):
+    """Height axes of a one-image optimiser state (None everywhere when not ``split``): the
+    image-shaped fields split along H, the flattened ones along their pixel axis."""
+    if not split:
+        return jax.tree.map(lambda _: None, state)
+    if isinstance(state, LbfgsState):
+        return LbfgsState(x=1, step=1, g_prev=1, s_hist=2, y_hist=2, rho=None, head=None, count=None,
+                          h_diag=None, iteration=None, losses=None)
+    return jax.tree.map(lambda a: 1 if np.ndim(a) == 4 else None, state)
 
 
 def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None = None,
@@ -1014,7 +1038,7 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
         x0 = _initial_batch(plan, hw, content_rgb, mean, seeds) if k == 0 else \
             np.stack(where.pad([media.resize(xi, hw) for xi in np.asarray(x)]))
         state, run_chunk, run_step = _optimiser_state(plan, jnp.asarray(x0, jnp.float32), hw, obj.n_losses)
-        state = where.state(state)
+        state = where.state(state, hw)
         done = 0
         while done < total:
             n = min(chunk, total - done)

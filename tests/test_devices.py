@@ -219,3 +219,34 @@ def test_dream_tiles_split_over_four_devices_equal_one_device(tmp_path, googlene
     assert result.returncode == 0, result.stderr[-3000:]
     err, moved = map(float, result.stdout.split("ERR")[1].split())
     assert moved > 1 and err <= 1e-3  # pixels 0..255: float32 rounding of a few summed steps
+
+
+ROWS = r"""
+import numpy as np
+from jaxdream import parallel, style
+from jaxdream.models import get_spec
+from jaxdream.network import Network
+from test_style import vgg_layers, as_params
+net = Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
+rng = np.random.default_rng(0)
+c = rng.uniform(0, 255, (64, 48, 3)).astype(np.float32)
+s = rng.uniform(0, 255, (40, 48, 3)).astype(np.float32)
+for opt in ("lbfgs", "adam"):
+    kw = dict(network=net, size=64, num_iterations=6, chunk=3, optimizer=opt)
+    one = style.stylize(c, s, **kw)
+    four = style.stylize(c, s, mesh=parallel.mesh(4), **kw)
+    loss = max(abs(float(one.losses[k][0] - four.losses[k][0])) / abs(float(one.losses[k][0])) for k in one.losses)
+    print("ERR", opt, float(np.max(np.abs(one.images - four.images))), loss)
+"""
+
+
+def test_one_image_split_by_rows_over_four_devices_equals_one_device(tmp_path):
+    """One image, its 64 rows split 16 per device (XLA exchanges the halos and sums the Gram
+    matrices): the same losses, and the same image to float32 rounding (Adam amplifies it)."""
+    result = subprocess.run([sys.executable, "-c", ROWS], env=_env(tmp_path, 4), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("ERR")]
+    assert [r[0] for r in rows] == ["lbfgs", "adam"]
+    for (opt, image_err, loss_err), tol in zip(rows, (1e-3, 2e-2)):
+        assert float(loss_err) <= 1e-5 and float(image_err) <= tol, (opt, image_err, loss_err)
