@@ -101,7 +101,8 @@ def _maker(args):
         return vd.DreamFrames(make_dreamer(args, cfg), blend=args.blend, steps_per_frame=args.steps_per_frame)
     return vd.StyleFrames(args.style, iterations_first=args.iterations_first, iterations=args.iterations,
                           temporal_weight=args.temporal_weight, first_init=args.first_init,
-                          scales_first=args.scales_first, weights=args.weights, **_style_settings(args))
+                          scales_first=args.scales_first, weights=args.weights,
+                          mesh=getattr(args, "mesh", None), **_style_settings(args))
 
 
 def cmd_video(args) -> int:

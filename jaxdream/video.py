@@ -113,6 +113,7 @@ class StyleFrames:
         temporal_weight: weight of the temporal loss (artistic-videos' scale; default 1e3).
         first_init: init of frame 0 (``random``, ``image``/``content`` or an image).
         network: a loaded VGG-19 :class:`jaxdream.Network` (loaded from ``weights`` if None).
+        mesh: a :func:`jaxdream.parallel.mesh` to split each frame's rows across.
         **style: any other :func:`jaxdream.stylize` settings (weights, layers, optimiser...).
     """
 
@@ -120,7 +121,7 @@ class StyleFrames:
 
     def __init__(self, styles: Sequence, *, iterations_first: int = 400, iterations: int = 100,
                  temporal_weight: float = 1e3, first_init="content", scales_first=None,
-                 network=None, weights=None, **style):
+                 network=None, weights=None, mesh=None, **style):
         from .network import load_network
         from .style import _load
         options.get("iterations_first").check(iterations_first)
@@ -140,6 +141,7 @@ class StyleFrames:
             if isinstance(style.get(key), (list, tuple)):
                 raise SettingsError(f"video mode takes one value of {key.replace('_', ' ')}, not a sweep")
         self.style = style
+        self.mesh = mesh  # each frame's rows are split across it (jaxdream.style, _Placement)
         self.net = network or load_network("vgg19", weights, style.get("pooling", "max"))
         self.loss = None
 
@@ -164,7 +166,7 @@ class StyleFrames:
         from .style import stylize
         size = max(frame.shape[:2])
         result = stylize(frame, self.styles, init=init, num_iterations=iterations, size=size,
-                         scales=scales, temporal=temporal, network=self.net, callback=callback,
+                         scales=scales, temporal=temporal, network=self.net, callback=callback, mesh=self.mesh,
                          **self.style)
         self.loss = float(result.losses["total"][0])
         return result.image
