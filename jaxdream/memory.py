@@ -33,6 +33,8 @@ DREAM_BYTES_PER_PIXEL = 1200     # GoogLeNet gradient to inception_4c, per tile 
 FORWARD_BYTES_PER_PIXEL = 1300   # VGG-19 forward to relu5_1 (targets, guide features)
 IMAGE_BYTES_PER_PIXEL = 64       # float copies of the image, gradients, optimiser vectors
 FIXED_BYTES = 600 * 2**20        # weights (VGG-19 conv: 80 MB, twice), runtime, compiler
+BAND_PROGRAMS_BYTES = 2**30      # band by band: two more compiled passes and their buffers
+                                 # (4096 px in 512-row bands: 16.5 GiB peak RSS measured)
 
 
 def _gib(n: float) -> str:
@@ -62,7 +64,8 @@ def band_bytes(height: int, width: int, band_rows: int, halo: int, corrections: 
     pixels = height * width
     window = min(height, band_rows + 2 * halo) * width
     history = min(2 * corrections * pixels * 3 * 4, LBFGS_HISTORY_BUDGET)
-    return FIXED_BYTES + window * STYLE_BYTES_PER_PIXEL + pixels * (IMAGE_BYTES_PER_PIXEL + 32) + history
+    return (FIXED_BYTES + BAND_PROGRAMS_BYTES + window * STYLE_BYTES_PER_PIXEL
+            + pixels * (IMAGE_BYTES_PER_PIXEL + 32) + history)
 
 
 def dream_bytes(height: int, width: int, tile_size: int, tile_batch: int) -> int:

@@ -42,17 +42,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import test_cli_basic
+
 from jaxdream import media
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 
 
-def _script() -> str | None:
-    beside = Path(sys.executable).with_name("jaxdream")
-    return str(beside) if beside.is_file() else shutil.which("jaxdream")
-
-
-SCRIPT = _script()
+SCRIPT = test_cli_basic.SCRIPT  # the installed console script (None when not installed)
 needs_script = pytest.mark.skipif(SCRIPT is None, reason="the jaxdream console script is not installed")
 
 ERROR_PREFIX = "jaxdream: error:"
@@ -71,19 +68,7 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # --------------------------------------------------------------------------------------------
 
 
-def cli_env(home: Path, **extra: str | None) -> dict[str, str]:
-    """The parent environment without jaxdream settings or proxies, CPU only, and a weights URL
-    that does not exist (a download by mistake fails at once)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("JAXDREAM_") and k != "XDG_CACHE_HOME" and "proxy" not in k.lower()}
-    env.update(JAXDREAM_HOME=str(home), HOME=str(home.parent / "user_home"), JAX_PLATFORMS="cpu",
-               JAXDREAM_WEIGHTS_URL=(home.parent / "no-mirror").as_uri())
-    for key, value in extra.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    return env
+cli_env = test_cli_basic.cli_env  # CPU only, own JAXDREAM_HOME, a weights URL that does not exist
 
 
 def run(args: list, env: dict[str, str], cwd: Path | None = None, timeout: float = 300
