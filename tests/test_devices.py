@@ -31,6 +31,9 @@ needs_script = pytest.mark.skipif(SCRIPT is None, reason="the jaxdream console s
 
 
 def _env(tmp_path: Path, devices: int | None = None) -> dict[str, str]:
+    """A clean environment for a subprocess. Run it with ``cwd`` outside the checkout: there the
+    source tree's ``jaxdream/`` (which has no ``cli``, installed from the top-level folder) would
+    shadow the installed package."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("JAXDREAM_") and k != "XDG_CACHE_HOME" and "proxy" not in k.lower()}
     env.update(JAXDREAM_HOME=str(tmp_path / "home"), JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE),
@@ -64,7 +67,7 @@ print("ERR", err, loss)
 def test_sweep_split_over_four_devices_equals_one_device(tmp_path):
     """6 sweep members padded to 8 and split 2 per device: the same images and losses."""
     result = subprocess.run([sys.executable, "-c", SWEEP], env=_env(tmp_path, 4), capture_output=True,
-                            text=True, timeout=600)
+                            text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     err, loss = map(float, result.stdout.split("ERR")[1].split())
     assert err <= 1e-5 and loss <= 1e-5
@@ -215,7 +218,7 @@ print("ERR", float(np.max(np.abs(a - b))), float(np.max(np.abs(a - img))))
 def test_dream_tiles_split_over_four_devices_equal_one_device(tmp_path, googlenet_caffemodel):
     """6 tiles in batches of 4 (padded to 8) over 4 devices: the same dream steps."""
     result = subprocess.run([sys.executable, "-c", TILES, str(googlenet_caffemodel.path)],
-                            env=_env(tmp_path, 4), capture_output=True, text=True, timeout=600)
+                            env=_env(tmp_path, 4), capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     err, moved = map(float, result.stdout.split("ERR")[1].split())
     assert moved > 1 and err <= 1e-3  # pixels 0..255: float32 rounding of a few summed steps
@@ -244,7 +247,7 @@ def test_one_image_split_by_rows_over_four_devices_equals_one_device(tmp_path):
     """One image, its 64 rows split 16 per device (XLA exchanges the halos and sums the Gram
     matrices): the same losses, and the same image to float32 rounding (Adam amplifies it)."""
     result = subprocess.run([sys.executable, "-c", ROWS], env=_env(tmp_path, 4), capture_output=True,
-                            text=True, timeout=600)
+                            text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("ERR")]
     assert [r[0] for r in rows] == ["lbfgs", "adam"]
