@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 
 from jaxdream._version import __version__
@@ -69,11 +70,6 @@ class Terminated(KeyboardInterrupt):
 def interrupt_status(exc: BaseException) -> int:
     """Exit status of an interrupt: 143 (128 + SIGTERM) or 130 (128 + SIGINT)."""
     return 143 if isinstance(exc, Terminated) else 130
-
-
-def _on_sigterm(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; let the cleanup finish
-    raise Terminated()
 
 
 @contextlib.contextmanager
@@ -157,19 +153,43 @@ def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
 
 
-def run_interruptibly(args: argparse.Namespace) -> int:
+def _record_signals() -> list[int]:
+    """Make SIGINT and SIGTERM append their number to the returned list instead of raising.
+
+    A handler that raises can have its KeyboardInterrupt land inside a callback that swallows
+    it (seen: JAX's ``_xla_gc_callback``, run by the garbage collector, printed "Exception
+    ignored" and the run went on to exit 0); one that only records cannot lose the signal. A
+    signal that was ignored when jaxdream started (a background job) stays ignored.
+    """
+    received: list[int] = []
+    for s in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                signal.signal(s, lambda signum, frame: received.append(signum))
+        except ValueError:  # not the main thread
+            pass
+    return received
+
+
+def _status_of(signum: int) -> int:
+    return 143 if signum == signal.SIGTERM else 130
+
+
+def run_interruptibly(args: argparse.Namespace, received: list[int]) -> int:
     """Run a command in a worker thread so that Ctrl-C and SIGTERM are answered at once.
 
-    Python delivers a signal to the main thread only between bytecodes, so a command whose
+    Python runs signal handlers in the main thread only between bytecodes, so a command whose
     main thread sits in a long XLA call (compiling a program takes tens of seconds) used to
     answer Ctrl-C only when that call returned, and an interrupt could be lost inside library
-    code that catches broad exceptions. Here the main thread only waits: on a signal it raises
-    the interrupt in the worker, which unwinds as before (the current image saved, frames kept,
-    temp files removed); if the worker is still inside XLA after :data:`INTERRUPT_GRACE_S`,
-    the process ends without it (every finished frame is already on disk).
+    code. Here the main thread only waits, polling ``received`` (filled by
+    :func:`_record_signals`): on a signal it raises KeyboardInterrupt (or :class:`Terminated`)
+    in the worker, which unwinds as before (the current image saved, frames kept, temp files
+    removed); if the worker has not finished after :data:`INTERRUPT_GRACE_S` (still inside
+    XLA), the command's abandon hooks run here (style saves its last image) and the process
+    ends without it: every finished frame is already on disk.
     """
     outcome: dict[str, int] = {}
-    finished = threading.Event()  # not Thread.join: an interrupted join can report a live thread as ended
+    finished = threading.Event()
 
     def work() -> None:
         try:
@@ -177,25 +197,31 @@ def run_interruptibly(args: argparse.Namespace) -> int:
         finally:
             finished.set()  # an unexpected exception is printed by the thread's hook (status 1)
 
+    default_hook = threading.excepthook
+
+    def hook(info):  # an interrupt raised into the worker just as it ended is not an error
+        if not issubclass(info.exc_type, KeyboardInterrupt):
+            default_hook(info)
+
+    threading.excepthook = hook
     worker = threading.Thread(target=work, name="jaxdream-command", daemon=True)
     worker.start()
-    try:
-        while not finished.wait(0.25):
-            pass
-    except KeyboardInterrupt as e:
-        status = interrupt_status(e)
-        _raise_in(worker, type(e))
-        try:
-            finished.wait(INTERRUPT_GRACE_S)
-        except KeyboardInterrupt:  # a second Ctrl-C: stop now
-            pass
-        if not finished.is_set():
-            from .common import run_abandon_hooks
-            run_abandon_hooks()
-            print("jaxdream: interrupted (while XLA was busy: what was finished is kept)", file=sys.stderr)
-            return status
-        return outcome.get("status", status)
-    return outcome.get("status", 1)
+    while not finished.wait(0.1):
+        if received:
+            break
+    if not received or finished.is_set():
+        return outcome.get("status", 1)
+    status = _status_of(received[0])
+    _raise_in(worker, Terminated if status == 143 else KeyboardInterrupt)
+    deadline = time.monotonic() + INTERRUPT_GRACE_S
+    while not finished.wait(0.1) and time.monotonic() < deadline and len(received) < 2:
+        pass  # a second signal: stop waiting
+    if finished.is_set():
+        return outcome.get("status", status) if outcome.get("status") in (130, 143) else status
+    from .common import run_abandon_hooks
+    run_abandon_hooks()
+    print("jaxdream: interrupted (while XLA was busy: what was finished is kept)", file=sys.stderr)
+    return status
 
 
 def entry() -> None:
@@ -207,17 +233,19 @@ def entry() -> None:
     process (seen as a segmentation fault after "interrupted"). Everything worth keeping was
     written while the interrupt unwound.
     """
+    received = _record_signals()
+    args, status = None, 1
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread
-        pass
-    try:
-        status = run_interruptibly(parse())
-    except KeyboardInterrupt as e:  # while parsing or importing
-        print("jaxdream: interrupted", file=sys.stderr)
-        status = interrupt_status(e)
-    except SystemExit as e:  # argparse
+        args = parse()
+    except KeyboardInterrupt as e:  # a signal while importing (parse defers, then raises it)
+        received.append(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+    except SystemExit as e:  # argparse: --help, --version or a usage error
         status = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if received:
+        print("jaxdream: interrupted", file=sys.stderr)
+        status = _status_of(received[0])
+    elif args is not None:
+        status = run_interruptibly(args, received)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
