@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from jaxdream.errors import SettingsError
 
 from .common import add_device_flags, number

@@ -58,6 +58,12 @@ def report_interrupt(exc: KeyboardInterrupt, message: str) -> None:
     raise exc
 
 
+def dry_run_done(what: str, hw: tuple[int, int], out) -> int:
+    """The line ``--dry-run`` ends with when every check passed (exit status 0)."""
+    print(f"dry run: {what} at {hw[1]}x{hw[0]} into {out}; settings, inputs and output are fine")
+    return 0
+
+
 FRAMES_KEPT = "finished frames are kept, continue with the same command and --resume"
 
 

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from jaxdream.dream import DreamConfig
-from jaxdream.errors import SettingsError
 
-from .common import FRAMES_KEPT, add_device_flags, add_dry_run, add_precision, add_frames_flags, number, output_size, pair, report_interrupt, single_process
+from .common import (FRAMES_KEPT, add_device_flags, add_dry_run, add_frames_flags, add_precision, dry_run_done,
+                     number, output_size, pair, report_interrupt, single_process)
 
 _D = DreamConfig()
 
@@ -107,11 +107,6 @@ def _check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
     memory.check_fits(need, f"DeepDream at {w}x{h}")
 
 
-def _dry_run(what: str, hw: tuple[int, int], out) -> int:
-    print(f"dry run: {what} at {hw[1]}x{hw[0]} into {out}; settings, inputs and output are fine")
-    return 0
-
-
 def cmd_dream(args) -> int:
     from jaxdream import media
 
@@ -123,7 +118,7 @@ def cmd_dream(args) -> int:
     media.check_output(out, inputs=[args.input, args.guide])
     _check_dream_size(args, cfg, hw)
     if args.dry_run:
-        return _dry_run(f"dream ({cfg.octaves} octaves x {cfg.steps} steps)", hw, out)
+        return dry_run_done(f"dream ({cfg.octaves} octaves x {cfg.steps} steps)", hw, out)
     image = media.load_image(args.input, size=args.size)
     enable_compilation_cache()
     dreamer = make_dreamer(args, cfg)
@@ -160,7 +155,7 @@ def cmd_zoom(args) -> int:
     animate.check_work_folder(animate.work_folder(out, kind), args.resume, args.overwrite)
     _check_dream_size(args, cfg, hw)
     if args.dry_run:
-        return _dry_run(f"zoom ({zs.frames} frames)", hw, out)
+        return dry_run_done(f"zoom ({zs.frames} frames)", hw, out)
     image = media.load_image(args.input, size=args.size or 512)
     enable_compilation_cache()
     dreamer = make_dreamer(args, cfg)

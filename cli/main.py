@@ -72,6 +72,27 @@ def interrupt_status(exc: BaseException) -> int:
     return 143 if isinstance(exc, Terminated) else 130
 
 
+def _record_into(received: list[int]) -> dict:
+    """Make SIGINT and SIGTERM append their number to ``received`` instead of raising; return
+    the handlers they had. A signal ignored when jaxdream started (a background job) stays
+    ignored; outside the main thread nothing changes (and ``{}`` is returned)."""
+    previous = {}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        try:
+            handler = signal.getsignal(s)
+            if handler is not signal.SIG_IGN:
+                signal.signal(s, lambda signum, frame: received.append(signum))
+                previous[s] = handler
+        except ValueError:  # not the main thread
+            break
+    return previous
+
+
+def _exit_code(e: SystemExit) -> int:
+    """argparse's SystemExit as an exit status (--help and --version: 0, a usage error: 2)."""
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+
+
 @contextlib.contextmanager
 def signals_deferred():
     """Hold SIGINT and SIGTERM while the block runs (importing JAX), then act on them.
@@ -82,15 +103,7 @@ def signals_deferred():
     was ``SIG_IGN`` (a background job) stays ignored.
     """
     pending: list[int] = []
-    watched = (signal.SIGINT, signal.SIGTERM)
-    try:
-        previous = {s: signal.getsignal(s) for s in watched}
-        for s in watched:
-            if previous[s] is not signal.SIG_IGN:
-                signal.signal(s, lambda signum, frame: pending.append(signum))
-    except ValueError:  # not the main thread: nothing to defer
-        yield
-        return
+    previous = _record_into(pending)
     try:
         yield
     finally:
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
     except SystemExit as e:  # --help, --version, or a usage error (already printed)
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        return _exit_code(e)
     return run(args)
 
 
@@ -154,20 +167,14 @@ def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
 
 
 def _record_signals() -> list[int]:
-    """Make SIGINT and SIGTERM append their number to the returned list instead of raising.
+    """The list SIGINT and SIGTERM are recorded into for the rest of the process.
 
     A handler that raises can have its KeyboardInterrupt land inside a callback that swallows
     it (seen: JAX's ``_xla_gc_callback``, run by the garbage collector, printed "Exception
-    ignored" and the run went on to exit 0); one that only records cannot lose the signal. A
-    signal that was ignored when jaxdream started (a background job) stays ignored.
+    ignored" and the run went on to exit 0); one that only records cannot lose the signal.
     """
     received: list[int] = []
-    for s in (signal.SIGINT, signal.SIGTERM):
-        try:
-            if signal.getsignal(s) is not signal.SIG_IGN:
-                signal.signal(s, lambda signum, frame: received.append(signum))
-        except ValueError:  # not the main thread
-            pass
+    _record_into(received)
     return received
 
 
@@ -240,7 +247,7 @@ def entry() -> None:
     except KeyboardInterrupt as e:  # a signal while importing (parse defers, then raises it)
         received.append(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     except SystemExit as e:  # argparse: --help, --version or a usage error
-        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        status = _exit_code(e)
     if received:
         print("jaxdream: interrupted", file=sys.stderr)
         status = _status_of(received[0])

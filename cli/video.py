@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 from jaxdream.errors import SettingsError
 
-from .common import FRAMES_KEPT, add_frames_flags, number, numbers, report_interrupt, single_process
+from .common import FRAMES_KEPT, add_frames_flags, dry_run_done, number, numbers, report_interrupt, single_process
 from .dream import add_dream_options, dream_config, make_dreamer
-from .style import add_style_options
+from .style import _names, add_style_options
 
 
 def register(sub) -> None:
@@ -59,10 +56,6 @@ def register(sub) -> None:
                    help="dream steps for each frame after the first (default 5)")
     add_dream_options(p)
     p.set_defaults(func=cmd_video)
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _style_settings(args) -> dict:
@@ -127,9 +120,7 @@ def cmd_video(args) -> int:
     hw = reader.frame_size[::-1]
     _check_frames(args, hw)
     if args.dry_run:
-        print(f"dry run: {'dream' if args.dream else 'style'} {reader.frames} frames at {hw[1]}x{hw[0]} "
-              f"into {out}; settings, inputs and output are fine")
-        return 0
+        return dry_run_done(f"{'dream' if args.dream else 'style'} {reader.frames} frames", hw, out)
     enable_compilation_cache()
     maker = _maker(args)
     quiet = args.quiet

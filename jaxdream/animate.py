@@ -10,7 +10,6 @@ so memory does not grow with the frame count. Ctrl-C or a crash leaves the work 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -29,6 +28,8 @@ from .errors import MediaError, SettingsError
 
 STATE_FILE = "jaxdream-state.json"
 METRICS_FILE = "jaxdream-metrics.json"
+#: What a run keeps beside its frames to resume (removed when the frames are final).
+BOOKKEEPING = (STATE_FILE, METRICS_FILE, "state_*.npy")
 #: Settings that hold paths as typed; a resumed run compares the content hashes beside them.
 PATH_KEYS = frozenset({"input", "styles", "guide", "first_init"})
 
@@ -120,10 +121,17 @@ class FrameStore:
         self._started = True
 
     def clear(self) -> None:
-        """Remove every file an earlier run wrote here (frames, states, metrics, temps)."""
+        """Remove every file an earlier run wrote here (frames, bookkeeping, temps)."""
+        self._remove("frame_*.png", f".*{media.TEMP_TAG}*", *BOOKKEEPING)
+
+    def remove_bookkeeping(self) -> None:
+        """Remove the run's state, float states and metrics, keeping the frames."""
+        self._remove(*BOOKKEEPING)
+
+    def _remove(self, *patterns: str) -> None:
         if not self.folder.is_dir():
             return
-        for pattern in ("frame_*.png", "state_*.npy", STATE_FILE, METRICS_FILE, f".*{media.TEMP_TAG}*"):
+        for pattern in patterns:
             for p in self.folder.glob(pattern):
                 p.unlink(missing_ok=True)
 
@@ -258,10 +266,7 @@ def finish(store: FrameStore, out: Path, kind: str, total: int, fps: float, loop
                 media.save_image(store.frame_path(i), frame, store.settings | {"frame": i})
             for i in range(total - loop_overlap, total):
                 store.frame_path(i).unlink()
-        for name in (STATE_FILE, METRICS_FILE):
-            (store.folder / name).unlink(missing_ok=True)
-        for state in store.folder.glob("state_*.npy"):
-            state.unlink(missing_ok=True)
+        store.remove_bookkeeping()
         return out
     frames = loop_blend(loaders, loop_overlap) if loop_overlap else (f() for f in loaders)
     media.write_video(out, frames, fps, audio_from=audio_from, audio_start=audio_start)

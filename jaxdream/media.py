@@ -6,7 +6,6 @@ Images in jaxdream are float32 RGB arrays of shape (H, W, 3) in 0..255.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import tempfile
@@ -129,11 +128,9 @@ def file_sha256(path: str | os.PathLike | None) -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Cached by (path, size, mtime): a resumed run hashes each input once."""
+    from .weights.store import file_hash
+    return file_hash(path, "sha256")
 
 
 def to_uint8(image) -> np.ndarray:
@@ -171,11 +168,7 @@ def check_output(path: str | os.PathLike, suffixes: Mapping[str, object] = IMAGE
     Raises:
         MediaError: one line saying what is wrong.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in suffixes:
-        raise MediaError(f"{path}: unknown output type '{suffix or '(none)'}'; use one of "
-                         f"{', '.join(sorted(suffixes))}")
+    path = _known_suffix(Path(path), suffixes)
     if path.is_dir():
         raise MediaError(f"{path}: is a folder, not a file name")
     folder = path.parent if str(path.parent) else Path(".")
@@ -184,6 +177,13 @@ def check_output(path: str | os.PathLike, suffixes: Mapping[str, object] = IMAGE
         raise MediaError(f"{path}: cannot write: {problem}")
     check_not_input(path, inputs)
     remove_stale_temps(path)
+    return path
+
+
+def _known_suffix(path: Path, suffixes: Mapping[str, object]) -> Path:
+    if path.suffix.lower() not in suffixes:
+        raise MediaError(f"{path}: unknown output type '{path.suffix.lower() or '(none)'}'; use one of "
+                         f"{', '.join(sorted(suffixes))}")
     return path
 
 
@@ -250,8 +250,11 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     removes (:func:`remove_stale_temps`).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
-                               prefix=f"{_temp_prefix(path)}{os.getpid()}-", suffix=path.suffix)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_temp_prefix(path)}{os.getpid()}-", suffix=path.suffix)
+    except OSError as e:
+        raise MediaError(f"{path}: cannot write: {_folder_problem(folder) or (e.strerror or e)}") from None
     os.close(fd)
     try:
         write(tmp)
@@ -271,10 +274,16 @@ def save_image(path: str | os.PathLike, image, settings: Mapping | None = None) 
     Each setting becomes a ``jaxdream:<name>`` text chunk (JSON-encoded value) and the whole
     mapping is also stored as ``jaxdream`` (JSON), readable with :func:`read_settings`.
 
+    Only the suffix is checked here (and stale temps of this name removed): the commands check
+    where their outputs go once, before any work (:func:`check_output`), and a folder that
+    cannot be written fails in :func:`atomic_write` with the same one-line reason, so saving
+    frame after frame does not probe the folder every time.
+
     Raises:
         MediaError: unknown suffix, unwritable folder.
     """
-    path = check_output(path)
+    path = _known_suffix(Path(path), IMAGE_FORMATS)
+    remove_stale_temps(path)
     fmt = IMAGE_FORMATS[path.suffix.lower()]
     img = Image.fromarray(to_uint8(image), mode="RGB")
     kwargs = {}

@@ -651,14 +651,19 @@ def _check_plan_sizes(plan: StylePlan, style_scale: float, requested: int | None
                       + (f" in bands of {plan.band_rows[-1]} rows" if plan.band_rows[-1] else ""), available)
 
 
+def _band_geometry(plan: StylePlan) -> tuple[int, int]:
+    """(alignment, halo) of the bands of a plan's objective (:func:`jaxdream.bands.band_geometry`)."""
+    from .bands import band_geometry
+    return band_geometry(Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers))
+
+
 def _plan_bytes(plan: StylePlan, hw, style_hws, band_rows: int | None) -> int:
     """Memory of one scale of a plan, whole image or band by band."""
     from . import memory
     corrections = plan.corrections if plan.optimizer == "lbfgs" else 2
     h, w = hw
     if band_rows:
-        from .bands import band_geometry
-        halo = band_geometry(Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers))[1]
+        halo = _band_geometry(plan)[1]
         return max([memory.band_bytes(h, w, band_rows, halo, corrections)]
                    + [memory.band_bytes(sh, sw, band_rows, halo) for sh, sw in style_hws])
     return max([memory.style_bytes(h, w, plan.batch, corrections)]
@@ -668,10 +673,9 @@ def _plan_bytes(plan: StylePlan, hw, style_hws, band_rows: int | None) -> int:
 def _choose_band_rows(plan: StylePlan, hw, style_hws, available, requested: int | None) -> int | None:
     """Rows per band for one scale: ``requested`` if given, None when the whole image fits,
     else the largest aligned band that fits (at least one alignment step)."""
-    from .bands import band_geometry
     if plan.spec.name != "vgg19":
         return None
-    align = band_geometry(Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers))[0]
+    align = _band_geometry(plan)[0]
     if requested:
         if requested % align:
             raise SettingsError(f"band rows {requested}: must be a multiple of {align} for these layers")

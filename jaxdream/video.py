@@ -29,11 +29,10 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
 from . import flow as flowlib

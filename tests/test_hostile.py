@@ -33,9 +33,7 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -815,16 +813,14 @@ row("video start past the end into a new folder", swap(swap(VDREAM, "--frames 2"
 row("video dream unknown layer", VDREAM + " --layers inception_9z/output", ["inception_9z/output"])
 
 
-class Batch:
-    """Table rows started two at a time; ``batch[name]`` waits for one result."""
+class Batch(test_cli_basic.Batch):
+    """Table rows started two at a time, each in its own output folder; ``batch[name]`` waits
+    for one result (waiting and closing are test_cli_basic's)."""
 
     def __init__(self, root: Path, inputs: dict[str, Path]) -> None:
-        self.root = root
+        super().__init__(root)
         self.inputs = inputs
-        self.pool = ThreadPoolExecutor(max_workers=2)
-        self.futures: dict[str, Future] = {}
         self.folders: dict[str, Path] = {}
-        self.homes: dict[str, Path] = {}
         self.before: dict[str, dict] = {}
 
     def values(self, d: Path) -> dict[str, str]:
@@ -851,14 +847,6 @@ class Batch:
         args = [a.format(**values) for a in spec["args"]]
         self.folders[name], self.homes[name], self.before[name] = d, home, snapshot(d)
         self.futures[name] = self.pool.submit(run, args, cli_env(home), d, 300)
-
-    def __getitem__(self, name: str) -> subprocess.CompletedProcess:
-        return self.futures[name].result()
-
-    def close(self) -> None:
-        for future in self.futures.values():
-            future.cancel()
-        self.pool.shutdown(wait=True)
 
 
 @pytest.fixture(scope="module")
