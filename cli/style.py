@@ -12,7 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-from jaxdream.errors import SettingsError
+from jaxdream.errors import MediaError, SettingsError
 
 from .common import add_device_flags, add_dry_run, add_precision, number, numbers, on_abandon
 
@@ -179,15 +179,41 @@ def _contents(items: list[str]) -> tuple[list[Path], bool]:
 
 
 def _finished(out: Path, sweep: bool) -> bool:
-    """Whether a batch member's result was written by an earlier run (the sheet comes last)."""
-    return (out.with_name(f"{out.stem}_sheet{out.suffix}") if sweep else out).is_file()
+    """Whether a batch member's result was written by an earlier run (the sheet comes last; an
+    image written on an interrupt is not finished)."""
+    from jaxdream import media
+    last = out.with_name(f"{out.stem}_sheet{out.suffix}") if sweep else out
+    try:
+        return last.is_file() and "interrupted_at_iteration" not in media.read_settings(last)
+    except MediaError:  # unreadable: do it again
+        return False
+
+
+def _combos(args) -> int:
+    return math.prod(len(v) for v in (args.content_weight, args.style_weight, args.tv_weight, args.seed))
+
+
+def _groups(args, contents: list[Path]) -> list[list[Path]]:
+    """Content images optimised at once: with several devices, as many images of one size (at
+    every scale) as fill the devices beside the sweep; otherwise one at a time."""
+    from jaxdream import media
+    from jaxdream.style import check_scales, scale_sizes
+    mesh = getattr(args, "mesh", None)
+    per = (mesh.size if mesh is not None else 1) // _combos(args)
+    if per <= 1 or args.color_transfer or args.band_rows:
+        return [[c] for c in contents]
+    scales = check_scales(args.scales, args.size)
+    by_size: dict[tuple, list[Path]] = {}
+    for c in contents:
+        by_size.setdefault(tuple(scale_sizes(media.image_shape(c), scales)), []).append(c)
+    return [same[i:i + per] for same in by_size.values() for i in range(0, len(same), per)]
 
 
 def cmd_style(args) -> int:
     from jaxdream import media
     contents, batch = _contents(args.content)
     if not batch:
-        return _style_one(args, contents[0], Path(args.output))
+        return _style_run(args, [(contents[0], Path(args.output))])
     if args.output == "out.png":
         raise SettingsError("several content images: give an output folder with -o FOLDER/")
     folder = Path(args.output)
@@ -196,32 +222,26 @@ def cmd_style(args) -> int:
     for content in contents:  # every file readable before hours of work start
         media.image_shape(content)
     media.check_animation_output(f"{folder}/")  # a folder that can be created and written
-    sweep = any(len(v) > 1 for v in (args.content_weight, args.style_weight, args.tv_weight, args.seed))
-    todo = [c for c in contents if not _finished(folder / f"{c.stem}.png", sweep)]
+    todo = [c for c in contents if not _finished(folder / f"{c.stem}.png", _combos(args) > 1)]
     if len(todo) < len(contents):
         print(f"{len(contents) - len(todo)} of {len(contents)} content images are done already "
               f"(their results exist in {folder}); skipping them")
     if not args.dry_run:
         folder.mkdir(exist_ok=True)
-    for i, content in enumerate(todo):
+    done = 0
+    for group in _groups(args, todo):
         if not args.quiet:
-            print(f"[{i + 1}/{len(todo)}] {content}", flush=True)
-        _style_one(args, content, folder / f"{content.stem}.png", in_batch=True)
+            names = ", ".join(str(c) for c in group)
+            span = f"{done + 1}" if len(group) == 1 else f"{done + 1}-{done + len(group)}"
+            print(f"[{span}/{len(todo)}] {names}", flush=True)
+        _style_run(args, [(c, folder / f"{c.stem}.png") for c in group], in_batch=True)
+        done += len(group)
     return 0
 
 
-def _style_one(args, content: Path, out: Path, in_batch: bool = False) -> int:
-    from jaxdream import media
-    from jaxdream.cli.main import enable_compilation_cache
-    from jaxdream.progress import bar
-    from jaxdream.style import plan_style, stylize
-
-    if args.init_image and args.init not in ("random", args.init_image):
-        raise SettingsError("give either --init FILE or --init-image FILE, not both")
-    init = args.init_image or args.init
-    if not (in_batch and args.dry_run):  # a batch's folder is checked (and created) by cmd_style
-        out = media.check_output(out, inputs=[content, *args.style, init])
-    settings = dict(
+def _settings(args, init) -> dict:
+    """The library settings of a style command (see :func:`jaxdream.style.plan_style`)."""
+    return dict(
         style_blend_weights=args.style_blend_weights,
         content_weight=_one(args.content_weight), style_weight=_one(args.style_weight),
         tv_weight=_one(args.tv_weight),
@@ -233,9 +253,32 @@ def _style_one(args, content: Path, out: Path, in_batch: bool = False) -> int:
         color_transfer=args.color_transfer, seed=_one(args.seed), model=args.model,
         remat=None if args.remat == "auto" else args.remat == "on", band_rows=args.band_rows,
         precision=args.precision)
+
+
+def _tag(label: dict, items) -> str:
+    """`` [cw5 sw100]`` for a member's label (its content image's name in a batch)."""
+    words = [f"{items[v][0].stem}" if k == "content" else
+             f"{_ABBREV[k]}={v:g}" if isinstance(v, float) else f"{_ABBREV[k]}={v}" for k, v in label.items()]
+    return f" [{' '.join(words)}]" if words else ""
+
+
+def _style_run(args, items: list[tuple[Path, Path]], in_batch: bool = False) -> int:
+    """Style one content image, or a group of them at once, each into its own output."""
+    from jaxdream import media
+    from jaxdream.cli.main import enable_compilation_cache
+    from jaxdream.progress import bar
+    from jaxdream.style import plan_style, stylize
+
+    if args.init_image and args.init not in ("random", args.init_image):
+        raise SettingsError("give either --init FILE or --init-image FILE, not both")
+    init = args.init_image or args.init
+    if not (in_batch and args.dry_run):  # a batch's folder is checked (and created) by cmd_style
+        items = [(c, media.check_output(out, inputs=[c, *args.style, init])) for c, out in items]
+    content = items[0][0] if len(items) == 1 else [c for c, _ in items]
+    settings = _settings(args, init)
     plan = plan_style(content, args.style, chunk=args.chunk, **settings)
     if args.dry_run:
-        print(f"dry run: {plan.describe()}; writing {out}")
+        print(f"dry run: {plan.describe()}; writing {', '.join(str(out) for _, out in items)}")
         return 0
     settings["weights"] = args.weights
     chunk = args.chunk
@@ -250,10 +293,13 @@ def _style_one(args, content: Path, out: Path, in_batch: bool = False) -> int:
     writer = is_writer()  # in a multi-host run every process computes, process 0 writes
 
     def save_all(images, labels, meta, extra=""):
-        paths = [output_path(out, label, extra) for label in labels]
-        if writer:
-            for path, img, label in zip(paths, images, labels):
-                media.save_image(path, img, {**meta, **label})
+        paths = []
+        for img, label in zip(images, labels):
+            ci = label.get("content", 0)
+            label = {k: v for k, v in label.items() if k != "content"}
+            paths.append(output_path(items[ci][1], label, extra))
+            if writer:
+                media.save_image(paths[-1], img, {**meta, **label})
         return paths
 
     def save_current() -> None:
@@ -278,9 +324,7 @@ def _style_one(args, content: Path, out: Path, in_batch: bool = False) -> int:
         crossed = lambda every: every > 0 and (p.iteration % every == 0 or p.iteration == p.iterations)
         if crossed(args.print_iter) and not args.quiet:
             for i, label in enumerate(p.labels or [{}]):
-                tag = (" [" + " ".join(f"{_ABBREV[k]}={v:g}" if isinstance(v, float) else f"{_ABBREV[k]}={v}"
-                                        for k, v in label.items()) + "]") if label else ""
-                print(f"{prefix}iteration {p.iteration}/{p.iterations}{tag}: "
+                print(f"{prefix}iteration {p.iteration}/{p.iterations}{_tag(label, items)}: "
                       f"total {p.losses['total'][i]:.4g}  content {p.losses['content'][i]:.4g}  "
                       f"style {p.losses['style'][i]:.4g}  tv {p.losses['tv'][i]:.4g}", flush=True)
         if args.save_iter > 0 and p.iteration % args.save_iter == 0 and p.iteration < p.iterations:
@@ -297,14 +341,15 @@ def _style_one(args, content: Path, out: Path, in_batch: bool = False) -> int:
     finally:
         if state["bar"] is not None:
             state["bar"].close()
-    meta = {k: v for k, v in result.settings.items()}
-    meta.update(content=str(content), style=[str(s) for s in args.style])
-    paths = save_all(result.images, result.labels or [{}], meta)
-    if len(result.images) > 1:
-        sheet = out.with_name(f"{out.stem}_sheet{out.suffix}")
-        if writer:
-            media.save_image(sheet, contact_sheet(result.images, result.labels), meta)
-        paths.append(sheet)
-    for path in paths if writer else []:
-        print(f"wrote {path}")
+    results = result if isinstance(result, list) else [result]
+    for ci, ((c, out), one) in enumerate(zip(items, results)):
+        meta = dict(one.settings, content=str(c), style=[str(s) for s in args.style])
+        paths = save_all(one.images, [{"content": ci, **lb} for lb in one.labels or [{}]], meta)
+        if len(one.images) > 1:
+            sheet = out.with_name(f"{out.stem}_sheet{out.suffix}")
+            if writer:
+                media.save_image(sheet, contact_sheet(one.images, one.labels), meta)
+            paths.append(sheet)
+        for path in paths if writer else []:
+            print(f"wrote {path}")
     return 0

@@ -50,7 +50,7 @@ from jax import lax
 
 from .errors import SettingsError
 
-__all__ = ["warp", "estimate_flow", "forward_backward", "occlusion_mask", "endpoint_error",
+__all__ = ["warp", "estimate_flow", "forward_backward", "occlusion_mask", "pair_flows", "endpoint_error",
            "temporal_error", "pyramid_levels"]
 
 Array = Any  # jax or numpy array
@@ -506,6 +506,56 @@ def occlusion_mask(flow_fw: Array, flow_bw: Array, *, motion_boundaries: bool = 
     _check_flow(flow_fw, flow_fw.shape[:2], "flow_fw")
     _check_flow(flow_bw, flow_fw.shape[:2], "flow_bw")
     return _occlusion_mask(flow_fw, flow_bw, bool(motion_boundaries))
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("motion_boundaries",))
+def _pairs_jit(a, b, lam, tau, theta, *, motion_boundaries: bool, **static):
+    """Flows and masks of a batch of pairs in one program (vmapped; split over a mesh by the
+    sharding of ``a`` and ``b``)."""
+    def one(a, b):
+        fw = _estimate(a, b, lam, tau, theta, **static)
+        return fw, _occlusion_mask(fw, _estimate(b, a, lam, tau, theta, **static), motion_boundaries)
+    return jax.vmap(one)(a, b)
+
+
+def pair_flows(frames_a, frames_b, *, motion_boundaries: bool = True, mesh=None,
+               **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Flows and occlusion masks of independent frame pairs, one pair per device at a time.
+
+    For each pair ``(a, b)``: ``flow`` from ``a`` to ``b`` (:func:`estimate_flow`) and the mask
+    of the pixels of ``a`` it carries reliably (:func:`occlusion_mask` with the flow back).
+    With a ``mesh`` of several devices (:func:`jaxdream.parallel.mesh`) the pairs are padded to
+    a multiple of its size and computed as one vmapped program split over it; otherwise one
+    pair after another with the compiled estimator of :func:`forward_backward`. Both give the
+    same flows (to float rounding).
+
+    Args:
+        frames_a, frames_b: sequences of frames of one shape (``(H, W, 3)`` or ``(H, W)``).
+        motion_boundaries: see :func:`occlusion_mask`.
+        mesh: the devices to split the pairs over (None: one device).
+        **kwargs: settings of :func:`estimate_flow`.
+
+    Returns:
+        ``(flows (N, H, W, 2), masks (N, H, W))`` as NumPy float32 arrays.
+    """
+    if len(frames_a) != len(frames_b) or not len(frames_a):
+        raise SettingsError(f"pair_flows: {len(frames_a)} first and {len(frames_b)} second frames")
+    if mesh is None or mesh.size == 1:
+        out = [forward_backward(a, b, **kwargs) for a, b in zip(frames_a, frames_b)]
+        return (np.stack([np.asarray(fw) for fw, _ in out]),
+                np.stack([np.asarray(occlusion_mask(fw, bw, motion_boundaries=motion_boundaries))
+                          for fw, bw in out]))
+    from . import parallel
+    defaults = {name: param.default for name, param in inspect.signature(estimate_flow).parameters.items()
+                if param.kind is inspect.Parameter.KEYWORD_ONLY}
+    prepared = [_prepare(a, b, **{**defaults, **kwargs}) for a, b in zip(frames_a, frames_b)]
+    static = prepared[0][1]
+    a = jnp.stack([t[0] for t, _ in prepared])
+    b = jnp.stack([t[1] for t, _ in prepared])
+    (a, b), n = parallel.pad_batch((a, b), mesh.size)
+    a, b = parallel.shard_batch((a, b), mesh)
+    fw, masks = _pairs_jit(a, b, *prepared[0][0][2:], motion_boundaries=bool(motion_boundaries), **static)
+    return parallel.to_host(fw)[:n], parallel.to_host(masks)[:n]
 
 
 def endpoint_error(flow: Array, truth: Array, mask: Array | None = None) -> float:

@@ -84,6 +84,8 @@ class Objective:
         temporal: add the video temporal term (Ruder et al.):
             ``weight * mean(mask * (x - warped_prev)**2)`` over all H*W*3 elements, in network
             space, with ``targets["temporal"] = {"image": (H, W, 3), "mask": (H, W, 1)}``.
+        batched_content: the content targets carry a batch axis (one content image per batch
+            member: a batch of content images run at once); otherwise the batch shares them.
     """
 
     model: str = "vgg19"
@@ -93,6 +95,7 @@ class Objective:
     remat: bool = False
     temporal: bool = False
     precision: str = "float32"
+    batched_content: bool = False
 
     @property
     def n_losses(self) -> int:
@@ -345,11 +348,21 @@ def _vg(params, targets, weights, spec):
         lambda x: objective(x, params, targets, weights, spec), has_aux=True)
 
 
+def _member_targets(targets, spec: Objective):
+    """(the batch member's content targets or None, and how to rebuild its targets): with
+    ``spec.batched_content`` each member has its own content activations (axis 0)."""
+    content = targets["content"] if spec.batched_content else None
+    return content, (lambda c: targets if c is None else {**targets, "content": c})
+
+
 def _batched_vg(params, targets, weights, spec):
-    """Loss and gradient of each image of a batch, each with its own loss weights."""
-    def one(x, w):
-        return _vg(params, targets, w, spec)(x)
-    return lambda xs: jax.vmap(one)(xs, weights)
+    """Loss and gradient of each image of a batch, each with its own loss weights (and its own
+    content targets when ``spec.batched_content``)."""
+    content, member = _member_targets(targets, spec)
+
+    def one(x, w, c):
+        return _vg(params, member(c), w, spec)(x)
+    return lambda xs: jax.vmap(one, in_axes=(0, 0, None if content is None else 0))(xs, weights, content)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
@@ -400,11 +413,12 @@ def adam_init(x: jax.Array, n_losses: int = 4) -> AdamState:
 def adam_chunk(state: AdamState, params, targets, weights, n_steps, lr, spec: Objective):
     """Run ``n_steps`` Adam steps for a batch of images (see :func:`lbfgs_chunk`)."""
     opt = optax.adam(lr)
+    content, member = _member_targets(targets, spec)
 
-    def one(state, weights):
-        vg = _vg(params, targets, weights, spec)
+    def one(state, weights, c):
+        vg = _vg(params, member(c), weights, spec)
         return lax.fori_loop(0, n_steps, lambda i, s: _adam_iteration(s, vg, opt), state)
-    return jax.vmap(one)(state, weights)
+    return jax.vmap(one, in_axes=(0, 0, None if content is None else 0))(state, weights, content)
 
 
 def _adam_iteration(s: AdamState, value_and_grad, opt) -> AdamState:
@@ -424,8 +438,9 @@ def adam_apply(state: AdamState, total: jax.Array, parts: jax.Array, grad: jax.A
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
 def adam_step(state: AdamState, params, targets, weights, lr, spec: Objective):
     """One Adam step for a batch of images (see :func:`adam_chunk`)."""
-    return jax.vmap(lambda s, w: _adam_iteration(s, _vg(params, targets, w, spec), optax.adam(lr)))(
-        state, weights)
+    content, member = _member_targets(targets, spec)
+    return jax.vmap(lambda s, w, c: _adam_iteration(s, _vg(params, member(c), w, spec), optax.adam(lr)),
+                    in_axes=(0, 0, None if content is None else 0))(state, weights, content)
 
 
 def in_jit_loop_default() -> bool:
@@ -577,10 +592,22 @@ class StylePlan:
     memory: int = 0
     band_rows: list = field(default_factory=list)  # per scale: None (whole image) or rows per band
     precision: str = "float32"
+    contents_full: list = field(default_factory=list)  # a batch of content images (the first is content_full)
+
+    @property
+    def contents(self) -> list:
+        """Every content image of the run: a batch of them, or the one."""
+        return self.contents_full or [self.content_full]
+
+    @property
+    def combos(self) -> int:
+        """Swept setting combinations per content image."""
+        return math.prod(len(v) for v in self.sweeps.values())
 
     @property
     def batch(self) -> int:
-        return math.prod(len(v) for v in self.sweeps.values())
+        """Images optimised at once: every swept combination of every content image."""
+        return len(self.contents) * self.combos
 
     def describe(self) -> str:
         steps = ", ".join(f"{w}x{h} for {n} iterations" + (f" (bands of {b} rows)" if b else "")
@@ -604,7 +631,8 @@ def _check_numbers(sweeps: dict, style_scale, lbfgs_num_correction, chunk, learn
                             f"got {', '.join(map(_fmt, blend))}")
 
 
-def _check_scales(scales, size: int) -> tuple[int, ...]:
+def check_scales(scales, size: int) -> tuple[int, ...]:
+    """The coarse-to-fine scales of a run: ``scales`` checked, or :func:`default_scales`."""
     options.get("size").check(size)
     if scales is None or len(scales) == 0:
         scales = default_scales(size) if scales is None else (size,)
@@ -679,6 +707,9 @@ def _choose_band_rows(plan: StylePlan, hw, style_hws, available, requested: int 
     if requested:
         if requested % align:
             raise SettingsError(f"band rows {requested}: must be a multiple of {align} for these layers")
+        if plan.batch > 1:
+            raise SettingsError(f"band rows {requested}: bands evaluate one image at a time; a sweep or "
+                                f"a batch of content images ({plan.batch} images) runs whole images")
         return requested
     have = 0.9 * available[0]  # the estimates are XLA's analysis; leave room for the rest
     if _plan_bytes(plan, hw, style_hws, None) <= have or plan.batch > 1:
@@ -687,6 +718,32 @@ def _choose_band_rows(plan: StylePlan, hw, style_hws, available, requested: int 
     while rows > align and _plan_bytes(plan, hw, style_hws, rows) > have:
         rows = max(align, (rows // 2 // align) * align)
     return rows
+
+
+def scale_sizes(shape: tuple[int, int], scales: Sequence[int]) -> list[tuple[int, int]]:
+    """(h, w) of a content image of ``shape`` at each coarse-to-fine scale (longest sides)."""
+    return [media.fit_size(*shape[:2], s) for s in scales]
+
+
+def _load_contents(content, scales, color_transfer, temporal) -> list[np.ndarray]:
+    """The content image, or a batch of them (a list), read; a batch must share its size at
+    every scale and cannot use per-content style recolouring or a temporal term."""
+    if not isinstance(content, (list, tuple)):
+        return [_load(content, None, "content")]
+    if not content:
+        raise SettingsError("give at least one content image")
+    images = [_load(c, None, f"content image {i + 1}") for i, c in enumerate(content)]
+    if len(images) > 1 and (color_transfer or temporal is not None):
+        raise SettingsError("a batch of content images cannot use " + (
+            "--color-transfer (it recolours the styles for each content image); run them one at a time"
+            if color_transfer else "a temporal term"))
+    first = scale_sizes(images[0].shape, scales)
+    for i, image in enumerate(images[1:], 2):
+        if scale_sizes(image.shape, scales) != first:
+            h, w = first[-1]
+            raise SettingsError(f"content image {i} is {image.shape[1]}x{image.shape[0]}: a batch of "
+                                f"content images must share its size ({w}x{h} at size {scales[-1]})")
+    return images
 
 
 def plan_style(content, styles, *,
@@ -755,17 +812,18 @@ def plan_style(content, styles, *,
         raise SettingsError(f"{spec.name} supports pooling {', '.join(spec.poolings)}, not '{pooling}'")
     content_layers = spec.check_layers(content_layers)
     style_layers = spec.check_layers(style_layers)
-    scales = _check_scales(scales, size)
+    scales = check_scales(scales, size)
     iterations = _iterations_per_scale(num_iterations, len(scales))
     lr = DEFAULT_LEARNING_RATE[optimizer] if learning_rate is None else float(learning_rate)
 
     # images: all read before the network loads, so a bad file fails fast
-    content_full = _load(content, None, "content")
+    contents_full = _load_contents(content, scales, color_transfer, temporal)
+    content_full = contents_full[0]
     h0, w0 = content_full.shape[:2]
     style_full = [_load(s, None, f"style image {i + 1}") for i, s in enumerate(styles)]
     if color_transfer:
         style_full = [color.match_color(s, content_full, color_transfer) for s in style_full]
-    sizes = [media.fit_size(h0, w0, s) for s in scales]
+    sizes = scale_sizes((h0, w0), scales)
     style_sizes = [[media.fit_size(*s.shape[:2], max(1, round(sc * style_scale))) for s in style_full]
                    for sc in scales]
     init_full = None
@@ -775,7 +833,7 @@ def plan_style(content, styles, *,
                      style_layers, scales, sizes, style_sizes, iterations, optimizer, lr,
                      int(lbfgs_num_correction), pooling, original_colors, color_transfer,
                      _check_temporal(temporal, content_full), remat, float(style_scale),
-                     precision=precision)
+                     precision=precision, contents_full=contents_full if len(contents_full) > 1 else [])
     _check_plan_sizes(plan, style_scale, band_rows)
     return plan
 
@@ -793,7 +851,10 @@ def stylize(content, styles, *,
     are :func:`plan_style`'s, whose signature holds their one definition and default.
 
     Args:
-        content: content image: a path or an (H, W, 3) RGB array in 0..255.
+        content: content image: a path or an (H, W, 3) RGB array in 0..255; or a list of
+            them, a batch of content images that share their size at every scale, optimised
+            at once (split over the devices of ``mesh``): the result is then a list, one
+            :class:`StyleResult` per content image.
         styles: one or more style images (paths or arrays).
         style_blend_weights: relative weight of each style (default equal); see
             :func:`prepare_targets`.
@@ -830,15 +891,17 @@ def stylize(content, styles, *,
             Python loop over the jitted step (default :func:`in_jit_loop_default`).
         callback: called with a :class:`StyleProgress` after every chunk; a truthy return
             value ends the current scale early.
-        mesh: a :func:`jaxdream.parallel.mesh`; a sweep's images are split across its devices
-            (default: one device).
+        mesh: a :func:`jaxdream.parallel.mesh`; a sweep's images (or a batch of content images)
+            are split across its devices, one image's rows when there is one (default: one
+            device).
         band_rows: evaluate band by band with this many rows per band (default: only where the
             whole image would not fit in memory; see :func:`plan_style`).
         precision: ``float32`` (default) or ``bfloat16`` convolutions; Gram matrices, losses
             and the optimiser stay float32 (:mod:`jaxdream.precision`).
 
     Returns:
-        A :class:`StyleResult`.
+        A :class:`StyleResult` (a list of them, one per content image, for a list of content
+        images).
 
     Raises:
         SettingsError, LayerError, MediaError, WeightsError: bad settings or files; all are
@@ -849,8 +912,22 @@ def stylize(content, styles, *,
         settings["model"] = network.spec.name
     plan = plan_style(content, styles, **settings)
     net = network if network is not None else load_network(plan.spec.name, weights, plan.pooling)
-    return run_plan(plan, net, chunk=settings.get("chunk", 20), in_jit_loop=in_jit_loop, callback=callback,
-                    mesh=mesh)
+    result = run_plan(plan, net, chunk=settings.get("chunk", 20), in_jit_loop=in_jit_loop, callback=callback,
+                      mesh=mesh)
+    return split_contents(result) if isinstance(content, (list, tuple)) else result
+
+
+def split_contents(result: StyleResult) -> list[StyleResult]:
+    """One :class:`StyleResult` per content image of a batch run (its labels carry a
+    ``"content"`` index; the split results' labels do not)."""
+    index = [label.get("content", 0) for label in result.labels]
+    out = []
+    for ci in sorted(set(index)):
+        rows = [i for i, c in enumerate(index) if c == ci]
+        labels = [{k: v for k, v in result.labels[i].items() if k != "content"} for i in rows]
+        out.append(StyleResult(result.images[rows], labels, {k: v[rows] for k, v in result.losses.items()},
+                               dict(result.settings)))
+    return out
 
 
 def _settings_record(plan: StylePlan, net) -> dict:
@@ -875,13 +952,14 @@ def _from_model(x, mean):
     return (np.asarray(x, np.float32) + np.asarray(mean, np.float32))[..., ::-1]
 
 
-def _initial_batch(plan: StylePlan, hw, content_rgb, mean, seeds) -> np.ndarray:
-    """The starting images of the first scale, (B, H, W, 3) in network space."""
+def _initial_batch(plan: StylePlan, hw, content_rgbs: list, mean, seeds) -> np.ndarray:
+    """The starting images of the first scale, (B, H, W, 3) in network space (``content_rgbs``:
+    each member's content image at this scale)."""
     batch = len(seeds)
     if plan.init_full is not None:
         return np.broadcast_to(_to_model(media.resize(plan.init_full, hw), mean), (batch, *hw, 3))
     if plan.init in ("image", "content"):
-        return np.broadcast_to(_to_model(content_rgb, mean), (batch, *hw, 3))
+        return np.stack([_to_model(c, mean) for c in content_rgbs])
     return np.stack([0.001 * np.asarray(jax.random.normal(jax.random.key(s), (*hw, 3), jnp.float32))
                      for s in seeds])
 
@@ -1003,17 +1081,34 @@ def _row_axes(state, split: bool):
     return jax.tree.map(lambda a: 1 if np.ndim(a) == 4 else None, state)
 
 
+def _members(plan: StylePlan) -> tuple[list[tuple[int, tuple]], list[dict]]:
+    """The batch: (content index, swept settings) of every member, content-major, and each
+    member's label (its swept settings, and its content index in a batch of contents)."""
+    combos = list(itertools.product(*plan.sweeps.values()))
+    names = list(plan.sweeps)
+    swept = [k for k, v in plan.sweeps.items() if len(v) > 1]
+    members = [(ci, c) for ci in range(len(plan.contents)) for c in combos]
+    labels = [({"content": ci} if len(plan.contents) > 1 else {}) | {k: c[names.index(k)] for k in swept}
+              for ci, c in members]
+    return members, labels
+
+
+def _member_content_targets(targets: dict, per_content: list[dict], owners: list[int]) -> dict:
+    """The targets of a batch of content images: each member's own content activations
+    stacked on a batch axis; the Gram targets shared."""
+    stacked = {k: jnp.stack([per_content[ci][k] for ci in owners]) for k in targets["content"]}
+    return {**targets, "content": stacked}
+
+
 def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None = None,
              callback: Callable[[StyleProgress], Any] | None = None, mesh=None) -> StyleResult:
     """Carry out a checked :class:`StylePlan` with a loaded network (see :func:`stylize`)."""
     mean = net.spec.mean_bgr
-    combos = list(itertools.product(*plan.sweeps.values()))
-    names = list(plan.sweeps)
-    swept = [k for k, v in plan.sweeps.items() if len(v) > 1]
-    labels = [{k: c[names.index(k)] for k in swept} for c in combos]
-    batch = len(combos)
+    members, labels = _members(plan)
+    batch = len(members)
     where = _Placement(mesh, batch)
-    rows = where.pad(combos)
+    rows = where.pad([c for _, c in members])
+    owners = [ci for ci, _ in where.pad(members)]
     loss_weights = {"content": np.asarray([c[0] for c in rows], np.float32),
                     "style": np.asarray([c[1] for c in rows], np.float32),
                     "tv": np.asarray([c[2] for c in rows], np.float32)}
@@ -1028,18 +1123,28 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
     lr_arr = jnp.float32(plan.lr)
     x = losses = None
     for k, (hw, total) in enumerate(zip(plan.sizes, plan.iterations)):
-        content_rgb = media.resize(plan.content_full, hw)
+        content_rgbs = [media.resize(c, hw) for c in plan.contents]
 
-        def postprocess(xs, content_rgb=content_rgb):
+        def postprocess(xs, content_rgbs=content_rgbs):
             rgb = _from_model(xs, mean)
-            return color.original_colors(rgb, content_rgb) if plan.original_colors else np.clip(rgb, 0, 255)
+            if not plan.original_colors:
+                return np.clip(rgb, 0, 255)
+            return np.stack([color.original_colors(r, content_rgbs[ci]) for r, ci in zip(rgb, owners)])
 
         use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if plan.remat is None else bool(plan.remat)
         obj = Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers, use_remat,
-                        plan.temporal is not None, plan.precision)
+                        plan.temporal is not None, plan.precision, batched_content=len(plan.contents) > 1)
         band_rows = plan.band_rows[k] if plan.band_rows else None
-        targets = where.shared(_scale_targets(plan, net, k, hw, content_rgb, obj, band_rows))
-        x0 = _initial_batch(plan, hw, content_rgb, mean, seeds) if k == 0 else \
+        targets = _scale_targets(plan, net, k, hw, content_rgbs[0], obj, band_rows)
+        if obj.batched_content:
+            per_content = [targets["content"]] + [
+                _target_features(net.params, jnp.asarray(_to_model(c, mean)), obj)[0] for c in content_rgbs[1:]]
+            targets = _member_content_targets(targets, per_content, owners)
+            targets = {**where.shared({k_: v for k_, v in targets.items() if k_ != "content"}),
+                       "content": where.batched(targets["content"])}
+        else:
+            targets = where.shared(targets)
+        x0 = _initial_batch(plan, hw, [content_rgbs[ci] for ci in owners], mean, seeds) if k == 0 else \
             np.stack(where.pad([media.resize(xi, hw) for xi in np.asarray(x)]))
         state, run_chunk, run_step = _optimiser_state(plan, jnp.asarray(x0, jnp.float32), hw, obj.n_losses)
         state = where.state(state, hw)

@@ -203,6 +203,11 @@ class DreamFrames:
         self.loss = None
         self.index = 0
 
+    @property
+    def mesh(self):
+        """The dreamer's devices (its tile batches, and the frame pairs' flows, are split over them)."""
+        return self.dreamer.mesh
+
     def check(self, frame_hw: tuple[int, int]) -> None:
         self.dreamer.net.spec.check_size(*frame_hw, self.dreamer.layer_names)
 
@@ -226,10 +231,31 @@ class DreamFrames:
         return np.asarray(self.dreamer.step(start, key, steps=self.steps))
 
 
-def _flow(frame, prev, motion_boundaries: bool):
-    fw, bw = flowlib.forward_backward(frame, prev)
-    mask = flowlib.occlusion_mask(fw, bw, motion_boundaries=motion_boundaries)
-    return fw, np.asarray(mask)
+def _with_flows(frames, start: int, motion_boundaries: bool, mesh):
+    """``(i, frame, flow, mask)`` for the frames from index ``start`` on: the flow from each frame
+    to the one before it and its occlusion mask (None for frame 0). The flows do not depend on
+    the stylisation, so with several devices the next pairs are computed together, one per
+    device (:func:`jaxdream.flow.pair_flows`), ahead of the frames that use them."""
+    width = mesh.size if mesh is not None else 1
+    prev, pending = None, []
+
+    def flush():
+        if pending:
+            flows, masks = flowlib.pair_flows([f for _, f, _ in pending], [p for _, _, p in pending],
+                                              motion_boundaries=motion_boundaries, mesh=mesh)
+            yield from ((i, frame, fw, mask) for (i, frame, _), fw, mask in zip(pending, flows, masks))
+            pending.clear()
+
+    for i, frame in enumerate(frames):
+        if i >= start:
+            if prev is None:
+                yield i, frame, None, None
+            else:
+                pending.append((i, frame, prev))
+                if len(pending) >= width:
+                    yield from flush()
+        prev = frame
+    yield from flush()
 
 
 def _pair_error(prev_out, out, fw, mask) -> float:
@@ -301,17 +327,12 @@ def _frames(reader, store: FrameStore, maker, settings: VideoSettings, compare_i
     if done and metrics_path.is_file():
         saved = json.loads(metrics_path.read_text())
         metrics = {k: saved.get(k, [])[:done] for k in metrics}
-    prev_frame = prev_out = prev_indep = None
+    prev_out = prev_indep = None
     if done:
         prev_out = store.last_state(done - 1)
     store.start()
     total = reader.frames
-    for i, frame in enumerate(reader):
-        if i < done - 1:
-            continue
-        if i == done - 1:
-            prev_frame = frame
-            continue
+    for i, frame, fw, mask in _with_flows(reader, done, settings.motion_boundaries, getattr(maker, "mesh", None)):
         t0 = time.perf_counter()
         maker.index = i
         if i == 0:
@@ -319,7 +340,6 @@ def _frames(reader, store: FrameStore, maker, settings: VideoSettings, compare_i
             error = None
             indep_error = None
         else:
-            fw, mask = _flow(frame, prev_frame, settings.motion_boundaries)
             warped = np.asarray(flowlib.warp(prev_out, fw))
             result = maker.next(frame, prev_out, warped, mask, settings.init, inner_progress)
             error = _pair_error(prev_out, result, fw, mask)
@@ -334,7 +354,7 @@ def _frames(reader, store: FrameStore, maker, settings: VideoSettings, compare_i
         metrics["seconds"].append(seconds)
         metrics["independent_error"].append(indep_error if compare_independent else None)
         store.write_json(METRICS_FILE, metrics)
-        prev_frame, prev_out = frame, result
+        prev_out = result
         if progress is not None:
             progress(VideoProgress(i + 1, total, seconds, maker.loss, error))
     if store.count() == 0:

@@ -73,6 +73,89 @@ def test_sweep_split_over_four_devices_equals_one_device(tmp_path):
     assert err <= 1e-5 and loss <= 1e-5
 
 
+CONTENTS = r"""
+import numpy as np
+from jaxdream import parallel, style
+from jaxdream.models import get_spec
+from jaxdream.network import Network
+from test_style import vgg_layers, as_params
+net = Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
+rng = np.random.default_rng(0)
+cs = [rng.uniform(0, 255, (40, 48, 3)).astype(np.float32) for _ in range(3)]
+s = rng.uniform(0, 255, (40, 48, 3)).astype(np.float32)
+for opt, oc, init in (("lbfgs", False, "random"), ("adam", True, "image")):
+    kw = dict(network=net, size=40, num_iterations=6, chunk=3, style_weight=[1e2, 1e3], optimizer=opt,
+              original_colors=oc, init=init)
+    alone = [style.stylize(c, s, **kw) for c in cs]
+    together = style.stylize(cs, s, mesh=parallel.mesh(4), **kw)
+    assert len(together) == 3 and all(a.labels == b.labels for a, b in zip(alone, together))
+    for a, b in zip(alone, together):
+        err = np.max(np.abs(a.images - b.images)) / np.max(np.abs(a.images))
+        loss = max(float(np.max(np.abs(a.losses[k] - b.losses[k]) / np.abs(a.losses[k]))) for k in a.losses)
+        print("ERR", opt, err, loss, float(np.max(np.abs(a.images - alone[0].images))))
+"""
+
+
+def test_batch_of_content_images_over_four_devices_equals_each_alone(tmp_path):
+    """3 content images x 2 style weights (6 members padded to 8, 2 per device), each with its
+    own content targets and init: the same images and losses as each content run alone on one
+    device (L-BFGS from noise; Adam from the content with original colours)."""
+    result = subprocess.run([sys.executable, "-c", CONTENTS], env=_env(tmp_path, 4), capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("ERR")]
+    assert [r[0] for r in rows] == ["lbfgs"] * 3 + ["adam"] * 3
+    for opt, err, loss, apart in rows:
+        assert float(err) <= 1e-5 and float(loss) <= 1e-5, (opt, err, loss)
+    assert all(float(r[3]) > 0.1 for r in rows[1:3] + rows[4:])  # the contents' results do differ
+
+
+FLOWS = r"""
+import tempfile
+from pathlib import Path
+import numpy as np
+from jaxdream import flow, media, parallel, video as vd
+from test_video import maker, pan_frames, texture, write_clip, vgg_layers, as_params
+from jaxdream.models import get_spec
+from jaxdream.network import Network
+frames = pan_frames(6, 2)
+m4 = parallel.mesh(4)
+for start in (0, 2):
+    one = list(vd._with_flows(iter(frames), start, True, None))
+    four = list(vd._with_flows(iter(frames), start, True, m4))
+    assert [r[0] for r in one] == [r[0] for r in four] == list(range(start, 6))
+    assert (one[0][2] is None) == (start == 0)
+    pairs = [(a, b) for a, b in zip(one, four) if a[2] is not None]
+    print("FLOW", start, max(float(np.abs(a[2] - b[2]).max()) for a, b in pairs),
+          max(float(np.mean(a[3] != b[3])) for a, b in pairs), float(np.abs(pairs[-1][0][2]).mean()))
+tmp = Path(tempfile.mkdtemp())
+clip = write_clip(tmp / "pan.mp4", frames)
+style_png = tmp / "style.png"
+media.save_image(style_png, texture(36, 36, 9))
+net = Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
+vd.process(clip, tmp / "one", maker(net, style_png), vd.VideoSettings())
+vd.process(clip, tmp / "four", maker(net, style_png, mesh=m4), vd.VideoSettings())
+a, b = ([media.load_image(p) for p in sorted((tmp / d).glob("frame_*.png"))] for d in ("one", "four"))
+print("VIDEO", len(a), len(b), float(np.abs(a[0] - b[0]).max()), max(float(np.abs(x - y).mean()) for x, y in zip(a, b)))
+"""
+
+
+def test_video_flows_computed_ahead_over_four_devices_equal_one_device(tmp_path):
+    """The flows of a clip's frame pairs, four at a time (one per device, padded), equal the
+    pair-by-pair flows, also from a resumed frame; a stylised clip on 4 devices (flows ahead,
+    each frame's rows split) matches the one-device clip to rounding (float differences of the
+    row split grow slowly along the chain of frames)."""
+    result = subprocess.run([sys.executable, "-c", FLOWS], env=_env(tmp_path, 4), capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    flows = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("FLOW")]
+    assert [f[0] for f in flows] == ["0", "2"]
+    for _, err, masks, moved in flows:
+        assert float(err) <= 1e-3 and float(masks) <= 0.002 and float(moved) > 0.9, flows  # a pan of 2 px: mean |(dx, dy)| = 1
+    count, count4, first, mean = result.stdout.split("VIDEO")[1].split()
+    assert count == count4 == "6" and float(first) <= 1 and float(mean) <= 1, result.stdout
+
+
 @needs_script
 def test_devices_command_shows_the_mesh_and_refuses_bad_counts(tmp_path):
     env = _env(tmp_path, 4)
@@ -253,3 +336,55 @@ def test_one_image_split_by_rows_over_four_devices_equals_one_device(tmp_path):
     assert [r[0] for r in rows] == ["lbfgs", "adam"]
     for (opt, image_err, loss_err), tol in zip(rows, (1e-3, 2e-2)):
         assert float(loss_err) <= 1e-5 and float(image_err) <= tol, (opt, image_err, loss_err)
+
+
+def test_batch_of_content_images_refuses_what_it_cannot_share():
+    """Different sizes, per-content style recolouring and bands cannot run as one batch: each
+    is one clear error, before any network is loaded."""
+    from jaxdream import style
+    from jaxdream.errors import SettingsError
+    rng = np.random.default_rng(0)
+    a, b = (rng.uniform(0, 255, shape).astype(np.float32) for shape in ((40, 48, 3), (48, 40, 3)))
+    with pytest.raises(SettingsError, match="content image 2 is 40x48: a batch of content images must share"):
+        style.plan_style([a, b], a, size=48)
+    with pytest.raises(SettingsError, match="--color-transfer"):
+        style.plan_style([a, a], a, size=48, color_transfer="histogram")
+    with pytest.raises(SettingsError, match="bands evaluate one image at a time"):
+        style.plan_style(a, a, size=48, band_rows=16, style_weight=[1, 2])
+    with pytest.raises(SettingsError, match="at least one content image"):
+        style.plan_style([], a, size=48)
+    assert style.plan_style([a, a * 0.5], a, size=48, seed=[0, 1, 2]).batch == 6
+
+
+@needs_script
+def test_style_folder_on_four_devices_runs_same_size_images_together(tmp_path, vgg_real_shapes):
+    """Three 26x32 photos (one of them 52x64, the same size at --size 32) run as one batch on 4
+    devices, the 32x26 one alone; every result equals the one-device run's; an image written
+    on an interrupt does not count as finished."""
+    rng = np.random.default_rng(1)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, shape in (("a", (26, 32)), ("b", (26, 32)), ("c", (52, 64)), ("d", (32, 26))):
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(photos / f"{name}.png")
+    Image.fromarray(rng.integers(0, 256, (26, 32, 3), dtype=np.uint8)).save(tmp_path / "style.png")
+    outs = {}
+    for devices in (1, 4):
+        out = tmp_path / f"out{devices}"
+        cmd = [SCRIPT, "style", photos, "--style", tmp_path / "style.png", "-o", f"{out}/", "--size", "32",
+               "--num-iterations", "4", "--weights", vgg_real_shapes, "--print-iter", "0"]
+        run = subprocess.run(list(map(str, cmd)), env=_env(tmp_path, devices), capture_output=True, text=True,
+                             timeout=600, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        outs[devices] = out
+    assert f"[1-3/4] {photos / 'a.png'}, {photos / 'b.png'}, {photos / 'c.png'}" in run.stdout, run.stdout
+    assert f"[4/4] {photos / 'd.png'}" in run.stdout
+    for name in "abcd":
+        one, four = (np.asarray(Image.open(outs[d] / f"{name}.png"), np.float32) for d in (1, 4))
+        assert one.shape == ((32, 26, 3) if name == "d" else (26, 32, 3))
+        assert np.max(np.abs(one - four)) <= 1, name
+    media.save_image(outs[4] / "b.png", four, {"interrupted_at_iteration": 2})
+    again = subprocess.run(list(map(str, cmd)), env=_env(tmp_path, 4), capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "3 of 4 content images are done already" in again.stdout
+    assert "interrupted_at_iteration" not in media.read_settings(outs[4] / "b.png")
