@@ -1,12 +1,23 @@
-"""Video benchmark: temporal consistency and speed of ``jaxdream video`` on the shared clips.
+"""Video benchmark: temporal consistency, work and speed of ``jaxdream video --style`` variants.
 
-For each clip, stylises the frames with the previous-frame-warped init and the temporal loss
-(this run) and, in the same run, each frame independently like frame 0 (the baseline), and
-prints the mean temporal warping error of both (lower is smoother), their ratio (target: at
-most 0.5), and the seconds per frame after the first. Also times the optical flow alone.
+For each clip it stylises the same frames with the real VGG-19 five ways, all in one run:
 
-    python benchmarks/video_bench.py                       # pan.mp4 and moving_object.mp4
-    python benchmarks/video_bench.py --size 96 --frames 12 --iterations-first 60 --iterations 20
+* ``independent``: every frame on its own like frame 0 (the baseline of the ratios);
+* ``short-term``: the previous stylised frame warped in as init and temporal target (default);
+* ``long-term``: ``--temporal-frames 1,2,4`` (Ruder et al. 2018);
+* ``multi-pass``: ``--passes N`` (forward, backward, ...);
+* ``adaptive``: short-term with the relative-loss stopping rule of ``--tol-loss-relative``
+  (when the installed jaxdream has it) against the fixed ``--iterations`` budget.
+
+and prints for each: the short-term temporal error (mean squared difference of consecutive
+output frames after warping, over reliable pixels), the long-term temporal error (frame t
+against frame t-GAP warped through the chained flows, over pixels reliable along the whole
+chain: :func:`jaxdream.flow.chain_flows`), seconds and evaluations per later frame, and the
+final loss, each also as a ratio to the independent frames (errors) or to short-term (work,
+loss). The flows used for the measures are computed once from the input frames.
+
+    python benchmarks/video_bench.py                              # bigbuckbunny, pan, moving_object
+    python benchmarks/video_bench.py --clips bigbuckbunny.mp4 --size 160 --frames 24
 
 Needs the real VGG-19 weights (``$JAXDREAM_WEIGHTS_DIR`` or the cache) and ``../shared/media``.
 """
@@ -14,6 +25,7 @@ Needs the real VGG-19 weights (``$JAXDREAM_WEIGHTS_DIR`` or the cache) and ``../
 from __future__ import annotations
 
 import argparse
+import inspect
 import tempfile
 import time
 from pathlib import Path
@@ -27,53 +39,119 @@ from jaxdream.network import load_network
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 
 
-def flow_seconds(clip: Path, size: int, pairs: int = 5) -> float:
-    frames = []
-    for i, f in enumerate(media.VideoReader(clip, size)):
-        frames.append(f)
-        if i > pairs:
-            break
-    flow.forward_backward(frames[1], frames[0])[0].block_until_ready()  # compile
-    t = time.perf_counter()
-    for a, b in zip(frames[1:], frames[:-1]):
-        fw, bw = flow.forward_backward(a, b)
-        np.asarray(flow.occlusion_mask(fw, bw))
-    return (time.perf_counter() - t) / (len(frames) - 1)
+def measures(outs: list[np.ndarray], links: list, gap: int) -> tuple[float, float]:
+    """(short-term, long-term) temporal error of output frames; ``links[t] = (flow t->t-1,
+    mask of t)`` for t >= 1."""
+    short = [flow.temporal_error(outs[t - 1], outs[t], *links[t]) for t in range(1, len(outs))
+             if float(np.sum(links[t][1])) > 0]
+    long = []
+    for t in range(gap, len(outs)):
+        chained, mask = flow.chain_flows([links[t - k][0] for k in range(gap)],
+                                         [links[t - k][1] for k in range(gap)])
+        if float(np.sum(mask)) > 0.01 * mask.size:
+            long.append(flow.temporal_error(outs[t - gap], outs[t], chained, mask))
+    return float(np.mean(short)), float(np.mean(long)) if long else float("nan")
+
+
+def run(clip: Path, net, style: Path, settings: vd.VideoSettings, maker_kw: dict, work: Path,
+        name: str) -> dict:
+    maker = vd.StyleFrames([style], network=net, **maker_kw)
+    losses, evals = [], []
+
+    def progress(p):
+        losses.append(p.loss)
+        evals.append(getattr(maker, "iterations_run", None))
+    t0 = time.perf_counter()
+    result = vd.process(clip, work / name, maker, settings, progress=progress)
+    wall = time.perf_counter() - t0
+    outs = [media.load_image(p) for p in sorted((work / name).glob("frame_*.png"))]
+    n = len(outs)
+    later = [e for e in evals[-(n - 1):] if e is not None] if n > 1 else []
+    return {"outs": outs, "seconds": result.seconds_per_frame, "wall": wall,
+            "evals": float(np.mean(later)) if later else float("nan"),
+            "loss": float(np.mean([v for v in losses[-(n - 1):] if v is not None]))}
+
+
+def independent(clip: Path, net, style: Path, size: int, frames: int, maker_kw: dict) -> dict:
+    maker = vd.StyleFrames([style], network=net, **maker_kw)
+    outs, seconds = [], []
+    for i, frame in enumerate(media.VideoReader(clip, size, 0, frames)):
+        t0 = time.perf_counter()
+        maker.index = i
+        outs.append(np.clip(np.asarray(maker.independent(frame), np.float32), 0, 255))
+        seconds.append(time.perf_counter() - t0)
+    return {"outs": outs, "seconds": seconds, "evals": float(maker_kw["iterations_first"]), "loss": float("nan")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clips", default="pan.mp4,moving_object.mp4")
+    ap.add_argument("--clips", default="bigbuckbunny.mp4,pan.mp4,moving_object.mp4")
     ap.add_argument("--style", default=str(MEDIA / "hubble_deep_field.png"))
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--iterations-first", type=int, default=100)
-    ap.add_argument("--iterations", type=int, default=30)
-    ap.add_argument("--first-init", default="random",
-                    help="init of frame 0 and of every independent frame (default random)")
-    ap.add_argument("--temporal-weight", type=float, default=1e3)
+    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--iterations-first", type=int, default=200)
+    ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--gap", type=int, default=10, help="frames between the two of the long-term error")
+    ap.add_argument("--tol", type=float, default=None, help="--tol-loss-relative of the adaptive run "
+                                                           "(default: the library's video default)")
+    ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
     args = ap.parse_args()
     net = load_network("vgg19")
-    print(f"style {Path(args.style).name}, {args.size} px, {args.frames} frames, "
-          f"iterations {args.iterations_first} first / {args.iterations} later, "
-          f"first init {args.first_init}, temporal weight {args.temporal_weight:g}")
+    maker_kw = dict(iterations_first=args.iterations_first, iterations=args.iterations, first_init="content")
+    params = inspect.signature(vd.StyleFrames).parameters
+    adaptive_key = "tol_loss_relative" if "tol_loss_relative" in params else None
+    skip = set(filter(None, args.skip.split(",")))
+    print(f"VGG-19 real weights; {args.size} px; {args.frames} frames; first frame {args.iterations_first} "
+          f"iterations, later frames {args.iterations}; long-term gap {args.gap}")
     for name in args.clips.split(","):
         clip = MEDIA / name
-        print(f"\n{name}: flow (forward + backward + mask) {flow_seconds(clip, args.size):.3f} s per pair")
-        maker = vd.StyleFrames([args.style], iterations_first=args.iterations_first,
-                               iterations=args.iterations, temporal_weight=args.temporal_weight,
-                               first_init=args.first_init, network=net)
+        if not clip.is_file():
+            print(f"{name}: not found in {MEDIA}, skipped")
+            continue
+        frames = [f for f in media.VideoReader(clip, args.size, 0, args.frames)]
+        fw, masks = flow.pair_flows(frames[1:], frames[:-1])
+        links = [None] + list(zip(fw, masks))
         with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            result = vd.process(clip, Path(tmp) / "out.mp4", maker,
-                                vd.VideoSettings(size=args.size, end=args.frames),
-                                compare_independent=True)
-            total = time.perf_counter() - t
-        later = result.seconds_per_frame[1:]
-        print(f"  temporal error: warped+temporal {result.temporal_error:.2f}, independent "
-              f"{result.independent_error:.2f}, ratio {result.temporal_error / result.independent_error:.3f}")
-        print(f"  seconds per frame: first {result.seconds_per_frame[0]:.1f}, later "
-              f"{np.mean(later):.2f} (flow included); whole run with the baseline {total:.0f} s")
+            work = Path(tmp)
+            base = vd.VideoSettings(size=args.size, end=args.frames)
+            variants = {"short-term": (base, {}),
+                        "long-term": (vd.VideoSettings(size=args.size, end=args.frames, temporal_frames=(1, 2, 4)), {}),
+                        f"multi-pass {args.passes}": (vd.VideoSettings(size=args.size, end=args.frames,
+                                                                       passes=args.passes), {})}
+            if adaptive_key:
+                tol = {} if args.tol is None else {adaptive_key: args.tol}
+                variants["adaptive"] = (base, tol)
+            fixed = {adaptive_key: 0.0} if adaptive_key else {}
+            results = {}
+            if "independent" not in skip:
+                results["independent"] = independent(clip, net, Path(args.style), args.size, args.frames,
+                                                     maker_kw | fixed)
+            for label, (settings, extra) in variants.items():
+                if label.split()[0] in skip:
+                    continue
+                kw = maker_kw | (fixed if label != "adaptive" else extra)
+                results[label] = run(clip, net, Path(args.style), settings, kw, work, label.replace(" ", "_"))
+        print(f"\n{name}: {len(frames)} frames at {frames[0].shape[1]}x{frames[0].shape[0]}")
+        print(f"  {'variant':<14} {'short err':>10} {'ratio':>6} {'long err':>10} {'ratio':>6} "
+              f"{'s/frame':>8} {'evals/frame':>11} {'loss/short':>10}")
+        errs = {k: measures(v["outs"], links, args.gap) for k, v in results.items()}
+        ref = errs.get("independent", (np.nan, np.nan))
+        short_ref = results.get("short-term", {})
+        for k, v in results.items():
+            s, lg = errs[k]
+            later = v["seconds"][1:] if len(v["seconds"]) > 1 else v["seconds"]
+            loss_ratio = v["loss"] / short_ref["loss"] if short_ref and np.isfinite(v["loss"]) else float("nan")
+            print(f"  {k:<14} {s:>10.1f} {s / ref[0]:>6.2f} {lg:>10.1f} {lg / ref[1]:>6.2f} "
+                  f"{np.mean(later):>8.2f} {v['evals']:>11.1f} {loss_ratio:>10.3f}")
+        if "long-term" in errs and "short-term" in errs:
+            print(f"  long-term / short-term: long error {errs['long-term'][1] / errs['short-term'][1]:.2f}x "
+                  f"(target <= 0.7), short error {errs['long-term'][0] / errs['short-term'][0]:.2f}x (target <= 1)")
+        if "adaptive" in results and "short-term" in results:
+            a, st = results["adaptive"], results["short-term"]
+            print(f"  adaptive / fixed: evaluations {st['evals'] / a['evals']:.2f}x fewer (target >= 2), "
+                  f"short error {errs['adaptive'][0] / errs['short-term'][0]:.2f}x (target <= 1.1), "
+                  f"loss {a['loss'] / st['loss']:.3f}x (target within 5%)")
 
 
 if __name__ == "__main__":

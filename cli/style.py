@@ -28,6 +28,14 @@ def _default(name: str):
     return inspect.signature(plan_style).parameters[name].default
 
 
+def _video_default(name: str):
+    """The default of a setting of :class:`jaxdream.video.StyleFrames` (``video --style``)."""
+    import inspect
+
+    from jaxdream.video import StyleFrames
+    return inspect.signature(StyleFrames.__init__).parameters[name].default
+
+
 def _scales(text: str):
     """``--scales``: ``off`` (single scale) or increasing sizes."""
     if text.strip().lower() in ("off", "none", "0"):
@@ -57,6 +65,22 @@ def add_style_options(g, *, sweep: bool) -> None:
     g.add_argument("--pooling", default=_default("pooling"), help="VGG pooling: max (default) or avg")
     g.add_argument("--style-scale", type=number("style-scale"), default=_default("style_scale"),
                    help="style image size relative to --size (default 1)")
+    tol, every = ("tol_loss_relative", "tol_loss_relative_interval")
+    if sweep:
+        what = "each scale (of every image of a sweep or batch)"
+        tol_default = f"default {_default(tol):g}: off, every scale runs all its iterations"
+        every_default = _default(every)
+    else:
+        what = "each frame after the first (the first always runs --iterations-first)"
+        tol_default = f"default {_video_default(tol):g}"
+        every_default = _video_default(every)
+    g.add_argument("--tol-loss-relative", type=number("tol-loss-relative"), metavar="TOL",
+                   help=f"end {what} early once its total loss changed by less than this fraction "
+                        f"over the last --tol-loss-relative-interval iterations (artistic-videos' "
+                        f"option; {tol_default})")
+    g.add_argument("--tol-loss-relative-interval", type=number("tol-loss-relative-interval"), metavar="N",
+                   help=f"iterations between the loss comparisons of --tol-loss-relative (default "
+                        f"{every_default}; the first comparison is at twice this)")
     g.add_argument("--original-colors", action="store_true", help="keep the content's colours")
     g.add_argument("--color-transfer", help="histogram or mean-cov: give the style images the "
                                             "content's colour statistics first")
@@ -252,7 +276,14 @@ def _settings(args, init) -> dict:
         style_scale=args.style_scale, original_colors=args.original_colors,
         color_transfer=args.color_transfer, seed=_one(args.seed), model=args.model,
         remat=None if args.remat == "auto" else args.remat == "on", band_rows=args.band_rows,
-        precision=args.precision)
+        precision=args.precision, **tolerance_settings(args))
+
+
+def tolerance_settings(args) -> dict:
+    """``--tol-loss-relative`` and its interval where given (None: the library's default of the
+    command, :func:`jaxdream.style.plan_style`'s or :class:`jaxdream.video.StyleFrames`')."""
+    return {k: v for k in ("tol_loss_relative", "tol_loss_relative_interval")
+            if (v := getattr(args, k, None)) is not None}
 
 
 def _tag(label: dict, items) -> str:
@@ -327,6 +358,9 @@ def _style_run(args, items: list[tuple[Path, Path]], in_batch: bool = False) -> 
                 print(f"{prefix}iteration {p.iteration}/{p.iterations}{_tag(label, items)}: "
                       f"total {p.losses['total'][i]:.4g}  content {p.losses['content'][i]:.4g}  "
                       f"style {p.losses['style'][i]:.4g}  tv {p.losses['tv'][i]:.4g}", flush=True)
+        if p.converged and not args.quiet:
+            print(f"{prefix}stopped at iteration {p.iteration}/{p.iterations}: the loss changed by less "
+                  f"than the --tol-loss-relative tolerance", flush=True)
         if args.save_iter > 0 and p.iteration % args.save_iter == 0 and p.iteration < p.iterations:
             extra = f"{p.size[1] if p.size[1] >= p.size[0] else p.size[0]}px_{p.iteration}" \
                 if p.scales > 1 else str(p.iteration)

@@ -29,7 +29,8 @@ from .errors import MediaError, SettingsError
 STATE_FILE = "jaxdream-state.json"
 METRICS_FILE = "jaxdream-metrics.json"
 #: What a run keeps beside its frames to resume (removed when the frames are final).
-BOOKKEEPING = (STATE_FILE, METRICS_FILE, "state_*.npy")
+PASSES_FILE = "jaxdream-passes.json"
+BOOKKEEPING = (STATE_FILE, METRICS_FILE, PASSES_FILE, "state_*.npy", "flows_*.npz")
 #: Settings that hold paths as typed; a resumed run compares the content hashes beside them.
 PATH_KEYS = frozenset({"input", "styles", "guide", "first_init"})
 
@@ -162,12 +163,17 @@ class FrameStore:
     def state_path(self, i: int) -> Path:
         return self.folder / f"state_{i:05d}.npy"
 
-    def save(self, i: int, frame: np.ndarray, state: np.ndarray | None = None) -> None:
+    #: How many of the latest frames keep their float state (a video's long-term temporal
+    #: terms read the states of frames t-1, t-2, t-4 when it resumes).
+    keep_states = 1
+
+    def save(self, i: int, frame: np.ndarray, state: np.ndarray | None = None, meta: dict | None = None) -> None:
         """Write frame ``i`` (and the float state to resume from) atomically.
 
-        The state file is named after its frame, and older ones are removed only once the
-        frame's PNG is written, so an interruption at any point leaves the state of the last
-        finished frame (or, failing that, its PNG) to resume from.
+        The state file is named after its frame, and older ones (beyond :attr:`keep_states`)
+        are removed only once the frame's PNG is written, so an interruption at any point leaves
+        the state of the last finished frames (or, failing that, their PNGs) to resume from.
+        ``meta`` is recorded in the PNG beside the frame number and the settings.
         """
         self.start()
         if state is not None:
@@ -175,9 +181,9 @@ class FrameStore:
                 with open(tmp, "wb") as f:
                     np.save(f, np.asarray(state, np.float32))
             media.atomic_write(self.state_path(i), write)
-        media.save_image(self.frame_path(i), frame, {"frame": i} | self.settings)
+        media.save_image(self.frame_path(i), frame, {"frame": i} | self.settings | (meta or {}))
         for old in self.folder.glob("state_*.npy"):
-            if old.name != self.state_path(i).name:
+            if old.stem[6:].isdigit() and not i - self.keep_states < int(old.stem[6:]) <= i:
                 old.unlink(missing_ok=True)
 
     def write_json(self, name: str, data) -> None:
@@ -256,8 +262,11 @@ def loop_blend(frames: list[Callable[[], np.ndarray]], overlap: int) -> Iterator
 
 
 def finish(store: FrameStore, out: Path, kind: str, total: int, fps: float, loop_overlap: int = 0,
-           audio_from: str | None = None, audio_start: float = 0.0) -> Path:
-    """Assemble the output from the work folder and remove the folder (for file outputs)."""
+           audio_from: str | None = None, audio_start: float = 0.0, timestamps=None) -> Path:
+    """Assemble the output from the work folder and remove the folder (for file outputs).
+
+    ``fps``, ``audio_from``, ``audio_start`` and ``timestamps`` (a variable frame rate) are
+    :func:`jaxdream.media.write_video`'s."""
     loaders = [lambda i=i: media.load_image(store.frame_path(i)) for i in range(total)]
     if kind == "frames":
         if loop_overlap:
@@ -269,7 +278,7 @@ def finish(store: FrameStore, out: Path, kind: str, total: int, fps: float, loop
         store.remove_bookkeeping()
         return out
     frames = loop_blend(loaders, loop_overlap) if loop_overlap else (f() for f in loaders)
-    media.write_video(out, frames, fps, audio_from=audio_from, audio_start=audio_start)
+    media.write_video(out, frames, fps, audio_from=audio_from, audio_start=audio_start, timestamps=timestamps)
     store.remove()
     return out
 

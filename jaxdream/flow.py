@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,7 @@ from jax import lax
 
 from .errors import SettingsError
 
-__all__ = ["warp", "estimate_flow", "forward_backward", "occlusion_mask", "pair_flows", "endpoint_error",
+__all__ = ["warp", "estimate_flow", "forward_backward", "occlusion_mask", "pair_flows", "chain_flows", "endpoint_error",
            "temporal_error", "pyramid_levels"]
 
 Array = Any  # jax or numpy array
@@ -510,16 +510,17 @@ def occlusion_mask(flow_fw: Array, flow_bw: Array, *, motion_boundaries: bool = 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("motion_boundaries",))
 def _pairs_jit(a, b, lam, tau, theta, *, motion_boundaries: bool, **static):
-    """Flows and masks of a batch of pairs in one program (vmapped; split over a mesh by the
-    sharding of ``a`` and ``b``)."""
+    """Flows and masks of a batch of pairs in one program, both ways (vmapped; split over a mesh
+    by the sharding of ``a`` and ``b``)."""
     def one(a, b):
         fw = _estimate(a, b, lam, tau, theta, **static)
-        return fw, _occlusion_mask(fw, _estimate(b, a, lam, tau, theta, **static), motion_boundaries)
+        bw = _estimate(b, a, lam, tau, theta, **static)
+        return fw, _occlusion_mask(fw, bw, motion_boundaries), bw, _occlusion_mask(bw, fw, motion_boundaries)
     return jax.vmap(one)(a, b)
 
 
-def pair_flows(frames_a, frames_b, *, motion_boundaries: bool = True, mesh=None,
-               **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+def pair_flows(frames_a, frames_b, *, motion_boundaries: bool = True, mesh=None, both_ways: bool = False,
+               **kwargs: Any) -> tuple[np.ndarray, ...]:
     """Flows and occlusion masks of independent frame pairs, one pair per device at a time.
 
     For each pair ``(a, b)``: ``flow`` from ``a`` to ``b`` (:func:`estimate_flow`) and the mask
@@ -533,18 +534,23 @@ def pair_flows(frames_a, frames_b, *, motion_boundaries: bool = True, mesh=None,
         frames_a, frames_b: sequences of frames of one shape (``(H, W, 3)`` or ``(H, W)``).
         motion_boundaries: see :func:`occlusion_mask`.
         mesh: the devices to split the pairs over (None: one device).
+        both_ways: also return the flows from ``b`` to ``a`` and the masks of ``b``.
         **kwargs: settings of :func:`estimate_flow`.
 
     Returns:
-        ``(flows (N, H, W, 2), masks (N, H, W))`` as NumPy float32 arrays.
+        ``(flows (N, H, W, 2), masks (N, H, W))`` as NumPy float32 arrays, followed with
+        ``both_ways`` by the flows back and the masks of the second frames.
     """
     if len(frames_a) != len(frames_b) or not len(frames_a):
         raise SettingsError(f"pair_flows: {len(frames_a)} first and {len(frames_b)} second frames")
+    want = 4 if both_ways else 2
     if mesh is None or mesh.size == 1:
-        out = [forward_backward(a, b, **kwargs) for a, b in zip(frames_a, frames_b)]
-        return (np.stack([np.asarray(fw) for fw, _ in out]),
-                np.stack([np.asarray(occlusion_mask(fw, bw, motion_boundaries=motion_boundaries))
-                          for fw, bw in out]))
+        rows = []
+        for a, b in zip(frames_a, frames_b):
+            fw, bw = forward_backward(a, b, **kwargs)
+            rows.append((fw, occlusion_mask(fw, bw, motion_boundaries=motion_boundaries), bw,
+                         occlusion_mask(bw, fw, motion_boundaries=motion_boundaries) if both_ways else None))
+        return tuple(np.stack([np.asarray(r[k]) for r in rows]) for k in range(want))
     from . import parallel
     defaults = {name: param.default for name, param in inspect.signature(estimate_flow).parameters.items()
                 if param.kind is inspect.Parameter.KEYWORD_ONLY}
@@ -554,8 +560,33 @@ def pair_flows(frames_a, frames_b, *, motion_boundaries: bool = True, mesh=None,
     b = jnp.stack([t[1] for t, _ in prepared])
     (a, b), n = parallel.pad_batch((a, b), mesh.size)
     a, b = parallel.shard_batch((a, b), mesh)
-    fw, masks = _pairs_jit(a, b, *prepared[0][0][2:], motion_boundaries=bool(motion_boundaries), **static)
-    return parallel.to_host(fw)[:n], parallel.to_host(masks)[:n]
+    out = _pairs_jit(a, b, *prepared[0][0][2:], motion_boundaries=bool(motion_boundaries), **static)
+    return tuple(parallel.to_host(x)[:n] for x in out[:want])
+
+
+def chain_flows(flows: Sequence[Array], masks: Sequence[Array]) -> tuple[jax.Array, jax.Array]:
+    """Compose flows along a chain of frames: ``flows[k]`` goes from frame ``t-k`` to ``t-k-1``
+    (on the grid of ``t-k``) with its reliability ``masks[k]``; the result goes from frame ``t``
+    straight to frame ``t-n`` (``warp(frame_{t-n}, flow) ≈ frame_t``) with the pixels reliable at
+    every link (each link's mask sampled where the chain has arrived must be above 0.5, and the
+    chain must stay inside the frame). Used to measure long-term temporal error.
+
+    Returns:
+        ``(flow (H, W, 2), mask (H, W))`` on the grid of frame ``t``.
+    """
+    first = jnp.asarray(flows[0], jnp.float32)
+    h, w = first.shape[:2]
+    gx, gy = _grid(first.shape)
+    x, y = jnp.broadcast_to(gx, (h, w)), jnp.broadcast_to(gy, (h, w))
+    reliable = jnp.ones((h, w), bool)
+    for f, m in zip(flows, masks):
+        f = jnp.asarray(f, jnp.float32)
+        inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+        reliable &= inside & (_sample(jnp.asarray(m, jnp.float32), x, y) > 0.5)
+        step = _sample(f, x, y)
+        x, y = x + step[..., 0], y + step[..., 1]
+    reliable &= (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    return jnp.stack([x - gx, y - gy], axis=-1), reliable.astype(jnp.float32)
 
 
 def endpoint_error(flow: Array, truth: Array, mask: Array | None = None) -> float:

@@ -155,6 +155,9 @@ NUMBERS: dict[str, Number] = {n.name: n for n in [
     Number("steps-per-frame", int, 1, _MAX_COUNT),
     Number("fps", float, 0, 1000, low_open=True),
     Number("blend", float, 0, 1),
+    Number("temporal-frames", int, 1, 64),
+    Number("passes", int, 1, 1000),
+    Number("blend-weight", float, 0, _MAX_WEIGHT),
     # style transfer
     Number("content-weight", float, 0, _MAX_WEIGHT),
     Number("style-weight", float, 0, _MAX_WEIGHT),
@@ -170,6 +173,9 @@ NUMBERS: dict[str, Number] = {n.name: n for n in [
     Number("save-iter", int, 0, _MAX_COUNT),
     Number("chunk", int, 1, _MAX_COUNT),
     Number("band-rows", int, 1, _MAX_PX),
+    # stop a scale when the total loss changed by less than this fraction over an interval
+    Number("tol-loss-relative", float, 0, 1),
+    Number("tol-loss-relative-interval", int, 1, _MAX_COUNT),
     # video range
     Number("start", int, 0, _MAX_COUNT),
     Number("end", int, 1, _MAX_COUNT),

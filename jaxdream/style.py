@@ -476,6 +476,9 @@ class StyleProgress:
             iterate.
         images: (B, H, W, 3) RGB 0..255 (clipped, colours post-processed) of the current state.
         labels: one dict of swept settings per batch member.
+        converged: the total loss of every batch member changed by less than
+            ``tol_loss_relative`` over the last ``tol_loss_relative_interval`` iterations: this
+            scale ends at this iteration (see :func:`plan_style`).
     """
 
     scale: int
@@ -486,6 +489,7 @@ class StyleProgress:
     losses: dict[str, np.ndarray]
     images: np.ndarray
     labels: list[dict]
+    converged: bool = False
 
 
 @dataclass
@@ -497,12 +501,16 @@ class StyleResult:
         labels: the swept settings of each image (empty dicts without sweeps).
         losses: ``{"total", "content", "style", "tv"}`` -> (B,) at the last evaluated iterate.
         settings: the run's settings (for PNG metadata).
+        iterations_run: iterations each scale actually ran, coarsest first (fewer than planned
+            where ``tol_loss_relative`` stopped it or the callback ended it). With L-BFGS each
+            iteration is one loss-and-gradient evaluation of every batch member.
     """
 
     images: np.ndarray
     labels: list[dict]
     losses: dict[str, np.ndarray]
     settings: dict = field(default_factory=dict)
+    iterations_run: list[int] = field(default_factory=list)
 
     @property
     def image(self) -> np.ndarray:
@@ -593,6 +601,8 @@ class StylePlan:
     band_rows: list = field(default_factory=list)  # per scale: None (whole image) or rows per band
     precision: str = "float32"
     contents_full: list = field(default_factory=list)  # a batch of content images (the first is content_full)
+    tol_loss_relative: float = field(kw_only=True)  # 0: every scale runs its full budget
+    tol_loss_relative_interval: int = field(kw_only=True)
 
     @property
     def contents(self) -> list:
@@ -613,15 +623,21 @@ class StylePlan:
         steps = ", ".join(f"{w}x{h} for {n} iterations" + (f" (bands of {b} rows)" if b else "")
                           for (h, w), n, b in zip(self.sizes, self.iterations,
                                                   self.band_rows or [None] * len(self.sizes)))
+        if self.tol_loss_relative > 0:
+            steps += (f" (each stopping once the loss changes by less than {self.tol_loss_relative:g} "
+                      f"in {self.tol_loss_relative_interval} iterations)")
         return (f"style transfer: {steps}; {self.batch} image(s) at once; {self.optimizer}; "
                 f"about {self.memory / 2**30:.1f} GiB of memory")
 
 
-def _check_numbers(sweeps: dict, style_scale, lbfgs_num_correction, chunk, learning_rate, blend) -> None:
+def _check_numbers(sweeps: dict, style_scale, lbfgs_num_correction, chunk, learning_rate, blend,
+                   tolerance: tuple) -> None:
     for name, values in sweeps.items():
         options.get(name).check_all(values)
     options.get("lbfgs_num_correction").check(lbfgs_num_correction)
     options.get("chunk").check(chunk)
+    options.get("tol_loss_relative").check(tolerance[0])
+    options.get("tol_loss_relative_interval").check(tolerance[1])
     options.get("style_scale").check(style_scale)
     if learning_rate is not None:
         options.get("learning_rate").check(learning_rate)
@@ -770,13 +786,21 @@ def plan_style(content, styles, *,
                chunk: int = 20,
                remat: bool | None = None,
                band_rows: int | None = None,
-               precision: str = "float32") -> StylePlan:
+               precision: str = "float32",
+               tol_loss_relative: float = 0.0,
+               tol_loss_relative_interval: int = 100) -> StylePlan:
     """Check every setting and read every image of a :func:`stylize` run (same arguments,
     without the network and callback ones); nothing is computed or allocated on a device.
 
     ``band_rows`` evaluates the objective band by band (:mod:`jaxdream.bands`, exact) with this
     many rows per band; by default a scale runs band by band only when its whole-image program
     would not fit in the device's memory.
+
+    ``tol_loss_relative`` (artistic-videos' ``-tol_loss_relative``; 0, the default, is off)
+    ends a scale early: at every multiple of ``tol_loss_relative_interval`` iterations the total
+    loss is compared with the one an interval before, and the scale stops when
+    ``|before - now| < tol_loss_relative * |before|`` for every batch member (the first check
+    is at twice the interval). Chunks are cut at the multiples of the interval.
 
     Raises:
         SettingsError, LayerError, MediaError: one line naming the bad value or file.
@@ -799,7 +823,8 @@ def plan_style(content, styles, *,
               "style_weight": _as_list(style_weight, "style weight"),
               "tv_weight": _as_list(tv_weight, "tv weight"),
               "seed": _as_list(seed, "seed")}
-    _check_numbers(sweeps, style_scale, lbfgs_num_correction, chunk, learning_rate, blend)
+    _check_numbers(sweeps, style_scale, lbfgs_num_correction, chunk, learning_rate, blend,
+                   (tol_loss_relative, tol_loss_relative_interval))
     sweeps = {k: [options.get(k).kind(v) for v in vs] for k, vs in sweeps.items()}
     if color_transfer is not None and color_transfer not in color.COLOR_TRANSFERS:
         raise SettingsError(f"unknown colour transfer '{color_transfer}'; use one of "
@@ -833,7 +858,9 @@ def plan_style(content, styles, *,
                      style_layers, scales, sizes, style_sizes, iterations, optimizer, lr,
                      int(lbfgs_num_correction), pooling, original_colors, color_transfer,
                      _check_temporal(temporal, content_full), remat, float(style_scale),
-                     precision=precision, contents_full=contents_full if len(contents_full) > 1 else [])
+                     precision=precision, contents_full=contents_full if len(contents_full) > 1 else [],
+                     tol_loss_relative=float(tol_loss_relative),
+                     tol_loss_relative_interval=int(tol_loss_relative_interval))
     _check_plan_sizes(plan, style_scale, band_rows)
     return plan
 
@@ -886,6 +913,10 @@ def stylize(content, styles, *,
         model, weights: the network (``vgg19``) and an explicit weights file.
         network: an already loaded :class:`jaxdream.Network` (overrides model and weights).
         chunk: iterations per jitted call (progress, saving and Ctrl-C happen in between).
+        tol_loss_relative, tol_loss_relative_interval: end a scale once the total loss changes
+            by less than this fraction over an interval of this many iterations (for a sweep
+            or a batch: of every member); 0 (default) runs every scale's full budget. See
+            :func:`plan_style`; :attr:`StyleResult.iterations_run` tells what ran.
         remat: rematerialise activations in the backward pass (default: above 1024x1024 px).
         in_jit_loop: run each chunk as one ``lax.fori_loop`` inside ``jit`` rather than a
             Python loop over the jitted step (default :func:`in_jit_loop_default`).
@@ -926,7 +957,7 @@ def split_contents(result: StyleResult) -> list[StyleResult]:
         rows = [i for i, c in enumerate(index) if c == ci]
         labels = [{k: v for k, v in result.labels[i].items() if k != "content"} for i in rows]
         out.append(StyleResult(result.images[rows], labels, {k: v[rows] for k, v in result.losses.items()},
-                               dict(result.settings)))
+                               dict(result.settings), list(result.iterations_run)))
     return out
 
 
@@ -938,7 +969,9 @@ def _settings_record(plan: StylePlan, net) -> dict:
                 "init": plan.init if isinstance(plan.init, str) else "array", "pooling": plan.pooling,
                 "style_scale": plan.style_scale, "style_blend_weights": plan.blend,
                 "original_colors": plan.original_colors, "color_transfer": plan.color_transfer,
-                "model": plan.spec.name, "weights": net.weights_id, "precision": plan.precision}
+                "model": plan.spec.name, "weights": net.weights_id, "precision": plan.precision,
+                "tol_loss_relative": plan.tol_loss_relative,
+                "tol_loss_relative_interval": plan.tol_loss_relative_interval}
     if plan.temporal is not None:
         settings["temporal_weight"] = float(plan.temporal[2])
     return settings
@@ -1121,7 +1154,9 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
     if in_jit_loop is None:
         in_jit_loop = in_jit_loop_default()
     lr_arr = jnp.float32(plan.lr)
+    tol, every = plan.tol_loss_relative, plan.tol_loss_relative_interval
     x = losses = None
+    ran = []
     for k, (hw, total) in enumerate(zip(plan.sizes, plan.iterations)):
         content_rgbs = [media.resize(c, hw) for c in plan.contents]
 
@@ -1148,9 +1183,11 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
             np.stack(where.pad([media.resize(xi, hw) for xi in np.asarray(x)]))
         state, run_chunk, run_step = _optimiser_state(plan, jnp.asarray(x0, jnp.float32), hw, obj.n_losses)
         state = where.state(state, hw)
-        done = 0
+        done, before = 0, None
         while done < total:
             n = min(chunk, total - done)
+            if tol > 0:  # a chunk ends at every multiple of the interval, where the loss is compared
+                n = min(n, every - done % every)
             if band_rows:
                 state = _band_iterations(state, n, params, targets, loss_weights, lr_arr, obj, band_rows)
             elif in_jit_loop:
@@ -1161,12 +1198,20 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
             done += n
             losses = _losses_of(where.host(state.losses), obj.temporal)
             x = where.host(state.x)
+            converged = False
+            if tol > 0 and done % every == 0:
+                now = losses["total"].astype(np.float64)
+                converged = before is not None and bool(np.all(np.abs(before - now) < tol * np.abs(before)))
+                before = now
             if callback is not None and callback(StyleProgress(k, len(plan.scales), hw, done, total, losses,
-                                                               postprocess(x), labels)):
+                                                               postprocess(x), labels, converged)):
                 break
+            if converged:
+                break
+        ran.append(done)
         if x is None or x.shape[1:3] != tuple(hw):
             x = where.host(state.x)
     images = postprocess(x)
     if losses is None:
         losses = {k: np.full((batch,), np.nan, np.float32) for k in ("total", "content", "style", "tv")}
-    return StyleResult(images.astype(np.float32), labels, losses, _settings_record(plan, net))
+    return StyleResult(images.astype(np.float32), labels, losses, _settings_record(plan, net), ran)

@@ -24,6 +24,7 @@ is the mean temporal warping error between consecutive output frames over the re
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -37,7 +38,7 @@ import numpy as np
 
 from . import flow as flowlib
 from . import media, options
-from .animate import METRICS_FILE, FrameStore, finish, frame_run, work_folder
+from .animate import METRICS_FILE, PASSES_FILE, FrameStore, finish, frame_run, work_folder
 from .errors import SettingsError
 
 __all__ = ["VideoSettings", "VideoProgress", "VideoResult", "StyleFrames", "DreamFrames", "process",
@@ -56,6 +57,15 @@ class VideoSettings:
         init: how frames after the first start: ``prev-warped`` (default), ``prev``, ``content``.
         motion_boundaries: also exclude motion boundaries from the reliable pixels.
         fps: output frame rate (None: the clip's).
+        temporal_frames: offsets ``j`` of the earlier stylised frames ``t-j`` that constrain
+            frame ``t`` (Ruder et al. 2018's long-term loss, e.g. ``(1, 2, 4)``; ``(1,)``: the
+            short-term loss only). Each pixel is held by its nearest reliable frame once.
+        passes: style passes over the clip (Ruder et al. 2018's multi-pass algorithm):
+            pass 1 runs forward as above; later passes alternate backward and forward, each
+            frame starting from its previous-pass result blended with the neighbour of the
+            pass direction warped into it.
+        blend_weight: weight of that warped neighbour in the blend (artistic-videos'
+            ``-blendWeight``, default 1: an equal mix where the warp is reliable).
     """
 
     size: int | None = None
@@ -64,10 +74,19 @@ class VideoSettings:
     init: str = "prev-warped"
     motion_boundaries: bool = True
     fps: float | None = None
+    temporal_frames: tuple[int, ...] = (1,)
+    passes: int = 1
+    blend_weight: float = 1.0
 
     def validate(self) -> None:
         if self.init not in INITS:
             raise SettingsError(f"unknown --init '{self.init}'; use one of {', '.join(INITS)}")
+        options.get("temporal_frames").check_all(self.temporal_frames)
+        if 1 not in self.temporal_frames:
+            raise SettingsError(f"--temporal-frames {','.join(map(str, self.temporal_frames))}: must include 1 "
+                                f"(the previous frame, which also starts each frame)")
+        options.get("passes").check(self.passes)
+        options.get("blend_weight").check(self.blend_weight)
         options.get("start").check(self.start)
         if self.end is not None:
             options.get("end").check(self.end)
@@ -88,6 +107,7 @@ class VideoProgress:
     seconds: float         # seconds this frame took
     loss: float | None     # final loss of this frame (style) or None (dream)
     temporal_error: float | None  # warping error to the previous output frame (None for frame 0)
+    pass_number: int = 1   # which pass over the clip (1-based; frame and frames count all passes)
 
 
 @dataclass
@@ -120,12 +140,15 @@ class StyleFrames:
 
     def __init__(self, styles: Sequence, *, iterations_first: int = 400, iterations: int = 100,
                  temporal_weight: float = 1e3, first_init="content", scales_first=None,
+                 tol_loss_relative: float = 0.0, tol_loss_relative_interval: int = 20,
                  network=None, weights=None, mesh=None, **style):
         from .network import load_network
         from .style import _load
         options.get("iterations_first").check(iterations_first)
         options.get("iterations").check(iterations)
         options.get("temporal_weight").check(temporal_weight)
+        self.tol_loss_relative = options.get("tol_loss_relative").check(tol_loss_relative)
+        self.tol_loss_relative_interval = options.get("tol_loss_relative_interval").check(tol_loss_relative_interval)
         if isinstance(styles, (str, os.PathLike)):
             styles = [styles]
         self.style_names = [str(s) if isinstance(s, (str, os.PathLike)) else "array" for s in styles]
@@ -143,6 +166,7 @@ class StyleFrames:
         self.mesh = mesh  # each frame's rows are split across it (jaxdream.style, _Placement)
         self.net = network or load_network("vgg19", weights, style.get("pooling", "max"))
         self.loss = None
+        self.iterations_run = None  # of the last frame: L-BFGS evaluations, all scales together
 
     def check(self, frame_hw: tuple[int, int]) -> None:
         """Fail before any work when the frames are too small for the network."""
@@ -154,6 +178,8 @@ class StyleFrames:
     def settings(self) -> dict:
         return {"mode": "style", "styles": self.style_names, "iterations_first": self.iterations_first,
                 "iterations": self.iterations, "temporal_weight": self.temporal_weight,
+                "tol_loss_relative": self.tol_loss_relative,
+                "tol_loss_relative_interval": self.tol_loss_relative_interval,
                 "first_init": self.first_init if isinstance(self.first_init, str) else "array",
                 "scales_first": None if self.scales_first is None else list(self.scales_first),
                 "weights": self.net.weights_id,
@@ -164,10 +190,15 @@ class StyleFrames:
     def _run(self, frame, init, iterations, scales, temporal, callback):
         from .style import stylize
         size = max(frame.shape[:2])
+        # the tolerance applies to the later frames (those with a temporal term); frame 0 and the
+        # independent baseline run their whole budget
+        later = temporal is not None
         result = stylize(frame, self.styles, init=init, num_iterations=iterations, size=size,
                          scales=scales, temporal=temporal, network=self.net, callback=callback, mesh=self.mesh,
-                         **self.style)
+                         tol_loss_relative=self.tol_loss_relative if later else 0.0,
+                         tol_loss_relative_interval=self.tol_loss_relative_interval, **self.style)
         self.loss = float(result.losses["total"][0])
+        self.iterations_run = sum(result.iterations_run)
         return result.image
 
     def first(self, frame, callback=None):
@@ -178,9 +209,16 @@ class StyleFrames:
         """The baseline: every frame stylised on its own exactly like frame 0."""
         return self.first(frame, callback)
 
-    def next(self, frame, prev_out, warped, mask, init_mode, callback=None):
+    def next(self, frame, prev_out, warped, mask, init_mode, callback=None, target=None):
+        """A later frame: started as ``init_mode`` says, held to ``target`` (image, mask) by the
+        temporal term (default: the warped previous frame and its mask)."""
         init = {"prev-warped": warped, "prev": prev_out, "content": "content"}[init_mode]
-        temporal = (warped, mask, self.temporal_weight) if self.temporal_weight > 0 else None
+        return self.refine(frame, init, target or (warped, mask), callback)
+
+    def refine(self, frame, init, target, callback=None):
+        """``iterations`` from ``init`` with the temporal term towards ``target`` (image, mask;
+        None: no temporal term)."""
+        temporal = (*target, self.temporal_weight) if self.temporal_weight > 0 and target is not None else None
         return self._run(frame, init, self.iterations, (), temporal, callback)
 
 
@@ -222,7 +260,7 @@ class DreamFrames:
     def independent(self, frame, callback=None):
         return self.dreamer.run(frame)
 
-    def next(self, frame, prev_out, warped, mask, init_mode, callback=None):
+    def next(self, frame, prev_out, warped, mask, init_mode, callback=None, target=None):
         import jax
         source = {"prev-warped": warped, "prev": prev_out, "content": frame}[init_mode]
         weight = self.blend * (mask[..., None] if init_mode == "prev-warped" else 1.0)
@@ -231,30 +269,59 @@ class DreamFrames:
         return np.asarray(self.dreamer.step(start, key, steps=self.steps))
 
 
-def _with_flows(frames, start: int, motion_boundaries: bool, mesh):
-    """``(i, frame, flow, mask)`` for the frames from index ``start`` on: the flow from each frame
-    to the one before it and its occlusion mask (None for frame 0). The flows do not depend on
-    the stylisation, so with several devices the next pairs are computed together, one per
-    device (:func:`jaxdream.flow.pair_flows`), ahead of the frames that use them."""
+def long_term_target(warped: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The long-term temporal target of Ruder et al. (2018) as one image and mask.
+
+    ``warped[k]`` is the stylised frame ``t - j_k`` warped into frame ``t`` and ``masks[k]`` its
+    reliability (0/1), nearest frame first. As in artistic-videos each pixel is held by its
+    nearest reliable frame only: ``c_long_k = max(c_k - sum_{l<k} c_l, 0)``. For 0/1 masks these
+    are disjoint, so ``sum_k c_long_k (x - w_k)^2 = m (x - image)^2`` with ``m = sum_k c_long_k``
+    and ``image = sum_k c_long_k w_k / m``: the long-term loss is the short-term term with this
+    target, at no extra cost per iteration.
+
+    Returns:
+        ``(image (H, W, 3), mask (H, W))``; where no frame is reliable the mask is 0 and the
+        image is the nearest warped frame.
+    """
+    seen = np.zeros(np.shape(masks[0]), np.float32)
+    mask = np.zeros_like(seen)
+    image = np.zeros(np.shape(warped[0]), np.float32)
+    for w, c in zip(warped, masks):
+        c = np.asarray(c, np.float32)
+        held = np.maximum(c - seen, 0)
+        image += held[..., None] * np.asarray(w, np.float32)
+        mask += held
+        seen += c
+    image = np.where(mask[..., None] > 0, image / np.maximum(mask, 1e-12)[..., None], np.asarray(warped[0]))
+    return image.astype(np.float32), mask
+
+
+def _with_flows(frames, start: int, motion_boundaries: bool, mesh, offsets: Sequence[int] = (1,)):
+    """``(i, frame, flows)`` for the frames from index ``start`` on, with ``flows[j] = (flow, mask)``:
+    the flow from frame ``i`` to frame ``i - j`` and its occlusion mask, for each offset ``j`` that
+    reaches a frame (none for frame 0). The flows do not depend on the stylisation, so with
+    several devices the next pairs are computed together, one per device
+    (:func:`jaxdream.flow.pair_flows`), ahead of the frames that use them."""
     width = mesh.size if mesh is not None else 1
-    prev, pending = None, []
+    history: collections.deque = collections.deque(maxlen=max(offsets))
+    pending: list = []
 
     def flush():
-        if pending:
-            flows, masks = flowlib.pair_flows([f for _, f, _ in pending], [p for _, _, p in pending],
-                                              motion_boundaries=motion_boundaries, mesh=mesh)
-            yield from ((i, frame, fw, mask) for (i, frame, _), fw, mask in zip(pending, flows, masks))
-            pending.clear()
+        pairs = [(frame, prev) for _, frame, wanted in pending for _, prev in wanted]
+        flows, masks = flowlib.pair_flows([a for a, _ in pairs], [b for _, b in pairs],
+                                          motion_boundaries=motion_boundaries, mesh=mesh) if pairs else ([], [])
+        k = 0
+        for i, frame, wanted in pending:
+            yield i, frame, {j: (flows[k + n], masks[k + n]) for n, (j, _) in enumerate(wanted)}
+            k += len(wanted)
+        pending.clear()
 
     for i, frame in enumerate(frames):
         if i >= start:
-            if prev is None:
-                yield i, frame, None, None
-            else:
-                pending.append((i, frame, prev))
-                if len(pending) >= width:
-                    yield from flush()
-        prev = frame
+            pending.append((i, frame, [(j, history[-j]) for j in sorted(offsets) if j <= len(history)]))
+            if sum(len(w) for _, _, w in pending) >= width or not any(w for _, _, w in pending):
+                yield from flush()
+        history.append(frame)
     yield from flush()
 
 
@@ -294,13 +361,16 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
     """
     settings.validate()
     out, kind = media.check_animation_output(out, inputs=[input_path])
-    reader = media.VideoReader(input_path, settings.size, settings.start, settings.end)
+    # an MP4 needs even sides: a resized frame gets them now rather than losing a row later
+    reader = media.VideoReader(input_path, settings.size, settings.start, settings.end, even=kind == "mp4")
     w, h = reader.frame_size
     maker.check((h, w))
     fps = settings.fps or reader.fps
     record = {"input": str(input_path), "input_sha256": media.file_sha256(input_path), "size": [h, w],
               "start": settings.start, "end": reader.end, "init": settings.init,
               "motion_boundaries": settings.motion_boundaries, "fps": fps,
+              "temporal_frames": list(settings.temporal_frames), "passes": settings.passes,
+              "blend_weight": settings.blend_weight,
               **maker.settings(), **(metadata or {})}
     record = json.loads(json.dumps(record))  # what a resumed run reads back
     store = FrameStore(work_folder(out, kind), record, resume, overwrite)
@@ -311,52 +381,147 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
         warnings.warn(f"{input_path}: {count} of the {reader.frames} frames in the range could be decoded; "
                       f"the output has {count}")
     total = min(reader.frames, count)  # ffmpeg's count can exceed what decodes
-    audio_start = settings.start / reader.fps
-    path = finish(store, out, kind, total, fps, audio_from=str(input_path) if reader.has_audio else None,
-                  audio_start=audio_start)
+    # the clip's own timing (a variable rate included) unless --fps retimes it; the audio
+    # starts at the first frame's timestamp and lasts as long as the frames written
+    timestamps = reader.timestamps[:total + 1] if reader.vfr and settings.fps is None else None
+    path = finish(store, out, kind, total, settings.fps or reader.rate,
+                  audio_from=str(input_path) if reader.has_audio else None, audio_start=reader.audio_start,
+                  timestamps=timestamps)
     return VideoResult(path, total, fps, _mean(metrics["temporal_error"]), metrics["seconds"],
                        _mean(metrics["independent_error"]) if compare_independent else None)
 
 
 def _frames(reader, store: FrameStore, maker, settings: VideoSettings, compare_independent: bool,
             progress, inner_progress) -> dict:
-    """The frame loop of :func:`process`; returns the per-frame metrics."""
+    """The frame loops of :func:`process`: the first pass, then any later passes; returns the
+    per-frame metrics."""
+    later = store.folder / PASSES_FILE
+    if not (store.resuming and later.is_file()):  # a resumed run past pass 1 goes straight on
+        metrics = _first_pass(reader, store, maker, settings, compare_independent, progress, inner_progress)
+        if settings.passes == 1:
+            return metrics
+        store.write_json(PASSES_FILE, {"pass": 2, "done": 0})
+    return _later_passes(reader, store, maker, settings, progress, inner_progress)
+
+
+def _first_pass(reader, store: FrameStore, maker, settings: VideoSettings, compare_independent: bool,
+                progress, inner_progress) -> dict:
+    """Pass 1, forward: frame 0 in full, every later frame from the previous one warped, with the
+    temporal term towards the frames ``t - j`` of ``settings.temporal_frames``."""
     metrics_path = store.folder / METRICS_FILE
+    reach = max(settings.temporal_frames)
+    store.keep_states = reach
     done = store.count()
     metrics = {"temporal_error": [], "seconds": [], "independent_error": []}
     if done and metrics_path.is_file():
         saved = json.loads(metrics_path.read_text())
         metrics = {k: saved.get(k, [])[:done] for k in metrics}
-    prev_out = prev_indep = None
-    if done:
-        prev_out = store.last_state(done - 1)
+    outs = {i: store.last_state(i) for i in range(max(0, done - reach), done)}
+    prev_indep = None
     store.start()
-    total = reader.frames
-    for i, frame, fw, mask in _with_flows(reader, done, settings.motion_boundaries, getattr(maker, "mesh", None)):
-        t0 = time.perf_counter()
+    total = reader.frames * settings.passes
+    mesh = getattr(maker, "mesh", None)
+    t0 = time.perf_counter()  # a frame's time includes its flows (computed as the frames are read)
+    for i, frame, flows in _with_flows(reader, done, settings.motion_boundaries, mesh, settings.temporal_frames):
         maker.index = i
+        error = indep_error = None
         if i == 0:
             result = maker.first(frame, inner_progress)
-            error = None
-            indep_error = None
         else:
-            warped = np.asarray(flowlib.warp(prev_out, fw))
-            result = maker.next(frame, prev_out, warped, mask, settings.init, inner_progress)
-            error = _pair_error(prev_out, result, fw, mask)
+            fw, mask = flows[1]
+            warped = {j: np.asarray(flowlib.warp(outs[i - j], f)) for j, (f, _) in flows.items()}
+            target = long_term_target([warped[j] for j in sorted(flows)], [flows[j][1] for j in sorted(flows)])
+            result = maker.next(frame, outs[i - 1], warped[1], mask, settings.init, inner_progress, target=target)
+            error = _pair_error(outs[i - 1], result, fw, mask)
         seconds = time.perf_counter() - t0
         if compare_independent:
             indep = np.asarray(maker.independent(frame, None), np.float32)
-            indep_error = None if i == 0 or prev_indep is None else _pair_error(prev_indep, indep, fw, mask)
+            indep_error = None if i == 0 or prev_indep is None else _pair_error(prev_indep, indep, *flows[1])
             prev_indep = indep
         result = np.asarray(result, np.float32)
-        store.save(i, result, result)
+        store.save(i, result, result, meta={"pass": 1} if settings.passes > 1 else None)
         metrics["temporal_error"].append(error)
         metrics["seconds"].append(seconds)
         metrics["independent_error"].append(indep_error if compare_independent else None)
         store.write_json(METRICS_FILE, metrics)
-        prev_out = result
+        outs[i] = result
+        outs.pop(i - reach, None)
         if progress is not None:
             progress(VideoProgress(i + 1, total, seconds, maker.loss, error))
+        t0 = time.perf_counter()
     if store.count() == 0:
         raise SettingsError(f"{reader.path}: no frames could be decoded")
+    return metrics
+
+
+def _pass_flows(frames: list, store: FrameStore, motion_boundaries: bool, mesh) -> Callable[[int], dict]:
+    """Flows both ways between neighbouring frames, computed once (one pair per device at a
+    time) and kept in the work folder; returns ``flows(t) -> {"prev": (flow, mask), "next":
+    (flow, mask)}`` for frame ``t`` (each key present where that neighbour exists)."""
+    path = lambda t: store.folder / f"flows_{t:05d}.npz"  # the pair (t, t-1)
+    missing = [t for t in range(1, len(frames)) if not path(t).is_file()]
+    width = mesh.size if mesh is not None else 1
+    for k in range(0, len(missing), width):
+        ts = missing[k:k + width]
+        fw, mask, bw, mask_back = flowlib.pair_flows([frames[t] for t in ts], [frames[t - 1] for t in ts],
+                                                     motion_boundaries=motion_boundaries, mesh=mesh, both_ways=True)
+        for n, t in enumerate(ts):
+            def write(tmp, n=n):
+                with open(tmp, "wb") as f:
+                    np.savez(f, fw=fw[n], mask=mask[n], bw=bw[n], mask_back=mask_back[n])
+            media.atomic_write(path(t), write)
+
+    def flows(t: int) -> dict:
+        out = {}
+        if t > 0:
+            with np.load(path(t)) as z:
+                out["prev"] = (z["fw"], z["mask"])
+        if t + 1 < len(frames):
+            with np.load(path(t + 1)) as z:
+                out["next"] = (z["bw"], z["mask_back"])
+        return out
+    return flows
+
+
+def _later_passes(reader, store: FrameStore, maker, settings: VideoSettings, progress, inner_progress) -> dict:
+    """Passes 2.. (Ruder et al. 2018, artistic-videos' multi-pass): even passes run backward,
+    odd ones forward; frame ``t`` starts from its previous-pass result blended with the
+    neighbour of the pass direction (already done in this pass) warped into it, where reliable,
+    and is held to that warped neighbour by the temporal term. Resumable frame by frame."""
+    frames = [np.asarray(f, np.float32) for f in reader]
+    n = min(len(frames), store.count())
+    frames = frames[:n]
+    flows = _pass_flows(frames, store, settings.motion_boundaries, getattr(maker, "mesh", None))
+    state = json.loads((store.folder / PASSES_FILE).read_text())
+    total = n * settings.passes
+    seconds_all = []
+    for p in range(int(state["pass"]), settings.passes + 1):
+        forward = p % 2 == 1
+        order = list(range(n)) if forward else list(range(n - 1, -1, -1))
+        done = int(state["done"]) if p == int(state["pass"]) else 0
+        if done < n and media.read_settings(store.frame_path(order[done])).get("pass") == p:
+            done += 1  # written, but interrupted before the count was
+        for k, t in enumerate(order[done:], done):
+            t0 = time.perf_counter()
+            maker.index = t
+            own = media.load_image(store.frame_path(t))
+            side = flows(t).get("prev" if forward else "next")
+            if side is None:
+                result = maker.refine(frames[t], own, None, inner_progress)
+            else:
+                fw, mask = side
+                warped = np.asarray(flowlib.warp(media.load_image(store.frame_path(t - 1 if forward else t + 1)), fw))
+                weight = settings.blend_weight * mask[..., None]
+                result = maker.refine(frames[t], (own + weight * warped) / (1 + weight), (warped, mask), inner_progress)
+            seconds = time.perf_counter() - t0
+            seconds_all.append(seconds)
+            store.save(t, np.asarray(result, np.float32), None, meta={"pass": p})
+            store.write_json(PASSES_FILE, {"pass": p, "done": k + 1})
+            if progress is not None:
+                progress(VideoProgress((p - 1) * n + k + 1, total, seconds, maker.loss, None, p))
+        state = {"pass": p + 1, "done": 0}
+    outs = [media.load_image(store.frame_path(t)) for t in range(n)]
+    errors = [None] + [_pair_error(outs[t - 1], outs[t], *flows(t)["prev"]) for t in range(1, n)]
+    metrics = {"temporal_error": errors, "seconds": seconds_all, "independent_error": [None] * n}
+    store.write_json(METRICS_FILE, metrics)
     return metrics

@@ -1,0 +1,165 @@
+"""Long-term temporal consistency and multi-pass video stylisation (Ruder et al. 2018): the
+long-term target against a hand-made example, flows to frames t-1, t-2, t-4, long-term and
+two-pass runs on tiny clips, and resuming in the middle of a pass."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_video import maker, pan_frames, style_png, tiny_net, write_clip  # noqa: F401 - fixtures
+
+from jaxdream import flow, media
+from jaxdream import video as vd
+from jaxdream.errors import SettingsError
+
+
+def test_long_term_target_holds_each_pixel_by_its_nearest_reliable_frame():
+    """Four pixels; frames t-1, t-2, t-4 reliable as marked: each pixel follows the nearest
+    reliable frame, once; a pixel with none has mask 0."""
+    c1 = np.array([[1, 0, 0, 0]], np.float32)
+    c2 = np.array([[1, 1, 0, 0]], np.float32)
+    c4 = np.array([[1, 1, 1, 0]], np.float32)
+    w1, w2, w4 = (np.full((1, 4, 3), v, np.float32) for v in (10.0, 20.0, 40.0))
+    image, mask = vd.long_term_target([w1, w2, w4], [c1, c2, c4])
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 0]])
+    np.testing.assert_array_equal(image[0, :3, 0], [10, 20, 40])
+    np.testing.assert_array_equal(image[0, 3], w1[0, 3])  # unconstrained: the nearest warp
+    # the combined term equals artistic-videos' sum of per-frame terms with c_long weights
+    rng = np.random.default_rng(0)
+    masks = [rng.integers(0, 2, (8, 9)).astype(np.float32) for _ in range(3)]
+    warped = [rng.uniform(0, 255, (8, 9, 3)).astype(np.float32) for _ in range(3)]
+    image, mask = vd.long_term_target(warped, masks)
+    x = rng.uniform(0, 255, (8, 9, 3)).astype(np.float32)
+    seen, expected = np.zeros((8, 9), np.float32), 0.0
+    for w, c in zip(warped, masks):
+        c_long = np.maximum(c - seen, 0)
+        expected += np.sum(c_long[..., None] * (x - w) ** 2)
+        seen += c
+    assert np.sum(mask[..., None] * (x - image) ** 2) == pytest.approx(expected, rel=1e-5)
+    assert set(np.unique(mask)) <= {0.0, 1.0}
+
+
+def test_flows_reach_back_to_each_offset():
+    frames = pan_frames(6, 2)
+    got = list(vd._with_flows(iter(frames), 0, True, None, (1, 2, 4)))
+    assert [sorted(f) for _, _, f in got] == [[], [1], [1, 2], [1, 2], [1, 2, 4], [1, 2, 4]]
+    fw, mask = flow.pair_flows([frames[5]], [frames[1]])
+    np.testing.assert_allclose(got[5][2][4][0], fw[0], atol=1e-4)
+    assert np.mean(np.abs(got[5][2][4][0][..., 0] - 8)[mask[0] > 0]) < 1  # a pan of 2 px per frame
+    resumed = list(vd._with_flows(iter(frames), 3, True, None, (1, 2, 4)))
+    assert [i for i, _, _ in resumed] == [3, 4, 5] and sorted(resumed[0][2]) == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def clip4(tmp_path_factory):
+    return write_clip(tmp_path_factory.mktemp("clip4") / "pan4.mp4", pan_frames(4, 2))
+
+
+@pytest.fixture(scope="module")
+def clip6(tmp_path_factory):
+    return write_clip(tmp_path_factory.mktemp("clip6") / "pan6.mp4", pan_frames(6, 2))
+
+
+def _frames_of(folder):
+    return [media.load_image(p) for p in sorted(folder.glob("frame_*.png"))]
+
+
+def test_long_term_run_resumes_bit_for_bit(clip6, tiny_net, style_png, tmp_path):
+    settings = vd.VideoSettings(temporal_frames=(1, 2, 4))
+    full = vd.process(clip6, tmp_path / "full", maker(tiny_net, style_png), settings)
+    short = vd.process(clip6, tmp_path / "short", maker(tiny_net, style_png), vd.VideoSettings())
+    assert full.frames == short.frames == 6
+    a, b = _frames_of(tmp_path / "full"), _frames_of(tmp_path / "short")
+    np.testing.assert_array_equal(a[:2], b[:2])  # frames 0 and 1 see only t-1
+    assert max(float(np.abs(x - y).max()) for x, y in zip(a[2:], b[2:])) > 0  # t-2 and t-4 count
+
+    def stop(p):
+        if p.frame == 5:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        vd.process(clip6, tmp_path / "part", maker(tiny_net, style_png), settings, progress=stop)
+    assert len(list((tmp_path / "part").glob("state_*.npy"))) == 4  # frames 1-4 kept for t-4
+    vd.process(clip6, tmp_path / "part", maker(tiny_net, style_png), settings, resume=True)
+    for x, y in zip(_frames_of(tmp_path / "full"), _frames_of(tmp_path / "part"), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_two_passes_and_a_resume_in_the_middle_of_a_pass(clip4, tiny_net, style_png, tmp_path):
+    one = vd.process(clip4, tmp_path / "one", maker(tiny_net, style_png), vd.VideoSettings())
+    seen = []
+    two = vd.process(clip4, tmp_path / "two", maker(tiny_net, style_png), vd.VideoSettings(passes=2),
+                     progress=lambda p: seen.append((p.frame, p.frames, p.pass_number)))
+    assert one.frames == two.frames == 4
+    assert seen == [(k, 8, 1) for k in range(1, 5)] + [(k, 8, 2) for k in range(5, 9)]
+    frames_two = _frames_of(tmp_path / "two")
+    assert all(media.read_settings(tmp_path / "two" / f"frame_{t:05d}.png")["pass"] == 2 for t in range(4))
+    assert not list((tmp_path / "two").glob("flows_*")) and not (tmp_path / "two" / "jaxdream-passes.json").exists()
+    assert max(float(np.abs(x - y).max()) for x, y in zip(_frames_of(tmp_path / "one"), frames_two)) > 0
+    assert two.temporal_error is not None and np.isfinite(two.temporal_error)
+
+    def stop(p):
+        if p.pass_number == 2 and p.frame == 6:  # the second frame of the backward pass: frame 2
+            raise KeyboardInterrupt
+    out = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        vd.process(clip4, out, maker(tiny_net, style_png), vd.VideoSettings(passes=2), progress=stop)
+    assert json.loads((out / "jaxdream-passes.json").read_text()) == {"pass": 2, "done": 2}
+    assert len(list(out.glob("flows_*.npz"))) == 3
+    vd.process(clip4, out, maker(tiny_net, style_png), vd.VideoSettings(passes=2), resume=True)
+    for x, y in zip(frames_two, _frames_of(out), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(temporal_frames=(0,)), "temporal frames must be a whole number >= 1"),
+    (dict(temporal_frames=(2, 4)), "must include 1"),
+    (dict(passes=0), "passes"),
+    (dict(blend_weight=-1.0), "blend weight"),
+])
+def test_bad_long_term_and_pass_settings(kw, needle):
+    with pytest.raises(SettingsError, match=needle):
+        vd.VideoSettings(**kw).validate()
+
+
+def test_chain_flows_adds_up_and_keeps_only_pixels_reliable_all_along():
+    """Three links of a 1.5 px shift: 4.5 px straight back; the columns whose chain leaves the
+    frame, and the pixels that land on an unreliable pixel of a middle frame, drop out."""
+    h, w = 6, 12
+    shift = np.zeros((h, w, 2), np.float32)
+    shift[..., 0] = 1.5
+    masks = [np.ones((h, w), np.float32) for _ in range(3)]
+    masks[1][2, 5] = 0  # frame t-1: pixel (x=5, y=2) unreliable; reached from x=3.5 of frame t
+    composite, mask = flow.chain_flows([shift] * 3, masks)
+    np.testing.assert_allclose(np.asarray(composite)[..., 0], 4.5)
+    np.testing.assert_allclose(np.asarray(composite)[..., 1], 0)
+    mask = np.asarray(mask)
+    assert mask[:, 7:].sum() == 0 and mask[:, :7].sum() == h * 7 - 2  # x=3 and x=4 sample the hole
+    assert mask[2, 3] == 0 and mask[2, 4] == 0 and mask[1, 3] == 1
+
+
+def test_cli_long_term_two_passes_and_bad_values(clip4, style_png, tmp_path, capsys, jaxdream_home):  # noqa: F811
+    from test_video import _run
+    from test_style import vgg_layers
+
+    from jaxdream.weights.keras import write_keras_h5
+    weights = tmp_path / "vgg.h5"
+    write_keras_h5(weights, {f"block{k[4]}_conv{k[6]}": list(v) for k, v in vgg_layers().items()})
+    out = tmp_path / "frames"
+    rc, stdout, err = _run(["video", clip4, "--style", style_png, "-o", f"{out}/", "--weights", weights,
+                            "--iterations-first", 2, "--iterations", 1, "--temporal-frames", "1,2",
+                            "--passes", 2, "--quiet"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [f"frame_{t:05d}.png" for t in range(4)]
+    saved = media.read_settings(out / "frame_00000.png")
+    assert saved["pass"] == 2 and saved["temporal_frames"] == [1, 2] and saved["passes"] == 2
+    for argv, needle in [(["--temporal-frames", "0"], "temporal-frames"), (["--passes", "0"], "--passes"),
+                         (["--temporal-frames", "2,4"], "must include 1"),
+                         (["--blend-weight", "-1"], "--blend-weight")]:
+        rc, _, err = _run(["video", clip4, "--style", style_png, "-o", tmp_path / "x.mp4", *argv], capsys)
+        lines = err.strip().splitlines()
+        assert rc != 0 and len(lines) == 1 and needle in lines[0], err
+        assert not (tmp_path / "x.mp4").exists()
+    rc, _, err = _run(["video", clip4, "--dream", "-o", tmp_path / "d.mp4", "--passes", "2"], capsys)
+    assert rc != 0 and "for style transfer" in err and len(err.strip().splitlines()) == 1, err
