@@ -521,6 +521,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             raise MediaError(f"{path}: the file has no frames (an audio stream only)")
         if video_line is not None and result.returncode == 0:
             raise MediaError(f"{path}: the video has no frames")
+        if any(line.startswith("Input #0") for line in header) and not _stream_line(header, ""):
+            raise MediaError(f"{path}: the clip is empty (its container holds no video stream)")
         raise MediaError(f"{path}: not a video file ffmpeg can read (or a truncated one whose index is missing)")
     duration_line = next((line for line in header if "Duration:" in line), "")
     listed = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", duration_line)

@@ -266,15 +266,20 @@ def bad_media(tmp_path_factory) -> dict[str, Path]:
                     "sine=frequency=440:duration=0.5", "-c:a", "aac", str(audio_only)], check=True)
     photo = folder / "photo.png"
     Image.fromarray(np.full((24, 32, 3), 128, np.uint8)).save(photo)
-    return {"text": text, "audio_only": audio_only, "photo": photo}
+    empty = folder / "empty_clip.mp4"  # a valid MP4 container with zero frames and no stream
+    subprocess.run([FFMPEG, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=red:s=32x32:d=1",
+                    "-frames:v", "0", "-c:v", "libx264", str(empty)], check=True)
+    return {"text": text, "audio_only": audio_only, "photo": photo, "empty_clip": empty}
 
 
-@pytest.mark.parametrize("case", ["not a video", "still image", "zero frames", "unknown codec", "missing style",
+@pytest.mark.parametrize("case", ["not a video", "still image", "zero frames", "empty clip", "unknown codec",
+                                  "missing style",
                                   "both modes", "negative temporal weight", "too small"])
 def test_cli_video_bad_inputs(case, clip, bad_media, style_png, tmp_path, capsys, jaxdream_home):
     out = tmp_path / "out.mp4"
     argv = ["video", clip, "--style", style_png, "-o", out, "--weights", tmp_path / "none.h5"]
     needle = {"not a video": "not a video", "still image": "single still frame", "zero frames": "no frames",
+              "empty clip": "clip is empty",
               "unknown codec": ".avi", "missing style": "not found", "both modes": "not allowed",
               "negative temporal weight": "temporal-weight", "too small": "px"}[case]
     if case == "not a video":
@@ -283,6 +288,8 @@ def test_cli_video_bad_inputs(case, clip, bad_media, style_png, tmp_path, capsys
         argv[1] = bad_media["photo"]
     elif case == "zero frames":
         argv[1] = bad_media["audio_only"]
+    elif case == "empty clip":
+        argv[1] = bad_media["empty_clip"]
     elif case == "unknown codec":
         out = tmp_path / "out.avi"
         argv[argv.index("-o") + 1] = out
