@@ -163,3 +163,23 @@ def test_cli_long_term_two_passes_and_bad_values(clip4, style_png, tmp_path, cap
         assert not (tmp_path / "x.mp4").exists()
     rc, _, err = _run(["video", clip4, "--dream", "-o", tmp_path / "d.mp4", "--passes", "2"], capsys)
     assert rc != 0 and "for style transfer" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_video_passes_the_tolerance_to_the_frames(monkeypatch, clip4, style_png, tmp_path, capsys, jaxdream_home):  # noqa: F811
+    """``video --tol-loss-relative`` reaches the frame maker (and its default stays the library's)."""
+    from test_video import _run
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake(self, *a, **kw):
+        seen.append((kw.get("tol_loss_relative"), kw.get("tol_loss_relative_interval")))
+        raise Stop
+
+    import functools
+    monkeypatch.setattr(vd.StyleFrames, "__init__", functools.wraps(vd.StyleFrames.__init__)(fake))
+    for extra in ([], ["--tol-loss-relative", "0.05", "--tol-loss-relative-interval", "5"]):
+        with pytest.raises(Stop):
+            _run(["video", clip4, "--style", style_png, "-o", tmp_path / "t.mp4", *extra], capsys)
+    assert seen == [(None, None), (0.05, 5)]
