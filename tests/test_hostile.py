@@ -548,6 +548,10 @@ def test_read_only_folder_is_refused_before_computing(command, inputs, real_env,
 # --------------------------------------------------------------------------------------------
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Started:
     """A ``jaxdream`` subprocess whose stdout and stderr go to files (no pipe can fill up)."""
 
@@ -555,8 +559,10 @@ class Started:
         logs.mkdir(parents=True, exist_ok=True)
         self.err_path = logs / f"stderr_{time.monotonic_ns()}.txt"
         with open(self.err_path, "w") as err, open(logs / "stdout.txt", "a") as out:
+            # as from a terminal: a test run started as a background job (SIGINT ignored, which
+            # jaxdream then respects, like nohup) must still be able to interrupt its command
             self.proc = subprocess.Popen([SCRIPT, *map(str, args)], env=env, stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, cwd=cwd)
+                                         stdin=subprocess.DEVNULL, cwd=cwd, preexec_fn=_default_sigint)
 
     def wait_for(self, path: Path, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
