@@ -20,6 +20,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 from test_style import as_params, vgg_layers
+from test_video import _run, vgg_h5  # noqa: F401 - a fixture
 from weightfiles import REAL_SKIP_REASON, REAL_WEIGHTS
 
 from jaxdream import media
@@ -231,20 +232,6 @@ def test_process_variable_rate_clip(clips, tiny_net, style_png, tmp_path):
 # --------------------------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def vgg_h5(tmp_path_factory) -> Path:
-    from jaxdream.weights.keras import write_keras_h5
-    path = tmp_path_factory.mktemp("weights") / "vgg19_random.h5"
-    write_keras_h5(path, {f"block{k[4]}_conv{k[6]}": list(v) for k, v in vgg_layers().items()})
-    return path
-
-
-def _run(argv, capsys):
-    rc = cli_main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def test_cli_default_output_beside_the_clip_never_replaced_silently(clips, style_png, vgg_h5, tmp_path,

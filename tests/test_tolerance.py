@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_style import as_params, rand_image, vgg_layers
+from test_style import as_params, pngs, rand_image, vgg_layers  # noqa: F401 - pngs is a fixture
 
 from jaxdream import media, style
 from jaxdream.cli.main import main as cli_main
@@ -146,14 +146,6 @@ def test_video_frames_after_the_first_stop_early(tiny_net, images):
 # --------------------------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pngs(tmp_path, images):
-    content, style_img = tmp_path / "content.png", tmp_path / "style.png"
-    media.save_image(content, images[0])
-    media.save_image(style_img, images[1])
-    return content, style_img
 
 
 def test_cli_flags_reach_the_library(tmp_path, pngs, capsys, monkeypatch):
