@@ -431,6 +431,17 @@ def estimate_flow(a: Array, b: Array, *, levels: int | None = None, warps: int =
     return _estimate_jit(*traced, **static)
 
 
+def _settings(kwargs: dict) -> dict:
+    """:func:`estimate_flow`'s keyword settings with ``kwargs`` applied (unknown names refused)."""
+    defaults = {name: param.default
+                for name, param in inspect.signature(estimate_flow).parameters.items()
+                if param.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = set(kwargs) - set(defaults)
+    if unknown:
+        raise SettingsError(f"unknown flow setting(s): {', '.join(sorted(unknown))}")
+    return {**defaults, **kwargs}
+
+
 def forward_backward(a: Array, b: Array, **kwargs: Any) -> tuple[jax.Array, jax.Array]:
     """Flows in both directions, from two calls of the one compiled estimator.
 
@@ -448,13 +459,7 @@ def forward_backward(a: Array, b: Array, **kwargs: Any) -> tuple[jax.Array, jax.
         (``warp(b, flow_fw) ≈ a``) and ``flow_bw`` from ``b`` to ``a`` on the grid of ``b``.
         Pass them in this order to :func:`occlusion_mask` for the pixels of ``a`` visible in ``b``.
     """
-    defaults = {name: param.default
-                for name, param in inspect.signature(estimate_flow).parameters.items()
-                if param.kind is inspect.Parameter.KEYWORD_ONLY}
-    unknown = set(kwargs) - set(defaults)
-    if unknown:
-        raise SettingsError(f"unknown flow setting(s): {', '.join(sorted(unknown))}")
-    (a, b, *params), static = _prepare(a, b, **{**defaults, **kwargs})
+    (a, b, *params), static = _prepare(a, b, **_settings(kwargs))
     return _estimate_jit(a, b, *params, **static), _estimate_jit(b, a, *params, **static)
 
 
@@ -552,9 +557,8 @@ def pair_flows(frames_a, frames_b, *, motion_boundaries: bool = True, mesh=None,
                          occlusion_mask(bw, fw, motion_boundaries=motion_boundaries) if both_ways else None))
         return tuple(np.stack([np.asarray(r[k]) for r in rows]) for k in range(want))
     from . import parallel
-    defaults = {name: param.default for name, param in inspect.signature(estimate_flow).parameters.items()
-                if param.kind is inspect.Parameter.KEYWORD_ONLY}
-    prepared = [_prepare(a, b, **{**defaults, **kwargs}) for a, b in zip(frames_a, frames_b)]
+    settings = _settings(kwargs)
+    prepared = [_prepare(a, b, **settings) for a, b in zip(frames_a, frames_b)]
     static = prepared[0][1]
     a = jnp.stack([t[0] for t, _ in prepared])
     b = jnp.stack([t[1] for t, _ in prepared])
