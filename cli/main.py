@@ -22,7 +22,7 @@ from jaxdream._version import __version__
 from jaxdream.errors import JaxdreamError
 
 #: Modules of ``jaxdream.cli`` that add commands, in help order.
-COMMAND_MODULES = ("basic", "dream", "style", "video")
+COMMAND_MODULES = ("basic", "dream", "style", "video", "warmup", "serve")
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):

@@ -1,0 +1,102 @@
+"""jaxdream's style evaluation against a PyTorch reference of the same objective, in one run.
+
+Interleaves, ``--reps`` times: a fresh jaxdream process that times one loss-and-gradient
+evaluation of ``style.objective`` (``jit(value_and_grad)``) and one L-BFGS iteration as
+``jaxdream style`` runs it (``style.lbfgs_step``: one evaluation, the history update and the
+step), then a fresh PyTorch process running ``benchmarks/peer_torch.py`` (the same objective,
+``torch.optim.LBFGS`` as neural-style-pt calls it). Both use random weights of VGG-19's real
+shapes on random images of the same size. Prints every measurement and the ratios
+jaxdream / PyTorch (below 1: jaxdream is faster).
+
+    /tmp/torchenv/bin/pip install torch numpy          # any Python with torch
+    python benchmarks/peer_compare.py --torch-python /tmp/torchenv/bin/python --size 512 --reps 2
+
+See ``benchmarks/peer_compare.md`` for what was measured and how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def child(size: int, evals: int) -> dict:
+    """Time jaxdream's evaluation and L-BFGS iteration at ``size`` (random VGG-19 weights)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdream import style
+    from jaxdream.network import param_shapes, unflatten
+
+    rng = np.random.default_rng(0)
+    flat = {n: (rng.standard_normal(s) * np.sqrt(2.0 / max(1, int(np.prod(s[:-1]))))).astype(np.float32)
+            for n, s in param_shapes("vgg19").items()}
+    params = unflatten("vgg19", flat)
+    content = jnp.asarray(rng.uniform(-120, 135, (size, size, 3)), jnp.float32)
+    style_x = jnp.asarray(rng.uniform(-120, 135, (size, size, 3)), jnp.float32)
+    obj = style.Objective(remat=size * size > style.REMAT_PIXELS)
+    targets = style.prepare_targets(params, content, [style_x], [1.0], obj)
+    weights = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
+    vg = jax.jit(jax.value_and_grad(lambda x, p, t, w: style.objective(x, p, t, w, obj), has_aux=True))
+    t0 = time.perf_counter()
+    jax.block_until_ready(vg(content, params, targets, weights))
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(evals):
+        t0 = time.perf_counter()
+        jax.block_until_ready(vg(content, params, targets, weights))
+        times.append(time.perf_counter() - t0)
+    wb = {k: v[None] for k, v in weights.items()}
+    state = style.lbfgs_init(content[None], 100)
+    state = jax.block_until_ready(style.lbfgs_step(state, params, targets, wb, jnp.float32(1), spec=obj))
+    t0 = time.perf_counter()
+    for _ in range(evals):
+        state = style.lbfgs_step(state, params, targets, wb, jnp.float32(1), spec=obj)
+    jax.block_until_ready(state)
+    return {"jax": jax.__version__, "shape": [size, size], "compile_s": compile_s,
+            "eval_s": sorted(times)[len(times) // 2], "eval_all": times,
+            "lbfgs_eval_s": (time.perf_counter() - t0) / evals}
+
+
+def _run(cmd: list[str]) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--torch-python", default=sys.executable, help="a Python with torch installed")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--evals", type=int, default=4, help="timed evaluations per process")
+    p.add_argument("--reps", type=int, default=2, help="interleaved repetitions")
+    p.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        print(json.dumps(child(a.child, a.evals)))
+        return
+    rows = []
+    for rep in range(a.reps):
+        j = _run([sys.executable, __file__, "--child", str(a.size), "--evals", str(a.evals)])
+        t = _run([a.torch_python, str(HERE / "peer_torch.py"), "--size", str(a.size), "--evals", str(a.evals)])
+        rows.append((j, t))
+        print(f"rep {rep + 1}: jaxdream eval {j['eval_s']:.3f} s, L-BFGS {j['lbfgs_eval_s']:.3f} s/eval "
+              f"(jax {j['jax']}); PyTorch eval {t['eval_s']:.3f} s, L-BFGS {t['lbfgs_eval_s']:.3f} s/eval "
+              f"(torch {t['torch']}); ratios {j['eval_s'] / t['eval_s']:.2f} and "
+              f"{j['lbfgs_eval_s'] / t['lbfgs_eval_s']:.2f}", flush=True)
+    ev = [j["eval_s"] / t["eval_s"] for j, t in rows]
+    lb = [j["lbfgs_eval_s"] / t["lbfgs_eval_s"] for j, t in rows]
+    print(f"{a.size} px: jaxdream / PyTorch per evaluation {min(ev):.2f}-{max(ev):.2f}, "
+          f"per L-BFGS evaluation {min(lb):.2f}-{max(lb):.2f} (target <= 0.8)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The studio's web application (Starlette) and :func:`serve`, which ``jaxdream serve`` runs.
+
+Routes:
+
+* ``GET /``: the page; ``/static/...``: its script and style sheet (package data, no build step);
+* ``GET /api/options``: the forms, read from the command line's parser (:mod:`.forms`);
+* ``POST /api/uploads?name=FILE``: the file's bytes as the body (:mod:`.uploads`);
+* ``POST /api/jobs``: ``{"command", "files": {role: [upload ids]}, "values": {option: text}}``;
+* ``GET /api/jobs``, ``GET /api/jobs/ID``, ``POST /api/jobs/ID/cancel``;
+* ``GET /api/events``: server-sent events with the queue and the running job's progress,
+  sent whenever they change;
+* ``GET /files/PATH``: a file of the studio folder (``?download=1`` to save it), nothing else.
+
+Requests that change something must carry the header ``X-Jaxdream: 1``, which a page of another
+site cannot send without the browser asking first (and the studio never says yes), and every
+request must name this machine as its host (so a rebound DNS name cannot reach the studio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import JaxdreamError, SettingsError
+from . import forms
+from .jobs import SETTINGS, Studio, read_json
+from .uploads import Incoming, UploadError
+
+STATIC = Path(__file__).with_name("static")
+
+#: Seconds between two looks at the queue and the running job's progress, per open page.
+EVENT_POLL_S = 0.2
+
+#: Headers of every page and file: nothing is loaded from elsewhere, nothing is sniffed.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+                               "object-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _refused(e: JaxdreamError) -> JSONResponse:
+    status = getattr(e, "status", 400)
+    return JSONResponse({"error": str(e)}, status_code=status)
+
+
+def _guard(request: Request) -> None:
+    """Refuse a request that changes something unless it came from the studio's own page."""
+    if request.headers.get("x-jaxdream") != "1":
+        raise UploadError("refused: requests that change something must come from the studio's page", 403)
+
+
+def create_app(studio: Studio, allowed_hosts=("127.0.0.1", "localhost")) -> Starlette:
+    """The studio's web application over ``studio``."""
+    options = forms.describe()
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+
+    async def get_options(request: Request) -> Response:
+        return JSONResponse(options)
+
+    async def upload(request: Request) -> Response:
+        _guard(request)
+        incoming = Incoming(studio.uploads, request.query_params.get("name", ""), studio.max_upload_bytes)
+        try:
+            refused = None
+            length = request.headers.get("content-length")
+            try:
+                incoming.check_length(int(length) if length and length.isdigit() else None)
+            except UploadError as e:
+                refused = e
+            async for chunk in request.stream():  # read to the end even when refused, so that
+                if refused is None:               # the browser gets the answer, not a reset
+                    try:
+                        incoming.write(chunk)
+                    except UploadError as e:
+                        refused = e
+            if refused is not None:
+                raise refused
+            received = await run_in_threadpool(incoming.finish)
+        finally:
+            incoming.abort()
+        return JSONResponse(asdict(received), status_code=201)
+
+    async def submit(request: Request) -> Response:
+        _guard(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise UploadError("the request is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("values", {}), dict) \
+                or not isinstance(body.get("files", {}), dict):
+            raise UploadError("expected {command, files, values}")
+        job = await run_in_threadpool(studio.submit, str(body.get("command")), body.get("files") or {},
+                                      {str(k): v for k, v in (body.get("values") or {}).items()})
+        return JSONResponse(job.summary(), status_code=201)
+
+    async def list_jobs(request: Request) -> Response:
+        return JSONResponse({"gallery": studio.gallery(), "live": studio.live()})
+
+    async def get_job(request: Request) -> Response:
+        job = studio.job(request.path_params["job"])
+        return JSONResponse(job.summary(progress=True) | {"argv": read_json(job.folder / SETTINGS, {}).get("argv")})
+
+    async def cancel(request: Request) -> Response:
+        _guard(request)
+        return JSONResponse(studio.cancel(request.path_params["job"]).summary())
+
+    async def events(request: Request) -> Response:
+        async def stream():
+            last, quiet = None, 0.0
+            while True:
+                data = json.dumps(studio.live())
+                if data != last:
+                    last, quiet = data, 0.0
+                    yield f"data: {data}\n\n"
+                elif quiet > 15:
+                    quiet = 0.0
+                    yield ": still here\n\n"
+                await asyncio.sleep(EVENT_POLL_S)
+                quiet += EVENT_POLL_S
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def files(request: Request) -> Response:
+        path = studio.file(request.path_params["path"])
+        headers = dict(SECURITY_HEADERS, **{"Cache-Control": "no-cache"})
+        if request.query_params.get("download"):
+            name = "_".join(path.relative_to(studio.home.resolve()).parts)
+            return FileResponse(path, headers=headers, filename=f"jaxdream_{name}")
+        return FileResponse(path, headers=headers)
+
+    routes = [
+        Route("/", index),
+        Route("/api/options", get_options),
+        Route("/api/uploads", upload, methods=["POST"]),
+        Route("/api/jobs", list_jobs),
+        Route("/api/jobs", submit, methods=["POST"]),
+        Route("/api/jobs/{job}", get_job),
+        Route("/api/jobs/{job}/cancel", cancel, methods=["POST"]),
+        Route("/api/events", events),
+        Route("/files/{path:path}", files),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    handlers = {JaxdreamError: lambda request, e: _refused(e)}
+    return Starlette(routes=routes, exception_handlers=handlers,
+                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(64)
+    except OSError as e:
+        raise SettingsError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def _loopback(sock: socket.socket) -> bool:
+    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+
+
+def serve(host: str, port: int, home: Path, max_upload_bytes: int) -> int:
+    """Serve the studio until interrupted; the running job is asked to stop (it keeps what it
+    finished) when the server stops."""
+    import uvicorn
+    sock = _bind(host, port)
+    local = _loopback(sock)
+    if not local:
+        print(f"jaxdream: warning: the studio listens on {host}: anyone who can reach this machine can "
+              f"upload files and start runs (there is no login); use --host 127.0.0.1 to keep it local",
+              file=sys.stderr, flush=True)
+    studio = Studio(home, max_upload_bytes=max_upload_bytes).start()
+    hosts = ["127.0.0.1", "localhost", "[::1]"] if local else ["*"]
+    config = uvicorn.Config(create_app(studio, hosts), log_level="warning", lifespan="off",
+                            timeout_graceful_shutdown=1, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="jaxdream-studio-http",
+                              daemon=True)
+    thread.start()
+    shown = f"[{host}]" if ":" in host else host
+    print(f"jaxdream studio: http://{shown}:{sock.getsockname()[1]}/ (jobs and results in {home}; "
+          f"Ctrl-C to stop)", flush=True)
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        server.should_exit = True
+        studio.shutdown()
+        thread.join(2)
+    return 0
