@@ -4,7 +4,8 @@ For each clip it stylises the same frames with the real VGG-19 five ways, all in
 
 * ``independent``: every frame on its own like frame 0 (the baseline of the ratios);
 * ``short-term``: the previous stylised frame warped in as init and temporal target (default);
-* ``long-term``: ``--temporal-frames 1,2,4`` (Ruder et al. 2018);
+* ``long-term``: ``--temporal-frames 1,2,4`` (Ruder et al. 2018), closest-first weights;
+* ``long-normalize``: the same with ``--long-term-weights normalize``;
 * ``multi-pass``: ``--passes N`` (forward, backward, ...);
 * ``adaptive``: short-term with the relative-loss stopping rule of ``--tol-loss-relative``
   (when the installed jaxdream has it) against the fixed ``--iterations`` budget.
@@ -93,8 +94,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--gap", type=int, default=10, help="frames between the two of the long-term error")
-    ap.add_argument("--tol", type=float, default=None, help="--tol-loss-relative of the adaptive run "
-                                                           "(default: the library's video default)")
+    ap.add_argument("--tol", default=None, help="--tol-loss-relative of the adaptive run, or several "
+                                                "comma-separated (default: the library's video default)")
     ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
     args = ap.parse_args()
     net = load_network("vgg19")
@@ -117,20 +118,23 @@ def main() -> None:
             base = vd.VideoSettings(size=args.size, end=args.frames)
             variants = {"short-term": (base, {}),
                         "long-term": (vd.VideoSettings(size=args.size, end=args.frames, temporal_frames=(1, 2, 4)), {}),
+                        "long-normalize": (vd.VideoSettings(size=args.size, end=args.frames, temporal_frames=(1, 2, 4),
+                                                            long_term_weights="normalize"), {}),
                         f"multi-pass {args.passes}": (vd.VideoSettings(size=args.size, end=args.frames,
                                                                        passes=args.passes), {})}
             if adaptive_key:
-                tol = {} if args.tol is None else {adaptive_key: args.tol}
-                variants["adaptive"] = (base, tol)
+                for tol in (args.tol.split(",") if args.tol else [None]):
+                    label = "adaptive" if tol is None else f"adaptive {float(tol):g}"
+                    variants[label] = (base, {} if tol is None else {adaptive_key: float(tol)})
             fixed = {adaptive_key: 0.0} if adaptive_key else {}
             results = {}
             if "independent" not in skip:
                 results["independent"] = independent(clip, net, Path(args.style), args.size, args.frames,
                                                      maker_kw | fixed)
             for label, (settings, extra) in variants.items():
-                if label.split()[0] in skip:
+                if label.split()[0] in skip or label in skip:
                     continue
-                kw = maker_kw | (fixed if label != "adaptive" else extra)
+                kw = maker_kw | (extra if label.startswith("adaptive") else fixed)
                 results[label] = run(clip, net, Path(args.style), settings, kw, work, label.replace(" ", "_"))
         print(f"\n{name}: {len(frames)} frames at {frames[0].shape[1]}x{frames[0].shape[0]}")
         print(f"  {'variant':<14} {'short err':>10} {'ratio':>6} {'long err':>10} {'ratio':>6} "
@@ -144,14 +148,16 @@ def main() -> None:
             loss_ratio = v["loss"] / short_ref["loss"] if short_ref and np.isfinite(v["loss"]) else float("nan")
             print(f"  {k:<14} {s:>10.1f} {s / ref[0]:>6.2f} {lg:>10.1f} {lg / ref[1]:>6.2f} "
                   f"{np.mean(later):>8.2f} {v['evals']:>11.1f} {loss_ratio:>10.3f}")
-        if "long-term" in errs and "short-term" in errs:
-            print(f"  long-term / short-term: long error {errs['long-term'][1] / errs['short-term'][1]:.2f}x "
-                  f"(target <= 0.7), short error {errs['long-term'][0] / errs['short-term'][0]:.2f}x (target <= 1)")
-        if "adaptive" in results and "short-term" in results:
-            a, st = results["adaptive"], results["short-term"]
-            print(f"  adaptive / fixed: evaluations {st['evals'] / a['evals']:.2f}x fewer (target >= 2), "
-                  f"short error {errs['adaptive'][0] / errs['short-term'][0]:.2f}x (target <= 1.1), "
-                  f"loss {a['loss'] / st['loss']:.3f}x (target within 5%)")
+        for k in ("long-term", "long-normalize"):
+            if k in errs and "short-term" in errs:
+                print(f"  {k} / short-term: long error {errs[k][1] / errs['short-term'][1]:.2f}x "
+                      f"(target <= 0.7), short error {errs[k][0] / errs['short-term'][0]:.2f}x (target <= 1)")
+        for k in (k for k in results if k.startswith("adaptive")):
+            if "short-term" in results:
+                a, st = results[k], results["short-term"]
+                print(f"  {k} / fixed: evaluations {st['evals'] / a['evals']:.2f}x fewer (target >= 2), "
+                      f"short error {errs[k][0] / errs['short-term'][0]:.2f}x (target <= 1.1), "
+                      f"loss {a['loss'] / st['loss']:.3f}x (target within 5%)")
 
 
 if __name__ == "__main__":

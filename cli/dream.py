@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from jaxdream.dream import DreamConfig
+from jaxdream.errors import SettingsError
 
 from .common import (FRAMES_KEPT, add_device_flags, add_dry_run, add_frames_flags, add_precision, dry_run_done,
                      number, output_size, pair, report_interrupt, single_process)
@@ -44,6 +45,10 @@ def add_dream_options(p: argparse.ArgumentParser, steps: int = _D.steps, octaves
                    help=f"gradients of larger images are computed in tiles (default {_D.tile_size})")
     g.add_argument("--seed", type=number("seed"), default=_D.seed, help=f"random seed (default {_D.seed})")
     g.add_argument("--size", type=number("size"), help="scale the input so its longest side is N px first")
+    g.add_argument("--mask", dest="masks", action="append", metavar="IMAGE",
+                   help="dream only where this picture is white (grey levels scale the step; the "
+                        "input's aspect ratio; one image for every frame of zoom and video). With "
+                        "video --style: one mask per --style, the region each style paints")
     g.add_argument("--quiet", action="store_true", help="no progress output")
     add_precision(g)
     add_dry_run(p)
@@ -58,14 +63,28 @@ def dream_config(args):
                        steps=args.steps, octaves=args.octaves, octave_scale=args.octave_scale,
                        step_size=args.step_size, jitter=args.jitter, normalize=normalize,
                        lapnorm_levels=args.lapnorm or _D.lapnorm_levels, tile_size=args.tile_size,
-                       seed=args.seed, precision=args.precision)
+                       seed=args.seed, precision=args.precision, mask=dream_mask(args))
+
+
+def dream_mask(args) -> str | None:
+    """The one ``--mask`` of a dream (None without)."""
+    masks = getattr(args, "masks", None) or []
+    if len(masks) > 1:
+        raise SettingsError(f"{len(masks)} masks given: a dream takes one --mask")
+    return masks[0] if masks else None
 
 
 def make_dreamer(args, cfg):
     from jaxdream import media
     from jaxdream.dream import Dreamer
     guide = media.load_image(args.guide) if args.guide else None
-    return Dreamer(cfg, weights=args.weights, guide_image=guide, mesh=getattr(args, "mesh", None))
+    return Dreamer(cfg, weights=args.weights, guide_image=guide, mesh=getattr(args, "mesh", None),
+                   mask=_read_mask(cfg.mask))
+
+
+def _read_mask(path):
+    from jaxdream.masks import load_mask, mask_name
+    return None if path is None else load_mask(path, mask_name(path))
 
 
 def register(sub) -> None:
@@ -105,6 +124,10 @@ def _check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
         gh, gw = output_size(args.guide, cfg.guide_size, "guide")
         need = max(need, memory.forward_bytes(gh, gw))
     memory.check_fits(need, f"DeepDream at {w}x{h}")
+    if cfg.mask is not None:
+        from jaxdream.masks import check_aspect, mask_name
+        what = "the clip's frames" if getattr(args, "dream", False) else f"the input {Path(args.input).name}"
+        check_aspect(_read_mask(cfg.mask), hw, mask_name(cfg.mask), what)
 
 
 def cmd_dream(args) -> int:
@@ -115,7 +138,7 @@ def cmd_dream(args) -> int:
     cfg = dream_config(args)
     out = Path(args.output) if args.output else Path(args.input).with_name(Path(args.input).stem + "_dream.png")
     hw = output_size(args.input, args.size)
-    media.check_output(out, inputs=[args.input, args.guide])
+    media.check_output(out, inputs=[args.input, args.guide, cfg.mask])
     _check_dream_size(args, cfg, hw)
     if args.dry_run:
         return dry_run_done(f"dream ({cfg.octaves} octaves x {cfg.steps} steps)", hw, out)
@@ -151,7 +174,7 @@ def cmd_zoom(args) -> int:
     zs.validate()
     schedule = animate.parse_layer_schedule(args.layer_schedule)
     hw = output_size(args.input, args.size or 512)
-    out, kind = media.check_animation_output(args.output, inputs=[args.input, args.guide])
+    out, kind = media.check_animation_output(args.output, inputs=[args.input, args.guide, cfg.mask])
     animate.check_work_folder(animate.work_folder(out, kind), args.resume, args.overwrite)
     _check_dream_size(args, cfg, hw)
     if args.dry_run:
@@ -169,7 +192,8 @@ def cmd_zoom(args) -> int:
             animate.zoom(dreamer, image, out, zs, schedule, resume=args.resume, overwrite=args.overwrite,
                          progress=progress,
                          metadata={"input": str(args.input), "input_sha256": media.file_sha256(args.input),
-                                   "weights_sha256": dreamer.net.weights_id})
+                                   "weights_sha256": dreamer.net.weights_id}
+                         | ({"mask_sha256": media.file_sha256(cfg.mask)} if cfg.mask else {}))
         except KeyboardInterrupt as e:
             report_interrupt(e, FRAMES_KEPT)
     if not args.quiet:

@@ -84,8 +84,29 @@ def add_style_options(g, *, sweep: bool) -> None:
     g.add_argument("--original-colors", action="store_true", help="keep the content's colours")
     g.add_argument("--color-transfer", help="histogram or mean-cov: give the style images the "
                                             "content's colour statistics first")
+    add_mask_options(g)
+    g.add_argument("--style-loss", choices=("gram", "wasserstein"), default=_default("style_loss"),
+                   help="gram (default, neural-style's Gram matrices) or wasserstein (W2 distance between "
+                        "Gaussian fits of the features, crowsonkb/style-transfer-pytorch's loss)")
+    g.add_argument("--ema", type=number("ema"), default=_default("ema"), metavar="DECAY",
+                   help="with --optimizer adam: return the average of the iterates, each step "
+                        "weighted DECAY times the next (e.g. 0.99; default 0: the last iterate)")
     if sweep:  # video --style takes --precision from the dream options it also has
         add_precision(g)
+
+
+def add_mask_options(g) -> None:
+    """The masks of style transfer (Gatys et al.'s spatial control); ``--mask`` is also a dream
+    option (the same flag and destination, so ``video`` has one)."""
+    g.add_argument("--mask", dest="masks", action="append", metavar="IMAGE",
+                   help="one per --style, in the same order: the region of the content image that "
+                        "style paints (white; grey levels are weights, grey borders blend the styles); "
+                        "the content image's aspect ratio")
+    g.add_argument("--content-mask", metavar="IMAGE",
+                   help="weight the content loss by this picture (white: keep the content)")
+    g.add_argument("--style-mask", dest="style_masks", action="append", metavar="IMAGE|none",
+                   help="one per --style: the part of that style image its style is taken from "
+                        "('none': all of it)")
 
 
 def register(sub) -> None:
@@ -276,7 +297,16 @@ def _settings(args, init) -> dict:
         style_scale=args.style_scale, original_colors=args.original_colors,
         color_transfer=args.color_transfer, seed=_one(args.seed), model=args.model,
         remat=None if args.remat == "auto" else args.remat == "on", band_rows=args.band_rows,
-        precision=args.precision, **tolerance_settings(args))
+        precision=args.precision, **tolerance_settings(args), **mask_settings(args))
+
+
+def mask_settings(args) -> dict:
+    """The mask, style-loss and EMA settings of a style command (``style`` and ``video --style``)
+    that differ from the library's defaults (so that a video's recorded settings, which
+    ``--resume`` compares, only name them when used)."""
+    given = dict(masks=args.masks, content_mask=args.content_mask, style_masks=args.style_masks,
+                 style_loss=args.style_loss, ema=args.ema)
+    return {k: v for k, v in given.items() if v != _default(k)}
 
 
 def tolerance_settings(args) -> dict:
@@ -304,7 +334,8 @@ def _style_run(args, items: list[tuple[Path, Path]], in_batch: bool = False) -> 
         raise SettingsError("give either --init FILE or --init-image FILE, not both")
     init = args.init_image or args.init
     if not (in_batch and args.dry_run):  # a batch's folder is checked (and created) by cmd_style
-        items = [(c, media.check_output(out, inputs=[c, *args.style, init])) for c, out in items]
+        masks = [*(args.masks or []), args.content_mask, *(args.style_masks or [])]
+        items = [(c, media.check_output(out, inputs=[c, *args.style, init, *masks])) for c, out in items]
     content = items[0][0] if len(items) == 1 else [c for c, _ in items]
     settings = _settings(args, init)
     plan = plan_style(content, args.style, chunk=args.chunk, **settings)

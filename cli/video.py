@@ -10,7 +10,7 @@ from jaxdream.errors import MediaError, SettingsError
 
 from .common import FRAMES_KEPT, add_frames_flags, dry_run_done, number, numbers, report_interrupt, single_process
 from .dream import add_dream_options, dream_config, make_dreamer
-from .style import _names, add_style_options, tolerance_settings
+from .style import _names, add_style_options, mask_settings, tolerance_settings
 
 #: Longest side frames are processed at unless --size says otherwise (a smaller clip keeps its
 #: own size): a 16:9 clip runs at 256x144, where a later frame (100 L-BFGS iterations) takes
@@ -82,8 +82,11 @@ def register(sub) -> None:
                    help="coarse-to-fine longest sides for the first frame (the last one = --size)")
     s.add_argument("--temporal-frames", type=numbers("temporal-frames"), default=[1], metavar="J1,J2,..",
                    help="earlier stylised frames t-j that hold frame t (Ruder et al. 2018's long-term "
-                        "loss, e.g. 1,2,4: each pixel by its nearest reliable one; default 1: the "
-                        "previous frame only)")
+                        "loss, e.g. 1,2,4; default 1: the previous frame only)")
+    s.add_argument("--long-term-weights", choices=vd.LONG_TERM_WEIGHTS, default=vd.LONG_TERM_WEIGHTS[0],
+                   help="how --temporal-frames share a pixel: closest-first (default, artistic-videos': "
+                        "its nearest reliable frame only) or normalize (every reliable frame, weights "
+                        "summing to 1, which anchors static parts to the older frames)")
     s.add_argument("--passes", type=number("passes"), default=1,
                    help="passes over the clip, alternating forward and backward (Ruder et al. "
                         "2018's multi-pass; each later pass costs --iterations per frame; default 1)")
@@ -114,7 +117,8 @@ def _style_settings(args) -> dict:
                 optimizer=args.optimizer.lower(), learning_rate=args.learning_rate,
                 lbfgs_num_correction=args.lbfgs_num_correction, pooling=args.pooling,
                 style_scale=args.style_scale, original_colors=args.original_colors,
-                color_transfer=args.color_transfer, seed=args.seed, precision=args.precision)
+                color_transfer=args.color_transfer, seed=args.seed, precision=args.precision,
+                **mask_settings(args))
 
 
 def _check_frames(args, hw: tuple[int, int]) -> None:
@@ -238,7 +242,7 @@ def cmd_video(args) -> int:
     settings = vd.VideoSettings(size=size, start=args.start, end=args.end, init=args.init,
                                 motion_boundaries=not args.no_motion_boundaries, fps=args.fps,
                                 temporal_frames=tuple(args.temporal_frames), passes=args.passes,
-                                blend_weight=args.blend_weight)
+                                blend_weight=args.blend_weight, long_term_weights=args.long_term_weights)
     settings.validate()
     if args.dream and (args.passes > 1 or tuple(args.temporal_frames) != (1,)):
         raise SettingsError("--passes and --temporal-frames are for style transfer (--style); a dream "

@@ -169,14 +169,34 @@ def lap_normalize(g: jax.Array, levels: int = 4, eps: float = 1e-12) -> jax.Arra
     return out
 
 
-def normalize_gradient(g: jax.Array, mode: str, levels: int = 4) -> jax.Array:
-    """Scale a gradient so that ``image += step_size * normalize_gradient(g)`` is a sensible step."""
+def normalize_gradient(g: jax.Array, mode: str, levels: int = 4, mask: jax.Array | None = None) -> jax.Array:
+    """Scale a gradient so that ``image += step_size * normalize_gradient(g)`` is a sensible step.
+
+    With a ``mask`` (H, W) of weights in 0..1 the gradient is multiplied by it and its
+    statistics (mean |g|, std) are taken over the positions it weights, so the masked region
+    steps as far as an unmasked dream would; an all-zero mask gives a zero step.
+    """
+    if mask is not None:
+        return _normalize_masked(g, mode, levels, mask[..., None])
     if mode == "mean":
         return g / (jnp.mean(jnp.abs(g)) + 1e-8)
     if mode == "std":
         return g / (jnp.std(g) + 1e-8)
     if mode == "lapnorm":
         return lap_normalize(g, levels)
+    raise SettingsError(f"unknown gradient normalisation '{mode}'; use one of {', '.join(NORMALIZATIONS)}")
+
+
+def _normalize_masked(g: jax.Array, mode: str, levels: int, mask: jax.Array) -> jax.Array:
+    """``mask * g`` normalised by the statistics of ``g`` weighted by ``mask`` (H, W, 1)."""
+    weight = jnp.maximum(jnp.sum(mask) * g.shape[-1], 1e-8)  # weighted count of the entries
+    if mode == "mean":
+        return mask * g / (jnp.sum(mask * jnp.abs(g)) / weight + 1e-8)
+    if mode == "std":
+        mean = jnp.sum(mask * g) / weight
+        return mask * g / (jnp.sqrt(jnp.sum(mask * jnp.square(g - mean)) / weight) + 1e-8)
+    if mode == "lapnorm":
+        return lap_normalize(mask * g, levels) * mask
     raise SettingsError(f"unknown gradient normalisation '{mode}'; use one of {', '.join(NORMALIZATIONS)}")
 
 
@@ -245,8 +265,9 @@ def tiled_gradient(grad_fn: Callable[[jax.Array], jax.Array], image: jax.Array, 
 # the jitted ascent
 
 
-def _ascent_body(params, img, key, i, weights, step_size, guides, obj: Objective, sched: Schedule):
-    """Step ``i``: roll by a random shift, gradient (tiled), roll back, normalise, add, clip."""
+def _ascent_body(params, img, key, i, weights, step_size, guides, obj: Objective, sched: Schedule, mask=None):
+    """Step ``i``: roll by a random shift, gradient (tiled), roll back, normalise (and mask), add,
+    clip. The mask (H, W) applies to the rolled-back gradient, so it stays on the image."""
     h, w, _ = img.shape
     tiled = tile_grid(h, sched.tile_size)[0] * tile_grid(w, sched.tile_size)[0] > 1
     value_grad = jax.grad(lambda x: _objective_value(params, x, weights, guides, obj))
@@ -257,28 +278,32 @@ def _ascent_body(params, img, key, i, weights, step_size, guides, obj: Objective
     rolled = jnp.roll(img, (shift[0], shift[1]), axis=(0, 1))
     g = tiled_gradient(value_grad, rolled, sched.tile_size, sched.tile_batch, sched.mesh)
     g = jnp.roll(g, (-shift[0], -shift[1]), axis=(0, 1))
-    g = normalize_gradient(g, sched.normalize, sched.lapnorm_levels)
+    g = normalize_gradient(g, sched.normalize, sched.lapnorm_levels, mask)
     return jnp.clip(img + step_size * g, 0.0, 255.0)
 
 
 @functools.partial(jax.jit, static_argnames=("obj", "sched"))
 def ascent_step(params, image: jax.Array, key: jax.Array, i: jax.Array, weights: jax.Array,
-                step_size: jax.Array, guides: tuple | None, *, obj: Objective, sched: Schedule) -> jax.Array:
+                step_size: jax.Array, guides: tuple | None, mask: jax.Array | None = None, *, obj: Objective,
+                sched: Schedule) -> jax.Array:
     """Ascent step number ``i`` (traced) on an (H, W, 3) RGB 0..255 image, jitted on its own.
 
     ``sched.steps`` is ignored (pass any): every step count shares this one program per shape.
+    ``mask`` (H, W) in 0..1 (traced) weights the step (see :func:`normalize_gradient`).
     """
-    return _ascent_body(params, image, key, i, weights, step_size, guides, obj, sched)
+    return _ascent_body(params, image, key, i, weights, step_size, guides, obj, sched, mask)
 
 
 @functools.partial(jax.jit, static_argnames=("obj", "sched"))
-def _ascend_in_jit(params, image, key, weights, step_size, guides, *, obj: Objective, sched: Schedule):
+def _ascend_in_jit(params, image, key, weights, step_size, guides, mask=None, *, obj: Objective,
+                   sched: Schedule):
     return lax.fori_loop(0, sched.steps, lambda i, img: _ascent_body(params, img, key, i, weights, step_size,
-                                                                      guides, obj, sched), image)
+                                                                      guides, obj, sched, mask), image)
 
 
 def ascend(params, image: jax.Array, key: jax.Array, weights: jax.Array, step_size: jax.Array,
-           guides: tuple | None, *, obj: Objective, sched: Schedule, in_jit_loop: bool | None = None) -> jax.Array:
+           guides: tuple | None, *, obj: Objective, sched: Schedule, in_jit_loop: bool | None = None,
+           mask: jax.Array | None = None) -> jax.Array:
     """``sched.steps`` DeepDream ascent steps on an (H, W, 3) RGB 0..255 image.
 
     Each step rolls the image by a random shift (up to ``sched.jitter`` px, plus up to a tile when
@@ -290,15 +315,25 @@ def ascend(params, image: jax.Array, key: jax.Array, weights: jax.Array, step_si
     XLA runs the gradient inside a while loop 1.6 times slower) runs the steps as one
     ``lax.fori_loop`` inside ``jit``; otherwise a Python loop calls the jitted
     :func:`ascent_step`. Both give the same image.
+
+    ``mask`` (H, W) in 0..1 multiplies every step (applied after the gradient is rolled back, so
+    it stays aligned with the image; statistics of the normalisation taken where it weights):
+    the image changes only where the mask is non-zero.
     """
-    if in_jit_loop is None:
-        in_jit_loop = in_jit_loop_default()
-    if in_jit_loop:
-        return _ascend_in_jit(params, image, key, weights, step_size, guides, obj=obj, sched=sched)
+    masked = {} if mask is None else {"mask": jnp.asarray(mask, jnp.float32)}
+    if not per_step(in_jit_loop):
+        return _ascend_in_jit(params, image, key, weights, step_size, guides, obj=obj, sched=sched, **masked)
     one = replace(sched, steps=1)  # the step program does not depend on the step count
     for i in range(sched.steps):
-        image = ascent_step(params, image, key, np.int32(i), weights, step_size, guides, obj=obj, sched=one)
+        image = ascent_step(params, image, key, np.int32(i), weights, step_size, guides, obj=obj, sched=one,
+                            **masked)
     return image
+
+
+def per_step(in_jit_loop: bool | None = None) -> bool:
+    """Whether :func:`ascend` calls :func:`ascent_step` once per step (the default on CPU) rather
+    than one ``lax.fori_loop`` program (``jaxdream warmup`` compiles whichever it will call)."""
+    return not (in_jit_loop_default() if in_jit_loop is None else in_jit_loop)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,11 +424,14 @@ class DreamConfig:
     pooling: str = "max"
     seed: int = 0
     precision: str = "float32"
+    mask: str | None = None  # the mask's file, for the record (the Dreamer gets its pixels)
     extra: dict = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"}
         d["layers"] = [f"{n}:{w:g}" for n, w in self.layers]
+        if d["mask"] is None:  # absent rather than null: older runs' records stay comparable
+            del d["mask"]
         return d | self.extra
 
 
@@ -477,8 +515,13 @@ class Dreamer:
     """
 
     def __init__(self, cfg: DreamConfig, network: Network | None = None, weights=None,
-                 guide_image: np.ndarray | None = None, mesh=None):
+                 guide_image: np.ndarray | None = None, mesh=None, mask=None):
+        from .masks import load_mask
         self.cfg = cfg
+        #: (H, W) weights in 0..1 (a path or an array) or None: dream only where it is white;
+        #: resized to every image it is applied to (octaves, zoom and video frames)
+        self.mask = None if mask is None else load_mask(mask, "mask")
+        self._masks: dict = {}
         self.mesh = mesh if mesh is not None and mesh.size > 1 else None
         self.net = network or load_network(cfg.model, weights, cfg.pooling)
         self.layer_names = tuple(n for n, _ in cfg.layers)
@@ -502,7 +545,18 @@ class Dreamer:
             obj = replace(obj, layers=tuple(n for n, _ in layers))
             weights = jnp.asarray([w for _, w in layers], jnp.float32)
         return ascend(self.net.params, jnp.asarray(image, jnp.float32), key, weights,
-                      jnp.float32(self.cfg.step_size), self.guides, obj=obj, sched=self.schedule(steps))
+                      jnp.float32(self.cfg.step_size), self.guides, obj=obj, sched=self.schedule(steps),
+                      mask=self.mask_at(np.shape(image)[:2]))
+
+    def mask_at(self, hw: tuple[int, int]) -> jax.Array | None:
+        """The mask resized to an image of size ``hw`` (kept per size), or None."""
+        from .masks import resize_mask
+        if self.mask is None:
+            return None
+        hw = tuple(hw)
+        if hw not in self._masks:
+            self._masks[hw] = jnp.asarray(resize_mask(self.mask, hw))
+        return self._masks[hw]
 
     def run(self, image: np.ndarray, progress: Callable[[DreamProgress], None] | None = None,
             layers: tuple[tuple[str, float], ...] | None = None) -> np.ndarray:
@@ -530,7 +584,7 @@ class Dreamer:
         return result
 
 
-def dream(image: np.ndarray, *, weights=None, guide: np.ndarray | None = None,
+def dream(image: np.ndarray, *, weights=None, guide: np.ndarray | None = None, mask=None,
           progress: Callable[[DreamProgress], None] | None = None, **settings) -> np.ndarray:
     """DeepDream an image.
 
@@ -538,6 +592,9 @@ def dream(image: np.ndarray, *, weights=None, guide: np.ndarray | None = None,
         image: (H, W, 3) RGB, uint8 or float 0..255.
         weights: explicit weights file (default: the store).
         guide: a guide image (H, W, 3) for guided dreaming.
+        mask: dream only where this mask is white (a path or an (H, W) array in 0..1 of the
+            image's aspect ratio; grey levels scale the step): an all-black mask leaves the
+            image unchanged.
         progress: called after each octave with a :class:`DreamProgress`.
         **settings: any :class:`DreamConfig` field: ``layers`` ("name:weight,..."), ``channels``,
             ``class_index``, ``steps``, ``octaves``, ``octave_scale``, ``step_size``, ``jitter``,
@@ -549,5 +606,10 @@ def dream(image: np.ndarray, *, weights=None, guide: np.ndarray | None = None,
     Example:
         >>> out = jaxdream.dream(img, layers="inception_4c/output", octaves=4)  # doctest: +SKIP
     """
+    from .masks import check_aspect, load_mask
     cfg = make_config(**settings)
-    return Dreamer(cfg, weights=weights, guide_image=guide).run(np.asarray(image, np.float32), progress)
+    image = np.asarray(image, np.float32)
+    if mask is not None:
+        mask = load_mask(mask, "mask")
+        check_aspect(mask, image.shape[:2], "mask", "the image")
+    return Dreamer(cfg, weights=weights, guide_image=guide, mask=mask).run(image, progress)

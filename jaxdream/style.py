@@ -38,7 +38,8 @@ from jax import lax
 from . import color, media, options
 from . import precision as precision_mod
 from .errors import SettingsError
-from .losses import content_loss, gram, style_loss, total_variation
+from .losses import (content_loss, gaussian_moments, gram, masked_gram, sqrtm_newton_schulz, style_loss,
+                     total_variation, wasserstein_loss)
 from .models import get_spec
 from .models.common import pool2x2
 from .models.vgg19 import BLOCKS
@@ -51,6 +52,12 @@ __all__ = ["stylize", "StyleResult", "StyleProgress", "Objective", "prepare_targ
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 OPTIMIZERS = ("lbfgs", "adam")
+STYLE_LOSSES = ("gram", "wasserstein")
+#: The Wasserstein style term is ``W2_SCALE * style_weight * W2**2 / C`` per layer. Chosen by
+#: eye on astronaut.png in the style of hubble_deep_field.png (128 px, content weight 1, 100
+#: L-BFGS iterations from the content): at 1 the content was gone from style weight 30 up,
+#: 0.01 with style weight 300 stylised about as strongly as the Gram loss does.
+W2_SCALE = 0.01
 INITS = ("random", "image", "content")
 #: Learning rates neural-style uses: 1 for L-BFGS (no line search), 10 for Adam.
 DEFAULT_LEARNING_RATE = {"lbfgs": 1.0, "adam": 1e1}
@@ -86,6 +93,11 @@ class Objective:
             space, with ``targets["temporal"] = {"image": (H, W, 3), "mask": (H, W, 1)}``.
         batched_content: the content targets carry a batch axis (one content image per batch
             member: a batch of content images run at once); otherwise the batch shares them.
+        style_loss: ``gram`` (neural-style's Gram matrices) or ``wasserstein`` (the W2 distance
+            between Gaussian fits of the features, :func:`jaxdream.losses.wasserstein_loss`).
+
+    Masks are not static: when the targets carry ``"masks"`` (region masks per style and
+    layer) or ``"content_mask"``, the objective masks its terms (see :func:`prepare_targets`).
     """
 
     model: str = "vgg19"
@@ -96,6 +108,7 @@ class Objective:
     temporal: bool = False
     precision: str = "float32"
     batched_content: bool = False
+    style_loss: str = "gram"
 
     @property
     def n_losses(self) -> int:
@@ -171,7 +184,70 @@ def _target_features(params, x, objective: Objective):
             {k: gram(feats[k][0]) for k in objective.style_layers})
 
 
-def prepare_targets(params: Params, content_x, style_xs, blend, objective: Objective) -> dict:
+@functools.partial(jax.jit, static_argnames=("objective",))
+def _style_statistics(params, x, masks, objective: Objective) -> dict:
+    """Per style layer of one style image: its Gram matrix, or its Gaussian moments
+    ``(mean, cov)`` for the Wasserstein loss; over the positions ``masks[layer]`` weights
+    (every position when ``masks`` is None)."""
+    feats = features(params, x[None], objective)
+    out = {}
+    for k in objective.style_layers:
+        f, m = feats[k][0], None if masks is None else masks[k]
+        if objective.style_loss == "wasserstein":
+            out[k] = gaussian_moments(f, m)
+        else:
+            out[k] = gram(f) if m is None else masked_gram(f, m)
+    return out
+
+
+def layer_masks(mask: np.ndarray, objective: Objective, layers: Sequence[str], hw=None) -> dict:
+    """A mask of an image of size ``hw`` (default: the mask's own size) resized (bilinear,
+    area-weighted when shrinking) to the resolution of each of ``layers`` for that image:
+    ``{layer: (h_l, w_l)}``."""
+    from .masks import resize_mask
+    spec = get_spec(objective.model)
+    h, w = mask.shape if hw is None else hw
+    return {k: jnp.asarray(resize_mask(mask, (spec.output_size(h, k), spec.output_size(w, k))))
+            for k in layers}
+
+
+def _blend_moments(moments: list, blend) -> tuple[np.ndarray, np.ndarray]:
+    """Moments of the blend of several styles' features (a mixture: means and second raw
+    moments are blended, as crowsonkb's style-transfer-pytorch does), in float64."""
+    mean = sum(w * np.asarray(m, np.float64) for w, (m, _) in zip(blend, moments))
+    srm = sum(w * (np.asarray(c, np.float64) + np.outer(m, m)) for w, (m, c) in zip(blend, moments))
+    return mean, srm - np.outer(mean, mean)
+
+
+_sqrtm = jax.jit(sqrtm_newton_schulz)
+
+
+def _w2_target(mean, cov) -> dict:
+    cov = jnp.asarray(cov, jnp.float32)
+    return {"mean": jnp.asarray(mean, jnp.float32), "cov": cov, "cov_sqrt": _sqrtm(cov)}
+
+
+def _style_targets(per_style: list[dict], blend: np.ndarray, objective: Objective, regions: bool) -> dict:
+    """The style part of the targets: blended over the styles, or one per style (stacked on
+    axis 0) when each style has its own region."""
+    layers = objective.style_layers
+    if objective.style_loss == "wasserstein":
+        if regions:
+            stats = {k: [_w2_target(*st[k]) for st in per_style] for k in layers}
+            return {"w2": {k: jax.tree.map(lambda *a: jnp.stack(a), *stats[k]) for k in layers}}
+        return {"w2": {k: _w2_target(*_blend_moments([st[k] for st in per_style], blend)) for k in layers}}
+    if regions:
+        return {"gram": {k: jnp.stack([st[k] for st in per_style]) for k in layers}}
+    grams = None
+    for w, g in zip(blend, per_style):
+        grams = ({k: w * v for k, v in g.items()} if grams is None
+                 else {k: grams[k] + w * v for k, v in g.items()})
+    return {"gram": grams}
+
+
+def prepare_targets(params: Params, content_x, style_xs, blend, objective: Objective, *,
+                    masks: Sequence[np.ndarray] | None = None, style_masks: Sequence | None = None,
+                    content_mask: np.ndarray | None = None) -> dict:
     """Content activations and blended style Gram matrices, the objective's fixed targets.
 
     Args:
@@ -182,19 +258,73 @@ def prepare_targets(params: Params, content_x, style_xs, blend, objective: Objec
             ``sum_s blend_s G_s / sum_s blend_s`` (neural-style's ``-style_blend_weights``).
             Matching the blended target has the same gradient as the blend-weighted sum of
             per-style terms (they differ by a constant), at the cost of one comparison.
+            With ``masks`` each style keeps its own target and ``blend`` scales its region's
+            term (normalised to an average of 1).
+        masks: one mask of the content image per style (Gatys et al.'s spatial control):
+            style s is matched by the masked Gram of its region (see :func:`_style_term`).
+        style_masks: per style image, None or a mask of it: its target comes from the
+            positions the mask weights.
+        content_mask: a mask weighting the content term's positions.
+
+        Masks are (h, w) arrays in 0..1 of their image's aspect ratio, any size: each is
+        resized to every layer's resolution.
 
     Returns:
-        ``{"content": {layer: (h, w, C)}, "gram": {layer: (C, C)}}``.
+        ``{"content": {layer: (h, w, C)}, "gram": {layer: (C, C)}}``; with ``masks`` the Gram
+        targets are stacked per style, (S, C, C), and ``"masks"`` ({layer: (S, h, w)}) and
+        ``"region"`` ((S,) weights) are added; with ``content_mask``, ``"content_mask"``
+        ({layer: (h, w)}). With ``objective.style_loss == "wasserstein"``, ``"w2"`` ({layer:
+        {"mean", "cov", "cov_sqrt"}}) replaces ``"gram"``.
     """
     content, _ = _target_features(params, jnp.asarray(content_x), objective)
     blend = np.asarray(blend, np.float64)
     blend = blend / blend.sum()
-    grams = None
-    for w, sx in zip(blend, style_xs):
-        _, g = _target_features(params, jnp.asarray(sx), objective)
-        grams = ({k: w * v for k, v in g.items()} if grams is None
-                 else {k: grams[k] + w * v for k, v in g.items()})
-    return {"content": content, "gram": grams}
+    style_masks = list(style_masks) if style_masks is not None else [None] * len(style_xs)
+    per_style = []
+    for sx, sm in zip(style_xs, style_masks):
+        if sm is None and objective.style_loss == "gram":
+            per_style.append(_target_features(params, jnp.asarray(sx), objective)[1])
+        else:
+            sm = None if sm is None else layer_masks(np.asarray(sm), objective, objective.style_layers,
+                                                     np.shape(sx)[:2])
+            per_style.append(_style_statistics(params, jnp.asarray(sx), sm, objective))
+    targets = {"content": content, **_style_targets(per_style, blend, objective, masks is not None)}
+    if masks is not None:
+        hw = np.shape(content_x)[:2]
+        by_style = [layer_masks(np.asarray(m), objective, objective.style_layers, hw) for m in masks]
+        targets["masks"] = {k: jnp.stack([m[k] for m in by_style]) for k in objective.style_layers}
+        targets["region"] = jnp.asarray(blend * len(blend), jnp.float32)
+    if content_mask is not None:
+        targets["content_mask"] = layer_masks(np.asarray(content_mask), objective, objective.content_layers,
+                                              np.shape(content_x)[:2])
+    return targets
+
+
+def _style_term(f: jax.Array, k: str, targets: dict, w_style, spec: Objective) -> jax.Array:
+    """The style term of layer ``k``'s activations ``f`` (h, w, C).
+
+    With region masks each style s contributes ``region_s * mean(m_s**2) * d_s``, where d_s
+    compares the masked Gram (or masked Gaussian moments) of its region with its target: the
+    region's statistics are those of its own positions (a small region's loss does not blow
+    up), and weighting by the region's share of the layer keeps each position's pull as strong
+    as in an unmasked run. An all-ones mask for one style is exactly the unmasked term.
+    """
+    masks = targets.get("masks")
+    w2 = targets.get("w2")
+    if masks is None:
+        if w2 is None:
+            return style_loss(gram(f), targets["gram"][k], w_style)
+        t = w2[k]
+        return W2_SCALE * wasserstein_loss(*gaussian_moments(f), t["mean"], t["cov"], t["cov_sqrt"], w_style)
+    m = masks[k]
+    if w2 is None:
+        per = jax.vmap(lambda mj, tj: style_loss(masked_gram(f, mj), tj))(m, targets["gram"][k])
+    else:
+        t = w2[k]
+        per = W2_SCALE * jax.vmap(lambda mj, mu, cov, sq: wasserstein_loss(*gaussian_moments(f, mj), mu, cov, sq))(
+            m, t["mean"], t["cov"], t["cov_sqrt"])
+    area = jnp.mean(jnp.square(m), axis=(-2, -1))
+    return w_style * jnp.sum(targets["region"] * area * per)
 
 
 def objective(x: jax.Array, params: Params, targets: dict, weights: dict,
@@ -213,11 +343,13 @@ def objective(x: jax.Array, params: Params, targets: dict, weights: dict,
         (total, parts) with parts = [content, style, tv] (and temporal when ``spec.temporal``).
     """
     w_content, w_style = weights["content"], weights["style"]
+    content_masks = targets.get("content_mask")
 
     def layer_terms(out):
-        c = sum((content_loss(out[k][0], targets["content"][k], w_content)
+        c = sum((content_loss(out[k][0], targets["content"][k], w_content,
+                              None if content_masks is None else content_masks[k])
                  for k in spec.content_layers if k in out), jnp.float32(0))
-        s = sum((style_loss(gram(out[k][0]), targets["gram"][k], w_style)
+        s = sum((_style_term(out[k][0], k, targets, w_style, spec)
                  for k in spec.style_layers if k in out), jnp.float32(0))
         return c, s
 
@@ -395,18 +527,33 @@ def lbfgs_apply(state: LbfgsState, total: jax.Array, parts: jax.Array, grad: jax
 
 
 class AdamState(NamedTuple):
-    """Adam state of one image."""
+    """Adam state of one image, with an exponential moving average of its iterates
+    (crowsonkb/style-transfer-pytorch's EMA: ``average`` starts at 0 and ``accum`` is
+    ``decay**t``, so ``average / (1 - accum)`` is the bias-corrected average; see
+    :func:`adam_average`)."""
 
     x: jax.Array
     opt: Any
     iteration: jax.Array
     losses: jax.Array
+    average: jax.Array
+    accum: jax.Array
+    decay: jax.Array
 
 
-def adam_init(x: jax.Array, n_losses: int = 4) -> AdamState:
-    """Fresh Adam state at ``x`` (optax's Adam; the learning rate is passed per chunk)."""
+def adam_init(x: jax.Array, n_losses: int = 4, ema: float = 0.0) -> AdamState:
+    """Fresh Adam state at ``x`` (optax's Adam; the learning rate is passed per chunk), its
+    iterate average decaying by ``ema`` per step (0: the average is the last iterate)."""
     return AdamState(x=x, opt=optax.adam(1.0).init(x), iteration=jnp.int32(0),
-                     losses=jnp.zeros((n_losses,), jnp.float32))
+                     losses=jnp.zeros((n_losses,), jnp.float32), average=jnp.zeros_like(x),
+                     accum=jnp.float32(1.0), decay=jnp.float32(ema))
+
+
+def adam_average(state: AdamState) -> jax.Array:
+    """The bias-corrected iterate average ``average / (1 - decay**t)`` of a (batch of) Adam
+    state(s) (the current iterate before the first step)."""
+    accum = jnp.reshape(state.accum, state.accum.shape + (1,) * (state.x.ndim - state.accum.ndim))
+    return jnp.where(accum < 1, state.average / jnp.where(accum < 1, 1 - accum, 1), state.x)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
@@ -424,8 +571,9 @@ def adam_chunk(state: AdamState, params, targets, weights, n_steps, lr, spec: Ob
 def _adam_iteration(s: AdamState, value_and_grad, opt) -> AdamState:
     (f, parts), g = value_and_grad(s.x)
     updates, o = opt.update(g, s.opt, s.x)
-    return AdamState(optax.apply_updates(s.x, updates), o, s.iteration + 1,
-                     jnp.concatenate([f[None], parts]))
+    x = optax.apply_updates(s.x, updates)
+    return AdamState(x, o, s.iteration + 1, jnp.concatenate([f[None], parts]),
+                     s.decay * s.average + (1 - s.decay) * x, s.accum * s.decay, s.decay)
 
 
 @functools.partial(jax.jit, donate_argnames=("state",))
@@ -603,6 +751,18 @@ class StylePlan:
     contents_full: list = field(default_factory=list)  # a batch of content images (the first is content_full)
     tol_loss_relative: float = field(kw_only=True)  # 0: every scale runs its full budget
     tol_loss_relative_interval: int = field(kw_only=True)
+    style_loss: str = field(default="gram", kw_only=True)
+    ema: float = field(default=0.0, kw_only=True)  # Adam's iterate average (0: off)
+    masks: list = field(default_factory=list, kw_only=True)  # (H, W) per style, at content_full's size
+    style_masks: list = field(default_factory=list, kw_only=True)  # None or (h, w) per style image
+    content_mask: np.ndarray | None = field(default=None, kw_only=True)
+    mask_names: dict = field(default_factory=dict, kw_only=True)  # for the settings record
+
+    @property
+    def masked(self) -> bool:
+        """Whether any mask or the Wasserstein loss is used (whole-image programs only)."""
+        return bool(self.masks) or self.content_mask is not None or any(
+            m is not None for m in self.style_masks) or self.style_loss != "gram"
 
     @property
     def contents(self) -> list:
@@ -788,9 +948,19 @@ def plan_style(content, styles, *,
                band_rows: int | None = None,
                precision: str = "float32",
                tol_loss_relative: float = 0.0,
-               tol_loss_relative_interval: int = 100) -> StylePlan:
+               tol_loss_relative_interval: int = 100,
+               masks: Sequence | None = None,
+               content_mask=None,
+               style_masks: Sequence | None = None,
+               style_loss: str = "gram",
+               ema: float = 0.0) -> StylePlan:
     """Check every setting and read every image of a :func:`stylize` run (same arguments,
     without the network and callback ones); nothing is computed or allocated on a device.
+
+    ``masks`` (one per style), ``content_mask`` and ``style_masks`` (one per style image,
+    None for the whole image) are paths or (H, W) arrays in 0..1 of the content's (style
+    image's) aspect ratio; they are resized to every scale and layer. Masks and
+    ``style_loss="wasserstein"`` need whole-image programs (no bands).
 
     ``band_rows`` evaluates the objective band by band (:mod:`jaxdream.bands`, exact) with this
     many rows per band; by default a scale runs band by band only when its whole-image program
@@ -810,6 +980,7 @@ def plan_style(content, styles, *,
     precision_mod.check(precision)
     if optimizer not in OPTIMIZERS:
         raise SettingsError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}")
+    _check_style_loss_and_ema(style_loss, ema, optimizer)
     if isinstance(styles, (str, os.PathLike)) or (isinstance(styles, np.ndarray) and styles.ndim == 3):
         styles = [styles]
     styles = list(styles)
@@ -860,9 +1031,78 @@ def plan_style(content, styles, *,
                      _check_temporal(temporal, content_full), remat, float(style_scale),
                      precision=precision, contents_full=contents_full if len(contents_full) > 1 else [],
                      tol_loss_relative=float(tol_loss_relative),
-                     tol_loss_relative_interval=int(tol_loss_relative_interval))
+                     tol_loss_relative_interval=int(tol_loss_relative_interval),
+                     style_loss=style_loss, ema=float(ema),
+                     **_load_masks(masks, content_mask, style_masks, content_full, style_full))
+    if plan.masked and band_rows is not None:
+        raise SettingsError("masks and --style-loss wasserstein need whole-image programs; "
+                            "they cannot run band by band (--band-rows)")
     _check_plan_sizes(plan, style_scale, band_rows)
+    if plan.masked and any(plan.band_rows):
+        (h, w), scale = plan.sizes[-1], plan.scales[-1]
+        raise SettingsError(f"style transfer at {w}x{h} (size {scale}) only fits in memory band by band, "
+                            f"and masks and --style-loss wasserstein need whole-image programs; use a smaller --size")
     return plan
+
+
+def _check_style_loss_and_ema(style_loss: str, ema, optimizer: str) -> None:
+    if style_loss not in STYLE_LOSSES:
+        raise SettingsError(f"unknown style loss '{style_loss}'; use one of {', '.join(STYLE_LOSSES)}")
+    if options.get("ema").check(ema) > 0 and optimizer != "adam":
+        raise SettingsError(f"--ema averages Adam's iterates; use it with --optimizer adam, not {optimizer}")
+
+
+def _mask_list(values) -> list:
+    if values is None:
+        return []
+    if isinstance(values, (str, os.PathLike)) or (isinstance(values, np.ndarray) and values.ndim in (2, 3)):
+        return [values]
+    return list(values)
+
+
+def _load_masks(masks, content_mask, style_masks, content_full: np.ndarray, style_full: list) -> dict:
+    """Read and check the masks of a run (:class:`StylePlan` fields): one region mask per style
+    and one mask (or None) per style image, none empty; every mask of its image's aspect ratio."""
+    from .masks import check_aspect, check_not_empty, load_mask, mask_name
+    n = len(style_full)
+    names: dict = {}
+    regions = _mask_list(masks)
+    if regions and len(regions) != n:
+        raise SettingsError(f"{len(regions)} masks for {n} style image{'s' if n > 1 else ''}: give one "
+                            f"--mask per --style, in the same order")
+    loaded = []
+    for i, m in enumerate(regions, 1):
+        what = mask_name(m, i)
+        mask = load_mask(m, what)
+        check_aspect(mask, content_full.shape[:2], what, "the content image")
+        check_not_empty(mask, what, f"style image {i} would apply nowhere")
+        loaded.append(mask)
+    if regions:
+        names["masks"] = [str(m) if isinstance(m, (str, os.PathLike)) else "array" for m in regions]
+    cmask = None
+    if content_mask is not None:
+        what = mask_name(content_mask, None, "content mask")
+        cmask = load_mask(content_mask, what)
+        check_aspect(cmask, content_full.shape[:2], what, "the content image")
+        names["content_mask"] = str(content_mask) if isinstance(content_mask, (str, os.PathLike)) else "array"
+    given = _mask_list(style_masks)
+    if given and len(given) != n:
+        raise SettingsError(f"{len(given)} style masks for {n} style image{'s' if n > 1 else ''}: give one "
+                            f"--style-mask per --style, in the same order ('none' for a whole style image)")
+    smasks = []
+    for i, (m, style_img) in enumerate(zip(given, style_full), 1):
+        if m is None or (isinstance(m, str) and m.lower() == "none"):
+            smasks.append(None)
+            continue
+        what = mask_name(m, i, "style mask")
+        mask = load_mask(m, what)
+        check_aspect(mask, style_img.shape[:2], what, f"style image {i}")
+        check_not_empty(mask, what, f"style image {i} would give no style")
+        smasks.append(mask)
+    if any(m is not None for m in smasks):
+        names["style_masks"] = [None if m is None or (isinstance(m, str) and m.lower() == "none") else
+                                str(m) if isinstance(m, (str, os.PathLike)) else "array" for m in given]
+    return {"masks": loaded, "content_mask": cmask, "style_masks": smasks, "mask_names": names}
 
 
 def stylize(content, styles, *,
@@ -929,6 +1169,17 @@ def stylize(content, styles, *,
             whole image would not fit in memory; see :func:`plan_style`).
         precision: ``float32`` (default) or ``bfloat16`` convolutions; Gram matrices, losses
             and the optimiser stay float32 (:mod:`jaxdream.precision`).
+        masks: one mask per style (paths or (H, W) arrays in 0..1, the content's aspect
+            ratio; grey levels are weights): style s paints the region of mask s (Gatys et
+            al.'s spatial control; overlapping grey borders blend the styles). The blend
+            weights then scale each region's style term (normalised to an average of 1).
+        content_mask: a mask weighting the content term's positions.
+        style_masks: per style image, None (or ``"none"``) or a mask of that image: its
+            target statistics come from the positions the mask weights.
+        style_loss: ``gram`` (neural-style's) or ``wasserstein`` (the W2 distance between
+            Gaussian fits of the features, crowsonkb/style-transfer-pytorch's loss).
+        ema: Adam only: return (and report in the progress images) the bias-corrected
+            exponential moving average of the iterates with this decay (0: off).
 
     Returns:
         A :class:`StyleResult` (a list of them, one per content image, for a list of content
@@ -971,7 +1222,8 @@ def _settings_record(plan: StylePlan, net) -> dict:
                 "original_colors": plan.original_colors, "color_transfer": plan.color_transfer,
                 "model": plan.spec.name, "weights": net.weights_id, "precision": plan.precision,
                 "tol_loss_relative": plan.tol_loss_relative,
-                "tol_loss_relative_interval": plan.tol_loss_relative_interval}
+                "tol_loss_relative_interval": plan.tol_loss_relative_interval,
+                "style_loss": plan.style_loss, "ema": plan.ema, **plan.mask_names}
     if plan.temporal is not None:
         settings["temporal_weight"] = float(plan.temporal[2])
     return settings
@@ -1008,6 +1260,13 @@ def _band_iterations(state, n: int, params, targets, loss_weights, lr, obj: Obje
     return state
 
 
+def _scale_masks(plan: StylePlan) -> dict:
+    """The masks of a plan as :func:`prepare_targets` takes them (it resizes them to every
+    layer of each scale)."""
+    return {"masks": plan.masks or None, "content_mask": plan.content_mask,
+            "style_masks": plan.style_masks or None}
+
+
 def _scale_targets(plan: StylePlan, net, k: int, hw, content_rgb, obj: Objective,
                    band_rows: int | None = None) -> dict:
     mean = net.spec.mean_bgr
@@ -1016,7 +1275,8 @@ def _scale_targets(plan: StylePlan, net, k: int, hw, content_rgb, obj: Objective
         from .bands import band_targets
         targets = band_targets(net.params, _to_model(content_rgb, mean), styles_x, plan.blend, obj, band_rows)
     else:
-        targets = prepare_targets(net.params, _to_model(content_rgb, mean), styles_x, plan.blend, obj)
+        targets = prepare_targets(net.params, _to_model(content_rgb, mean), styles_x, plan.blend, obj,
+                                  **_scale_masks(plan))
     if plan.temporal is not None:
         t_image, t_mask, _ = plan.temporal
         mask_k = media.resize(t_mask[..., None], hw, "bilinear")
@@ -1028,7 +1288,7 @@ def _scale_targets(plan: StylePlan, net, k: int, hw, content_rgb, obj: Objective
 def _optimiser_state(plan: StylePlan, x0: jax.Array, hw, n_losses: int):
     """(state, chunk function, step function) of the chosen optimiser for a batch ``x0``."""
     if plan.optimizer == "adam":
-        return jax.vmap(lambda x: adam_init(x, n_losses))(x0), adam_chunk, adam_step
+        return jax.vmap(lambda x: adam_init(x, n_losses, plan.ema))(x0), adam_chunk, adam_step
     m = plan.corrections
     cap = max(1, int(LBFGS_HISTORY_BUDGET // (2 * x0.shape[0] * x0[0].size * 4)))
     if m > cap:
@@ -1036,6 +1296,11 @@ def _optimiser_state(plan: StylePlan, x0: jax.Array, hw, n_losses: int):
                       f"{hw[1]}x{hw[0]} px (of {m}) to bound memory", stacklevel=3)
         m = cap
     return lbfgs_init(x0, m, n_losses), lbfgs_chunk, lbfgs_step
+
+
+def _iterate(state, ema: float) -> jax.Array:
+    """The images a state stands for: Adam's iterate average with ``ema``, else its iterate."""
+    return adam_average(state) if ema > 0 and isinstance(state, AdamState) else state.x
 
 
 def _losses_of(raw: np.ndarray, temporal: bool) -> dict:
@@ -1168,7 +1433,8 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
 
         use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if plan.remat is None else bool(plan.remat)
         obj = Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers, use_remat,
-                        plan.temporal is not None, plan.precision, batched_content=len(plan.contents) > 1)
+                        plan.temporal is not None, plan.precision, batched_content=len(plan.contents) > 1,
+                        style_loss=plan.style_loss)
         band_rows = plan.band_rows[k] if plan.band_rows else None
         targets = _scale_targets(plan, net, k, hw, content_rgbs[0], obj, band_rows)
         if obj.batched_content:
@@ -1197,7 +1463,7 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
                     state = run_step(state, params, targets, loss_weights, lr_arr, spec=obj)
             done += n
             losses = _losses_of(where.host(state.losses), obj.temporal)
-            x = where.host(state.x)
+            x = where.host(_iterate(state, plan.ema))
             converged = False
             if tol > 0 and done % every == 0:
                 now = losses["total"].astype(np.float64)
@@ -1210,7 +1476,7 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
                 break
         ran.append(done)
         if x is None or x.shape[1:3] != tuple(hw):
-            x = where.host(state.x)
+            x = where.host(_iterate(state, plan.ema))
     images = postprocess(x)
     if losses is None:
         losses = {k: np.full((batch,), np.nan, np.float32) for k in ("total", "content", "style", "tv")}

@@ -59,7 +59,12 @@ class VideoSettings:
         fps: output frame rate (None: the clip's).
         temporal_frames: offsets ``j`` of the earlier stylised frames ``t-j`` that constrain
             frame ``t`` (Ruder et al. 2018's long-term loss, e.g. ``(1, 2, 4)``; ``(1,)``: the
-            short-term loss only). Each pixel is held by its nearest reliable frame once.
+            short-term loss only).
+        long_term_weights: how those frames share a pixel (artistic-videos'
+            ``-combine_flowWeights_method``): ``closest-first`` (each pixel held by its nearest
+            reliable frame only) or ``normalize`` (by every reliable frame, weights summing to
+            at most 1, so a pixel seen in all of them is pulled to their mean and cannot drift
+            away from the older frames).
         passes: style passes over the clip (Ruder et al. 2018's multi-pass algorithm):
             pass 1 runs forward as above; later passes alternate backward and forward, each
             frame starting from its previous-pass result blended with the neighbour of the
@@ -75,6 +80,7 @@ class VideoSettings:
     motion_boundaries: bool = True
     fps: float | None = None
     temporal_frames: tuple[int, ...] = (1,)
+    long_term_weights: str = "closest-first"
     passes: int = 1
     blend_weight: float = 1.0
 
@@ -85,6 +91,9 @@ class VideoSettings:
         if 1 not in self.temporal_frames:
             raise SettingsError(f"--temporal-frames {','.join(map(str, self.temporal_frames))}: must include 1 "
                                 f"(the previous frame, which also starts each frame)")
+        if self.long_term_weights not in LONG_TERM_WEIGHTS:
+            raise SettingsError(f"unknown --long-term-weights '{self.long_term_weights}'; use one of "
+                                f"{', '.join(LONG_TERM_WEIGHTS)}")
         options.get("passes").check(self.passes)
         options.get("blend_weight").check(self.blend_weight)
         options.get("start").check(self.start)
@@ -272,31 +281,46 @@ class DreamFrames:
         return np.asarray(self.dreamer.step(start, key, steps=self.steps))
 
 
-def long_term_target(warped: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+#: How the long-term frames share a pixel (artistic-videos' ``-combine_flowWeights_method``).
+LONG_TERM_WEIGHTS = ("closest-first", "normalize")
+
+
+def long_term_target(warped: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                     method: str = "closest-first") -> tuple[np.ndarray, np.ndarray]:
     """The long-term temporal target of Ruder et al. (2018) as one image and mask.
 
     ``warped[k]`` is the stylised frame ``t - j_k`` warped into frame ``t`` and ``masks[k]`` its
-    reliability (0/1), nearest frame first. As in artistic-videos each pixel is held by its
-    nearest reliable frame only: ``c_long_k = max(c_k - sum_{l<k} c_l, 0)``. For 0/1 masks these
-    are disjoint, so ``sum_k c_long_k (x - w_k)^2 = m (x - image)^2`` with ``m = sum_k c_long_k``
-    and ``image = sum_k c_long_k w_k / m``: the long-term loss is the short-term term with this
-    target, at no extra cost per iteration.
+    reliability (0/1), nearest frame first. The per-frame weights ``w_k`` are, as in
+    artistic-videos:
+
+    * ``closest-first``: ``w_k = max(c_k - sum_{l<k} c_l, 0)``, each pixel held by its nearest
+      reliable frame only;
+    * ``normalize``: ``w_k = c_k / max(sum_l c_l, 1)``, every reliable frame, summing to at most 1.
+
+    Either way ``sum_k w_k (x - v_k)^2 = m (x - image)^2 + const`` with ``m = sum_k w_k`` and
+    ``image = sum_k w_k v_k / m`` (the constant, zero for disjoint 0/1 weights, does not move
+    the optimum): the long-term loss is the short-term term with this target, at no extra cost
+    per iteration.
 
     Returns:
         ``(image (H, W, 3), mask (H, W))``; where no frame is reliable the mask is 0 and the
         image is the nearest warped frame.
     """
-    seen = np.zeros(np.shape(masks[0]), np.float32)
-    mask = np.zeros_like(seen)
-    image = np.zeros(np.shape(warped[0]), np.float32)
-    for w, c in zip(warped, masks):
-        c = np.asarray(c, np.float32)
-        held = np.maximum(c - seen, 0)
-        image += held[..., None] * np.asarray(w, np.float32)
-        mask += held
-        seen += c
+    if method not in LONG_TERM_WEIGHTS:
+        raise SettingsError(f"unknown long-term weighting '{method}'; use one of {', '.join(LONG_TERM_WEIGHTS)}")
+    cs = [np.asarray(c, np.float32) for c in masks]
+    if method == "normalize":
+        total = np.maximum(sum(cs), 1.0)
+        weights = [c / total for c in cs]
+    else:
+        seen, weights = np.zeros_like(cs[0]), []
+        for c in cs:
+            weights.append(np.maximum(c - seen, 0))
+            seen = seen + c
+    mask = sum(weights)
+    image = sum(wk[..., None] * np.asarray(v, np.float32) for wk, v in zip(weights, warped))
     image = np.where(mask[..., None] > 0, image / np.maximum(mask, 1e-12)[..., None], np.asarray(warped[0]))
-    return image.astype(np.float32), mask
+    return image.astype(np.float32), mask.astype(np.float32)
 
 
 def _with_flows(frames, start: int, motion_boundaries: bool, mesh, offsets: Sequence[int] = (1,)):
@@ -374,6 +398,7 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
               "motion_boundaries": settings.motion_boundaries, "fps": fps,
               "temporal_frames": list(settings.temporal_frames), "passes": settings.passes,
               "blend_weight": settings.blend_weight,
+              **({"long_term_weights": settings.long_term_weights} if len(settings.temporal_frames) > 1 else {}),
               **maker.settings(), **(metadata or {})}
     record = json.loads(json.dumps(record))  # what a resumed run reads back
     store = FrameStore(work_folder(out, kind), record, resume, overwrite)
@@ -433,7 +458,8 @@ def _first_pass(reader, store: FrameStore, maker, settings: VideoSettings, compa
         else:
             fw, mask = flows[1]
             warped = {j: np.asarray(flowlib.warp(outs[i - j], f)) for j, (f, _) in flows.items()}
-            target = long_term_target([warped[j] for j in sorted(flows)], [flows[j][1] for j in sorted(flows)])
+            target = long_term_target([warped[j] for j in sorted(flows)], [flows[j][1] for j in sorted(flows)],
+                                      settings.long_term_weights)
             result = maker.next(frame, outs[i - 1], warped[1], mask, settings.init, inner_progress, target=target)
             error = _pair_error(outs[i - 1], result, fw, mask)
         seconds = time.perf_counter() - t0

@@ -183,3 +183,34 @@ def test_cli_video_passes_the_tolerance_to_the_frames(monkeypatch, clip4, style_
         with pytest.raises(Stop):
             _run(["video", clip4, "--style", style_png, "-o", tmp_path / "t.mp4", *extra], capsys)
     assert seen == [(None, None), (0.05, 5)]
+
+
+def test_long_term_normalize_pulls_each_pixel_to_the_mean_of_its_reliable_frames():
+    """artistic-videos' 'normalize': weights c_k / max(sum c, 1); the combined target is their
+    weighted mean and equals the per-frame sum up to a constant (same gradient)."""
+    c1 = np.array([[1, 0, 0, 0]], np.float32)
+    c2 = np.array([[1, 1, 0, 0]], np.float32)
+    c4 = np.array([[1, 1, 1, 0]], np.float32)
+    w1, w2, w4 = (np.full((1, 4, 3), v, np.float32) for v in (10.0, 20.0, 40.0))
+    image, mask = vd.long_term_target([w1, w2, w4], [c1, c2, c4], "normalize")
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 0]])
+    np.testing.assert_allclose(image[0, :3, 0], [70 / 3, 30, 40], rtol=1e-6)
+    rng = np.random.default_rng(1)
+    masks = [rng.uniform(0, 1, (8, 9)).astype(np.float32) for _ in range(3)]
+    warped = [rng.uniform(0, 255, (8, 9, 3)).astype(np.float32) for _ in range(3)]
+    image, mask = vd.long_term_target(warped, masks, "normalize")
+    total = np.maximum(sum(masks), 1)
+
+    def per_frame_sum(x):
+        return sum(np.sum((c / total)[..., None] * (x - w) ** 2) for w, c in zip(warped, masks))
+    x, y = (rng.uniform(0, 255, (8, 9, 3)).astype(np.float32) for _ in range(2))
+    combined = lambda z: np.sum(mask[..., None] * (z - image) ** 2)
+    # same loss up to a constant: differences between two points agree
+    assert combined(x) - combined(y) == pytest.approx(per_frame_sum(x) - per_frame_sum(y), rel=1e-4)
+
+
+def test_unknown_long_term_weighting_is_refused():
+    with pytest.raises(SettingsError, match="long-term"):
+        vd.VideoSettings(temporal_frames=(1, 2), long_term_weights="furthest").validate()
+    with pytest.raises(SettingsError, match="long-term"):
+        vd.long_term_target([np.zeros((2, 2, 3))], [np.ones((2, 2))], "furthest")
