@@ -135,7 +135,11 @@ def main() -> None:
                 if label.split()[0] in skip or label in skip:
                     continue
                 kw = maker_kw | (extra if label.startswith("adaptive") else fixed)
-                results[label] = run(clip, net, Path(args.style), settings, kw, work, label.replace(" ", "_"))
+                results[label] = run(clip, net, Path(args.style), settings, kw, work,
+                                     label.replace(" ", "_").replace(".", "p"))
+                r = results[label]
+                print(f"  done {label}: {r['evals']:.1f} evaluations per later frame, loss {r['loss']:.6g}, "
+                      f"short/long error {measures(r['outs'], links, args.gap)}", flush=True)
         print(f"\n{name}: {len(frames)} frames at {frames[0].shape[1]}x{frames[0].shape[0]}")
         print(f"  {'variant':<14} {'short err':>10} {'ratio':>6} {'long err':>10} {'ratio':>6} "
               f"{'s/frame':>8} {'evals/frame':>11} {'loss/short':>10}")
