@@ -39,7 +39,13 @@ def cmd_warmup(args) -> int:
     from .dream import _read_mask
     from .main import enable_compilation_cache
     cfg = dream_config(args)
+    if (args.devices or 1) > 1 or args.coordinator or args.num_processes:
+        from jaxdream.errors import SettingsError
+        raise SettingsError("warmup prepares one-device dreams; leave out --devices and the cluster flags")
     sizes = _sizes(args)
+    if args.dry_run:
+        print("would compile the dream programs for " + ", ".join(f"{w}x{h}" for h, w in sizes), file=sys.stderr)
+        return 0
     enable_compilation_cache()
 
     def progress(size, shape):

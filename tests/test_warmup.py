@@ -81,6 +81,13 @@ def test_bad_aspect_and_images_with_aspects(tmp_path, image):
     assert out.returncode == 1 and "--aspects is for a warmup without images" in out.stderr
 
 
+def test_dry_run_compiles_nothing(tmp_path):
+    out, _ = _cli(["warmup", "--aspects", "4:3,1:1", "--size", "256", "--dry-run"], tmp_path / "home")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == "would compile the dream programs for 256x192, 256x256"
+    assert not (tmp_path / "home").exists()  # nothing compiled, no cache written
+
+
 def test_aspect_sizes():
     from jaxdream.warmup import aspect_sizes
     assert aspect_sizes(512, ["1:1", "4:3", "9:16"]) == [(512, 512), (384, 512), (512, 288)]
