@@ -320,20 +320,31 @@ def ascend(params, image: jax.Array, key: jax.Array, weights: jax.Array, step_si
     it stays aligned with the image; statistics of the normalisation taken where it weights):
     the image changes only where the mask is non-zero.
     """
-    masked = {} if mask is None else {"mask": jnp.asarray(mask, jnp.float32)}
-    if not per_step(in_jit_loop):
-        return _ascend_in_jit(params, image, key, weights, step_size, guides, obj=obj, sched=sched, **masked)
-    one = replace(sched, steps=1)  # the step program does not depend on the step count
+    fn, args, kwargs = ascent_program(params, image, key, weights, step_size, guides, obj=obj, sched=sched,
+                                      in_jit_loop=in_jit_loop, mask=mask)
+    if fn is _ascend_in_jit:
+        return fn(*args, **kwargs)
     for i in range(sched.steps):
-        image = ascent_step(params, image, key, np.int32(i), weights, step_size, guides, obj=obj, sched=one,
-                            **masked)
+        image = fn(params, image, key, np.int32(i), weights, step_size, guides, **kwargs)
     return image
 
 
-def per_step(in_jit_loop: bool | None = None) -> bool:
-    """Whether :func:`ascend` calls :func:`ascent_step` once per step (the default on CPU) rather
-    than one ``lax.fori_loop`` program (``jaxdream warmup`` compiles whichever it will call)."""
-    return not (in_jit_loop_default() if in_jit_loop is None else in_jit_loop)
+def ascent_program(params, image, key, weights, step_size, guides, *, obj: Objective, sched: Schedule,
+                   in_jit_loop: bool | None = None, mask=None) -> tuple[Callable, tuple, dict]:
+    """``(jitted function, args, kwargs)`` of the first call :func:`ascend` makes.
+
+    On CPU (``in_jit_loop`` False by default) that is :func:`ascent_step` for step 0 with a
+    one-step schedule (the program every step and step count shares); otherwise the whole
+    ``lax.fori_loop``. ``jaxdream warmup`` lowers the same call, so the programs it compiles
+    are the ones :func:`ascend` loads.
+    """
+    if in_jit_loop is None:
+        in_jit_loop = in_jit_loop_default()
+    kwargs = {"obj": obj, "sched": sched} | ({} if mask is None else {"mask": jnp.asarray(mask, jnp.float32)})
+    if in_jit_loop:
+        return _ascend_in_jit, (params, image, key, weights, step_size, guides), kwargs
+    return (ascent_step, (params, image, key, np.int32(0), weights, step_size, guides),
+            kwargs | {"sched": replace(sched, steps=1)})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,13 +551,22 @@ class Dreamer:
 
     def step(self, image, key, steps: int | None = None, layers: tuple[tuple[str, float], ...] | None = None):
         """Run ``steps`` ascent steps on one image shape (jitted; compiled once per shape)."""
+        args, kwargs = self._ascent_arguments(jnp.asarray(image, jnp.float32), key, steps, layers)
+        return ascend(*args, **kwargs)
+
+    def program(self, image, key):
+        """``(jitted function, args, kwargs)`` of the first call :meth:`step` makes on ``image``
+        (an array or a ``jax.ShapeDtypeStruct``): lower it to compile ahead."""
+        args, kwargs = self._ascent_arguments(image, key, None, None)
+        return ascent_program(*args, **kwargs)
+
+    def _ascent_arguments(self, image, key, steps, layers) -> tuple[tuple, dict]:
         obj, weights = self.obj, self.weights
         if layers is not None:
             obj = replace(obj, layers=tuple(n for n, _ in layers))
             weights = jnp.asarray([w for _, w in layers], jnp.float32)
-        return ascend(self.net.params, jnp.asarray(image, jnp.float32), key, weights,
-                      jnp.float32(self.cfg.step_size), self.guides, obj=obj, sched=self.schedule(steps),
-                      mask=self.mask_at(np.shape(image)[:2]))
+        return ((self.net.params, image, key, weights, jnp.float32(self.cfg.step_size), self.guides),
+                {"obj": obj, "sched": self.schedule(steps), "mask": self.mask_at(image.shape[:2])})
 
     def mask_at(self, hw: tuple[int, int]) -> jax.Array | None:
         """The mask resized to an image of size ``hw`` (kept per size), or None."""

@@ -16,17 +16,15 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from .dream import DreamConfig, Dreamer, _ascend_in_jit, ascent_step, octave_shapes, per_step
+from .dream import DreamConfig, Dreamer, octave_shapes
 from .errors import SettingsError
 from .models import get_spec
-from .network import Network, _param_paths
+from .network import Network, param_tree
 
 __all__ = ["abstract_network", "compile_dream", "aspect_sizes"]
 
@@ -36,13 +34,8 @@ ASPECTS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16")
 
 def abstract_network(model: str, pooling: str = "max") -> Network:
     """A :class:`Network` whose parameters are shapes only (``jax.ShapeDtypeStruct``)."""
-    tree: dict = {}
-    for path, shape in _param_paths(model).values():
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = jax.ShapeDtypeStruct(shape, jnp.float32)
-    return Network(get_spec(model), {"params": tree}, pooling, {"source_sha256": "shapes-only"})
+    tree = param_tree(model, lambda name, shape: jax.ShapeDtypeStruct(shape, jnp.float32))
+    return Network(get_spec(model), tree, pooling, {"source_sha256": "shapes-only"})
 
 
 def aspect_sizes(size: int, aspects: Sequence[str] = ASPECTS) -> list[tuple[int, int]]:
@@ -62,19 +55,9 @@ def aspect_sizes(size: int, aspects: Sequence[str] = ASPECTS) -> list[tuple[int,
 
 def _compile_octave(dreamer: Dreamer, hw: tuple[int, int], octave: int) -> None:
     """Compile (or load from the cache) the program :meth:`Dreamer.step` runs for one octave."""
-    image = jax.ShapeDtypeStruct((*hw, 3), jnp.float32)
-    key = jax.random.fold_in(dreamer.key, octave)
-    sched = dreamer.schedule()
-    mask = dreamer.mask_at(hw)
-    masked = {} if mask is None else {"mask": jnp.asarray(mask, jnp.float32)}
-    common = (dreamer.weights, jnp.float32(dreamer.cfg.step_size), dreamer.guides)
-    if per_step():
-        lowered = ascent_step.lower(dreamer.net.params, image, key, np.int32(0), *common,
-                                    obj=dreamer.obj, sched=replace(sched, steps=1), **masked)
-    else:
-        lowered = _ascend_in_jit.lower(dreamer.net.params, image, key, *common, obj=dreamer.obj, sched=sched,
-                                       **masked)
-    lowered.compile()
+    fn, args, kwargs = dreamer.program(jax.ShapeDtypeStruct((*hw, 3), jnp.float32),
+                                       jax.random.fold_in(dreamer.key, octave))
+    fn.lower(*args, **kwargs).compile()
 
 
 def compile_dream(cfg: DreamConfig, sizes: Sequence[tuple[int, int]], mask=None,
