@@ -160,13 +160,7 @@ def cmd_classify(args) -> int:
     import jaxdream
     from jaxdream import media
     from jaxdream.classes import class_names
-    from jaxdream.models import get_spec
-    spec = get_spec(args.model)
-    if "prob" not in spec.layers:
-        raise SettingsError(f"{spec.name} has no classifier; use googlenet")
-    image = media.resize(media.load_image(args.image), (224, 224), "bilinear")
-    prob = jaxdream.features(image, "prob", model=spec.name, weights=args.weights)["prob"]
-    prob = prob.reshape(-1, prob.shape[-1]).mean(axis=0)
+    prob = jaxdream.classify(media.load_image(args.image), model=args.model, weights=args.weights)
     names = class_names()
     for rank, idx in enumerate(np.argsort(-prob)[: args.top], start=1):
         print(f"{rank}. {idx:4d} {names[idx]:40s} {prob[idx]:.4f}")

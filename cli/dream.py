@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from jaxdream.dream import DreamConfig
+from jaxdream.dream import DreamConfig, objective_layers
 from jaxdream.errors import SettingsError
 
 from .common import (FRAMES_KEPT, add_device_flags, add_dry_run, add_frames_flags, add_precision, dry_run_done,
@@ -47,8 +47,9 @@ def add_dream_options(p: argparse.ArgumentParser, steps: int = _D.steps, octaves
     g.add_argument("--size", type=number("size"), help="scale the input so its longest side is N px first")
     g.add_argument("--mask", dest="masks", action="append", metavar="IMAGE",
                    help="dream only where this picture is white (grey levels scale the step; the "
-                        "input's aspect ratio; one image for every frame of zoom and video). With "
-                        "video --style: one mask per --style, the region each style paints")
+                        "input's aspect ratio; one image for every frame of zoom; in video a picture "
+                        "or a video of masks, frame k for the clip's frame k). With video --style: "
+                        "one mask per --style, the region each style paints")
     g.add_argument("--quiet", action="store_true", help="no progress output")
     add_precision(g)
     add_dry_run(p)
@@ -74,12 +75,14 @@ def dream_mask(args) -> str | None:
     return masks[0] if masks else None
 
 
-def make_dreamer(args, cfg):
+def make_dreamer(args, cfg, with_mask: bool = True):
+    """The Dreamer of ``cfg``, with its ``--mask`` unless ``with_mask`` is False (video sets a
+    mask per frame)."""
     from jaxdream import media
     from jaxdream.dream import Dreamer
     guide = media.load_image(args.guide) if args.guide else None
     return Dreamer(cfg, weights=args.weights, guide_image=guide, mesh=getattr(args, "mesh", None),
-                   mask=_read_mask(cfg.mask))
+                   mask=_read_mask(cfg.mask) if with_mask else None)
 
 
 def _read_mask(path):
@@ -118,16 +121,15 @@ def _check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
     from jaxdream import memory
     from jaxdream.models import get_spec
     h, w = hw
-    get_spec(cfg.model).check_size(h, w, [n for n, _ in cfg.layers])
+    get_spec(cfg.model).check_size(h, w, objective_layers(cfg))
     need = memory.dream_bytes(h, w, cfg.tile_size, cfg.tile_batch)
     if args.guide:
         gh, gw = output_size(args.guide, cfg.guide_size, "guide")
         need = max(need, memory.forward_bytes(gh, gw))
     memory.check_fits(need, f"DeepDream at {w}x{h}")
-    if cfg.mask is not None:
+    if cfg.mask is not None and not getattr(args, "dream", False):  # video's masks: cli.video
         from jaxdream.masks import check_aspect, mask_name
-        what = "the clip's frames" if getattr(args, "dream", False) else f"the input {Path(args.input).name}"
-        check_aspect(_read_mask(cfg.mask), hw, mask_name(cfg.mask), what)
+        check_aspect(_read_mask(cfg.mask), hw, mask_name(cfg.mask), f"the input {Path(args.input).name}")
 
 
 def cmd_dream(args) -> int:

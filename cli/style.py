@@ -103,7 +103,8 @@ def add_mask_options(g) -> None:
                         "style paints (white; grey levels are weights, grey borders blend the styles); "
                         "the content image's aspect ratio")
     g.add_argument("--content-mask", metavar="IMAGE",
-                   help="weight the content loss by this picture (white: keep the content)")
+                   help="weight the content loss by this picture (white: keep the content; in "
+                        "video also a video of masks, one per frame)")
     g.add_argument("--style-mask", dest="style_masks", action="append", metavar="IMAGE|none",
                    help="one per --style: the part of that style image its style is taken from "
                         "('none': all of it)")

@@ -121,29 +121,38 @@ def _style_settings(args) -> dict:
                 **mask_settings(args))
 
 
-def _check_frames(args, hw: tuple[int, int]) -> None:
-    """Before any weights load: every setting, the style images, the frame size against the
-    layers and the memory the per-frame program needs."""
+def _check_frames(args, hw: tuple[int, int], frames: range) -> None:
+    """Before any weights load: every setting, the style images, the masks (pictures, or videos
+    with a mask for each of ``frames``), the frame size against the layers and the memory the
+    per-frame program needs."""
     import numpy as np
 
+    from jaxdream import video as vd
+    from jaxdream.masks import MaskFrames, mask_name
     from jaxdream.style import plan_style
 
     from .dream import _check_dream_size
     if args.dream:
-        _check_dream_size(args, dream_config(args), hw)
+        cfg = dream_config(args)
+        _check_dream_size(args, cfg, hw)
+        if cfg.mask is not None:
+            MaskFrames(cfg.mask, mask_name(cfg.mask)).check(hw, frames, "the clip's frames")
         return
     if args.model not in ("googlenet", "vgg19"):  # --model belongs to the dream options
         raise SettingsError(f"style transfer uses vgg19, not '{args.model}'")
-    size = max(hw)
-    plan_style(np.zeros((*hw, 3), np.float32), args.style, size=size,
-               scales=args.scales_first or (), num_iterations=args.iterations_first, **_style_settings(args))
+    style = _style_settings(args)
+    vd.check_mask_count(style, len(args.style))
+    first_masks = vd.masks_at(vd.frame_masks(style, hw, frames), 0)
+    plan_style(np.zeros((*hw, 3), np.float32), args.style, size=max(hw),
+               scales=args.scales_first or (), num_iterations=args.iterations_first, **(style | first_masks))
 
 
 def _maker(args):
     from jaxdream import video as vd
     if args.dream:
         cfg = dream_config(args)
-        return vd.DreamFrames(make_dreamer(args, cfg), blend=args.blend, steps_per_frame=args.steps_per_frame)
+        return vd.DreamFrames(make_dreamer(args, cfg, with_mask=False), blend=args.blend,
+                              steps_per_frame=args.steps_per_frame, mask=cfg.mask)
     return vd.StyleFrames(args.style, iterations_first=args.iterations_first, iterations=args.iterations,
                           temporal_weight=args.temporal_weight, first_init=args.first_init,
                           scales_first=args.scales_first, weights=args.weights,
@@ -256,7 +265,7 @@ def cmd_video(args) -> int:
                                upscale=args.size is not None)
     settings = dataclasses.replace(settings, size=reader.size)
     hw = reader.frame_size[::-1]
-    _check_frames(args, hw)
+    _check_frames(args, hw, range(reader.start, reader.end))
     if args.dry_run:
         return dry_run_done(f"{'dream' if args.dream else 'style'} {reader.frames} frames", hw, out)
     quiet = args.quiet

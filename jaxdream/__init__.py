@@ -21,13 +21,13 @@ from . import xla_flags
 from ._version import __version__
 from .errors import JaxdreamError, LayerError, MediaError, SettingsError, WeightsError
 
-__all__ = ["__version__", "dream", "stylize", "features", "load_network", "Network", "JaxdreamError", "LayerError",
+__all__ = ["__version__", "dream", "stylize", "features", "classify", "load_network", "Network", "JaxdreamError", "LayerError",
            "MediaError", "SettingsError", "WeightsError"]
 
 xla_flags.apply()
 
 #: Public functions and classes, and the module that defines each.
-_LAZY = {"dream": "dream", "stylize": "style", "features": "network", "load_network": "network",
+_LAZY = {"dream": "dream", "stylize": "style", "features": "network", "classify": "network", "load_network": "network",
          "Network": "network"}
 
 

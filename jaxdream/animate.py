@@ -32,7 +32,7 @@ METRICS_FILE = "jaxdream-metrics.json"
 PASSES_FILE = "jaxdream-passes.json"
 BOOKKEEPING = (STATE_FILE, METRICS_FILE, PASSES_FILE, "state_*.npy", "flows_*.npz")
 #: Settings that hold paths as typed; a resumed run compares the content hashes beside them.
-PATH_KEYS = frozenset({"input", "styles", "guide", "first_init"})
+PATH_KEYS = frozenset({"input", "styles", "guide", "first_init", "mask", "masks", "content_mask", "style_masks"})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ from .style import in_jit_loop_default
 NORMALIZATIONS = ("mean", "std", "lapnorm")
 OBJECTIVES = ("l2", "guide", "class")
 CLASS_LAYER = "loss3/classifier"
+#: A class dream's objective reads this layer: the classifier's logit on its global average.
+CLASS_FEATURES = "inception_5b/output"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Objective:
         channels: channel indices kept in every layer's objective (None: all).
         kind: ``l2`` (google/deepdream's objective_L2), ``guide`` (objective_guide: each
             position pushed toward its best-matching guide feature), or ``class`` (the classifier
-            logit of ``class_index``, averaged over positions).
+            logit of ``class_index`` on the global average of ``layers[0]``: see
+            :func:`class_logit`).
         class_index: ImageNet class for ``kind="class"``.
         pooling: VGG-19 pooling mode.
     """
@@ -94,10 +97,8 @@ def layer_objective(act: jax.Array, kind: str, channels=None, guide=None, class_
     ``l2``: 0.5 * sum(a^2), whose gradient w.r.t. ``a`` is ``a`` (google/deepdream objective_L2).
     ``guide``: sum(a * g*) where g* is, at each position, the guide feature (rows of ``guide``,
     (M, C)) with the largest dot product with ``a``; g* is held constant (objective_guide).
-    ``class``: the mean over positions of logit ``class_idx``.
+    ``class`` is not a per-layer objective: see :func:`class_logit`.
     """
-    if kind == "class":
-        return act[..., class_idx].mean(axis=(1, 2)).sum()
     if channels is not None:
         act = act[..., jnp.asarray(channels)]
     if kind == "l2":
@@ -111,10 +112,26 @@ def layer_objective(act: jax.Array, kind: str, channels=None, guide=None, class_
     raise SettingsError(f"unknown objective '{kind}'; use one of {', '.join(OBJECTIVES)}")
 
 
+def class_logit(classifier, act: jax.Array, class_idx: int) -> jax.Array:
+    """GoogLeNet's logit of class ``class_idx`` for an image of any size, summed over the batch.
+
+    ``act`` (N, h, w, 1024) is ``inception_5b/output``; ``classifier`` holds ``loss3/classifier``'s
+    ``kernel`` (1024, 1000) and ``bias``. The classifier reads the 7x7 average pool of a 224 px
+    image's 7x7 map, its global average: here the global average of a map of any size, so the
+    logit is GoogLeNet's own at 224 px and counts at every octave down to 31 px (the mean of
+    per-position logits that a fully convolutional head gives would need 224 px and sees only
+    224 px windows of a large image).
+    """
+    pooled = act.mean(axis=(1, 2))
+    return jnp.sum(pooled @ classifier["kernel"][:, class_idx] + classifier["bias"][class_idx])
+
+
 def _objective_value(params, rgb, weights, guides, obj: Objective) -> jax.Array:
     spec = get_spec(obj.model)
-    params, x = precision.network_inputs(params, preprocess.to_model(rgb, spec.mean_bgr), obj.precision)
-    feats = precision.to_float32(spec.make(obj.layers, obj.pooling).apply(params, x), obj.precision)
+    net_params, x = precision.network_inputs(params, preprocess.to_model(rgb, spec.mean_bgr), obj.precision)
+    feats = precision.to_float32(spec.make(obj.layers, obj.pooling).apply(net_params, x), obj.precision)
+    if obj.kind == "class":
+        return class_logit(params["params"][CLASS_LAYER], feats[obj.layers[0]], obj.class_index)
     total = 0.0
     for i, name in enumerate(obj.layers):
         guide = None if guides is None else guides[i]
@@ -484,6 +501,12 @@ def make_config(**settings) -> DreamConfig:
     return replace(cfg, model=spec.name, layers=layers, channels=channels, class_index=cls)
 
 
+def objective_layers(cfg: DreamConfig) -> tuple[str, ...]:
+    """The layers a dream's objective reads: ``cfg.layers``, or for a class dream the layer
+    under the classifier (:data:`CLASS_FEATURES`), which sets the smallest octave."""
+    return (CLASS_FEATURES,) if cfg.class_index is not None else tuple(n for n, _ in cfg.layers)
+
+
 @functools.lru_cache(maxsize=None)
 def _channel_count(model: str, layer: str) -> int:
     spec = get_spec(model)
@@ -527,15 +550,11 @@ class Dreamer:
 
     def __init__(self, cfg: DreamConfig, network: Network | None = None, weights=None,
                  guide_image: np.ndarray | None = None, mesh=None, mask=None):
-        from .masks import load_mask
         self.cfg = cfg
-        #: (H, W) weights in 0..1 (a path or an array) or None: dream only where it is white;
-        #: resized to every image it is applied to (octaves, zoom and video frames)
-        self.mask = None if mask is None else load_mask(mask, "mask")
-        self._masks: dict = {}
+        self.set_mask(mask)
         self.mesh = mesh if mesh is not None and mesh.size > 1 else None
         self.net = network or load_network(cfg.model, weights, cfg.pooling)
-        self.layer_names = tuple(n for n, _ in cfg.layers)
+        self.layer_names = objective_layers(cfg)
         self.min_size = self.net.spec.min_size(self.layer_names)
         kind = "class" if cfg.class_index is not None else ("guide" if guide_image is not None else "l2")
         self.obj = Objective(cfg.model, self.layer_names, cfg.channels, kind, cfg.class_index, cfg.pooling,
@@ -543,6 +562,14 @@ class Dreamer:
         self.weights = jnp.asarray([w for _, w in cfg.layers], jnp.float32)
         self.guides = guide_features(self.net, guide_image, cfg) if guide_image is not None else None
         self.key = jax.random.key(cfg.seed)
+
+    def set_mask(self, mask) -> None:
+        """Dream only where ``mask`` is white from now on: (H, W) weights in 0..1, a path or an
+        array, resized to every image it is applied to (octaves, zoom and video frames); None:
+        everywhere."""
+        from .masks import load_mask
+        self.mask = None if mask is None else load_mask(mask, "mask")
+        self._masks: dict = {}
 
     def schedule(self, steps: int | None = None) -> Schedule:
         c = self.cfg

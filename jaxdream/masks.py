@@ -3,7 +3,9 @@
 Style transfer uses them for Gatys et al.'s spatial control (a region per style, a weighted
 content term, the part of a style image its target comes from); DeepDream to dream only where
 a mask is white. A mask must have the aspect ratio of the image it belongs to (within a pixel
-of rounding); it is resized to every resolution it is used at.
+of rounding); it is resized to every resolution it is used at. In video mode a mask is one
+image for every frame or a video of masks (:class:`MaskFrames`), whose frame k weights the
+clip's frame k.
 
 Example:
     >>> import numpy as np
@@ -22,7 +24,12 @@ import numpy as np
 from . import media
 from .errors import MediaError, SettingsError
 
-__all__ = ["load_mask", "check_aspect", "resize_mask", "mask_name", "check_not_empty"]
+__all__ = ["load_mask", "check_aspect", "resize_mask", "mask_name", "check_not_empty", "is_video",
+           "mask_shape", "MaskFrames", "mask_hashes", "mask_list"]
+
+#: Suffixes of a mask that is a video of masks (any clip ffmpeg reads; these are the ones
+#: recognised by name).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
 
 #: ITU-R BT.601 luma weights: how an RGB mask becomes grey levels (Pillow's ``convert("L")``).
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -45,6 +52,9 @@ def load_mask(mask, what: str = "mask") -> np.ndarray:
         MediaError: the file cannot be read.
         SettingsError: an array of the wrong shape, or values outside 0..1.
     """
+    if is_video(mask):
+        raise SettingsError(f"{what} is a video: a video of masks is for 'jaxdream video' (one mask "
+                            f"per frame); give a picture here")
     if isinstance(mask, (str, os.PathLike)):
         try:
             rgb = media.load_image(mask)
@@ -88,3 +98,102 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if tuple(hw) == mask.shape:
         return mask.astype(np.float32)
     return np.clip(media.resize(mask[..., None], tuple(hw), "bilinear")[..., 0], 0.0, 1.0)
+
+
+def mask_list(values) -> list:
+    """One mask or a sequence of them (None: none) as a list."""
+    if values is None:
+        return []
+    if isinstance(values, (str, os.PathLike)) or (isinstance(values, np.ndarray) and values.ndim in (2, 3)):
+        return [values]
+    return list(values)
+
+
+def is_video(mask) -> bool:
+    """Whether ``mask`` names a video of masks (by its suffix)."""
+    return isinstance(mask, (str, os.PathLike)) and Path(mask).suffix.lower() in VIDEO_SUFFIXES
+
+
+def mask_shape(mask, what: str = "mask") -> tuple[int, int]:
+    """(H, W) of a mask image, video (its frames as displayed) or array, without decoding pixels
+    of a video."""
+    if is_video(mask):
+        try:
+            w, h = media.probe_video(mask).display_size
+        except MediaError as e:
+            raise MediaError(f"{what.split(' (')[0]}: {e}") from None
+        return h, w
+    if isinstance(mask, (str, os.PathLike)):
+        try:
+            return media.image_shape(mask)
+        except MediaError as e:
+            raise MediaError(f"{what.split(' (')[0]}: {e}") from None
+    return load_mask(mask, what).shape
+
+
+class MaskFrames:
+    """The mask of every frame of a clip: one mask (a path or array) for all frames, or a video
+    of masks whose frame ``start + k`` weights the clip's frame ``start + k`` (the same range of
+    frames as the clip, so a mask video made for the whole clip fits any ``--start``).
+
+    Args:
+        mask: an image path, an (H, W) array of weights in 0..1, or a video path.
+        what: the mask's name in error messages.
+        empty: if given, what an all-black frame would mean; an all-black frame is then refused
+            (raised by :meth:`check`, naming the frame).
+    """
+
+    def __init__(self, mask, what: str, empty: str | None = None):
+        self.source, self.what, self.empty = mask, what, empty
+        self.video = is_video(mask)
+        self._still = None if self.video else load_mask(mask, what)
+        self._frames: list[np.ndarray] = []
+        self._start = 0
+
+    def check(self, image_hw: tuple[int, int], frames: range | None = None, image_what: str = "the frames") -> None:
+        """Read the masks of ``frames`` (the clip's frame indices) and refuse a wrong aspect ratio,
+        too few frames or an empty one, in one line each."""
+        if not self.video:
+            check_aspect(self._still, image_hw, self.what, image_what)
+            if self.empty:
+                check_not_empty(self._still, self.what, self.empty)
+            return
+        frames = frames if frames is not None else range(1)
+        try:
+            reader = media.VideoReader(self.source, start=frames.start)
+        except (MediaError, SettingsError) as e:
+            raise type(e)(f"{self.what.split(' (')[0]}: {e}") from None
+        if reader.frames < len(frames):
+            raise SettingsError(f"{self.what} has {reader.frames} frames from frame {frames.start}; the clip's "
+                                f"range has {len(frames)} (one mask frame per clip frame)")
+        check_aspect(np.broadcast_to(np.float32(0), reader.frame_size[::-1]), image_hw, self.what, image_what)
+        grey = []
+        for k, frame in enumerate(reader):
+            if k >= len(frames):
+                break
+            level = np.rint(frame @ (_LUMA * 1.0)).clip(0, 255).astype(np.uint8)
+            if self.empty and not level.any():
+                raise SettingsError(f"{self.what} frame {frames.start + k} is empty (all black): {self.empty}")
+            grey.append(level)
+        self._frames, self._start = grey, frames.start
+
+    def at(self, index: int) -> np.ndarray:
+        """The (H, W) mask of the clip's frame ``index`` (counted from the range's start)."""
+        if not self.video:
+            return self._still
+        if not self._frames:
+            raise SettingsError(f"{self.what}: call check() with the clip's frame range first")
+        return self._frames[min(index, len(self._frames) - 1)].astype(np.float32) / 255.0
+
+
+def mask_hashes(settings: dict, keys=("mask", "masks", "content_mask", "style_masks")) -> dict:
+    """``{key_sha256: hash or list of hashes}`` of the mask files a run's settings name (a
+    resumed run compares these, not the paths as typed)."""
+    out = {}
+    for key in keys:
+        value = settings.get(key)
+        if value is None:
+            continue
+        out[f"{key}_sha256"] = ([media.file_sha256(m) for m in value] if isinstance(value, (list, tuple))
+                                else media.file_sha256(value))
+    return out

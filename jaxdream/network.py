@@ -158,3 +158,24 @@ def features(image, layers: str | Sequence[str], *, model: str = "googlenet",
     out = _features_jit(net.params, jnp.asarray(arr, jnp.float32)[None], model=spec.name,
                         pooling=pooling, layers=names)
     return {name: np.asarray(out[name][0]) for name in names}
+
+
+#: The input size GoogLeNet's classifier was trained at.
+CLASSIFY_SIZE = 224
+
+
+def classify(image, *, model: str = "googlenet", weights: str | os.PathLike | None = None) -> np.ndarray:
+    """ImageNet class probabilities (1000,) of an RGB image, resized (bilinear, whole image) to
+    224x224 as ``jaxdream classify`` does.
+
+    Example:
+        >>> int(jaxdream.classify(img).argmax())  # doctest: +SKIP
+        285
+    """
+    from . import media
+    from .errors import SettingsError
+    spec = get_spec(model)
+    if "prob" not in spec.layers:
+        raise SettingsError(f"{spec.name} has no classifier; use googlenet")
+    small = media.resize(np.asarray(image, np.float32), (CLASSIFY_SIZE, CLASSIFY_SIZE), "bilinear")
+    return features(small, "prob", model=spec.name, weights=weights)["prob"].reshape(-1)

@@ -1052,21 +1052,13 @@ def _check_style_loss_and_ema(style_loss: str, ema, optimizer: str) -> None:
         raise SettingsError(f"--ema averages Adam's iterates; use it with --optimizer adam, not {optimizer}")
 
 
-def _mask_list(values) -> list:
-    if values is None:
-        return []
-    if isinstance(values, (str, os.PathLike)) or (isinstance(values, np.ndarray) and values.ndim in (2, 3)):
-        return [values]
-    return list(values)
-
-
 def _load_masks(masks, content_mask, style_masks, content_full: np.ndarray, style_full: list) -> dict:
     """Read and check the masks of a run (:class:`StylePlan` fields): one region mask per style
     and one mask (or None) per style image, none empty; every mask of its image's aspect ratio."""
-    from .masks import check_aspect, check_not_empty, load_mask, mask_name
+    from .masks import check_aspect, check_not_empty, load_mask, mask_list, mask_name
     n = len(style_full)
     names: dict = {}
-    regions = _mask_list(masks)
+    regions = mask_list(masks)
     if regions and len(regions) != n:
         raise SettingsError(f"{len(regions)} masks for {n} style image{'s' if n > 1 else ''}: give one "
                             f"--mask per --style, in the same order")
@@ -1085,7 +1077,7 @@ def _load_masks(masks, content_mask, style_masks, content_full: np.ndarray, styl
         cmask = load_mask(content_mask, what)
         check_aspect(cmask, content_full.shape[:2], what, "the content image")
         names["content_mask"] = str(content_mask) if isinstance(content_mask, (str, os.PathLike)) else "array"
-    given = _mask_list(style_masks)
+    given = mask_list(style_masks)
     if given and len(given) != n:
         raise SettingsError(f"{len(given)} style masks for {n} style image{'s' if n > 1 else ''}: give one "
                             f"--style-mask per --style, in the same order ('none' for a whole style image)")

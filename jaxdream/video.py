@@ -40,6 +40,7 @@ from . import flow as flowlib
 from . import media, options
 from .animate import METRICS_FILE, PASSES_FILE, FrameStore, finish, frame_run, work_folder
 from .errors import SettingsError
+from .masks import mask_hashes
 
 __all__ = ["VideoSettings", "VideoProgress", "VideoResult", "StyleFrames", "DreamFrames", "process",
            "INITS"]
@@ -176,16 +177,21 @@ class StyleFrames:
                 raise SettingsError(f"video mode takes one value of {key.replace('_', ' ')}, not a sweep")
         self.style = style
         self.mesh = mesh  # each frame's rows are split across it (jaxdream.style, _Placement)
+        check_mask_count(style, len(self.styles))
         self.net = network or load_network("vgg19", weights, style.get("pooling", "max"))
         self.loss = None
         self.iterations_run = None  # of the last frame: L-BFGS evaluations, all scales together
+        self.index = 0  # the frame being made (set by process), which picks a video mask's frame
+        self._masks: dict | None = None  # the region and content masks per frame (set by check)
 
-    def check(self, frame_hw: tuple[int, int]) -> None:
-        """Fail before any work when the frames are too small for the network."""
+    def check(self, frame_hw: tuple[int, int], frames: range | None = None) -> None:
+        """Fail before any work when the frames are too small for the network, or a mask does not
+        fit them; read the masks of ``frames`` (the clip's frame indices)."""
         from .style import CONTENT_LAYERS, STYLE_LAYERS
         layers = tuple(self.style.get("content_layers", CONTENT_LAYERS)) + tuple(
             self.style.get("style_layers", STYLE_LAYERS))
         self.net.spec.check_size(*frame_hw, self.net.spec.check_layers(layers))
+        self._masks = frame_masks(self.style, frame_hw, frames)
 
     def settings(self) -> dict:
         return {"mode": "style", "styles": self.style_names, "iterations_first": self.iterations_first,
@@ -197,7 +203,7 @@ class StyleFrames:
                 "weights": self.net.weights_id,
                 "styles_sha256": [media.file_sha256(s) for s in self.style_paths],
                 "first_init_sha256": media.file_sha256(self.first_init),
-                **{k: (list(v) if isinstance(v, tuple) else v) for k, v in self.style.items()}}
+                **{k: _recordable(v) for k, v in self.style.items()}, **mask_hashes(self.style)}
 
     def _run(self, frame, init, iterations, scales, temporal, callback):
         from .style import stylize
@@ -205,10 +211,11 @@ class StyleFrames:
         # the tolerance applies to the later frames (those with a temporal term); frame 0 and the
         # independent baseline run their whole budget
         later = temporal is not None
+        style = self.style | masks_at(self._masks, self.index)
         result = stylize(frame, self.styles, init=init, num_iterations=iterations, size=size,
                          scales=scales, temporal=temporal, network=self.net, callback=callback, mesh=self.mesh,
                          tol_loss_relative=self.tol_loss_relative if later else 0.0,
-                         tol_loss_relative_interval=self.tol_loss_relative_interval, **self.style)
+                         tol_loss_relative_interval=self.tol_loss_relative_interval, **style)
         self.loss = float(result.losses["total"][0])
         self.iterations_run = sum(result.iterations_run)
         return result.image
@@ -242,14 +249,18 @@ class DreamFrames:
         blend: how much of the warped previous dream is kept (0: dream each frame afresh from
             the input frame; 1: only the warped dream, the new frame enters only at occlusions).
         steps_per_frame: ascent steps for each frame after the first.
+        mask: dream only where it is white: an image (path or array) for every frame or a video
+            of masks, one per frame (None: the dreamer's own mask, if any).
     """
 
     kind = "dream"
 
-    def __init__(self, dreamer, blend: float = 0.6, steps_per_frame: int = 5):
+    def __init__(self, dreamer, blend: float = 0.6, steps_per_frame: int = 5, mask=None):
+        from .masks import MaskFrames, mask_name
         options.get("blend").check(blend)
         options.get("steps_per_frame").check(steps_per_frame)
         self.dreamer, self.blend, self.steps = dreamer, float(blend), int(steps_per_frame)
+        self.mask = None if mask is None else MaskFrames(mask, mask_name(mask))
         self.loss = None
         self.index = 0
 
@@ -258,27 +269,84 @@ class DreamFrames:
         """The dreamer's devices (its tile batches, and the frame pairs' flows, are split over them)."""
         return self.dreamer.mesh
 
-    def check(self, frame_hw: tuple[int, int]) -> None:
+    def check(self, frame_hw: tuple[int, int], frames: range | None = None) -> None:
         self.dreamer.net.spec.check_size(*frame_hw, self.dreamer.layer_names)
+        if self.mask is not None:
+            self.mask.check(frame_hw, frames)
 
     def settings(self) -> dict:
-        return {"mode": "dream", "blend": self.blend, "steps_per_frame": self.steps,
-                "weights": self.dreamer.net.weights_id} | self.dreamer.cfg.to_dict() | {
-                "guide_sha256": media.file_sha256(self.dreamer.cfg.guide)}
+        record = {"mode": "dream", "blend": self.blend, "steps_per_frame": self.steps,
+                  "weights": self.dreamer.net.weights_id} | self.dreamer.cfg.to_dict()
+        if self.mask is not None:
+            record["mask"] = _recordable(self.mask.source)
+        return record | {"guide_sha256": media.file_sha256(self.dreamer.cfg.guide)} | mask_hashes(record)
+
+    def _use_mask(self) -> None:
+        if self.mask is not None:
+            self.dreamer.set_mask(self.mask.at(self.index))
 
     def first(self, frame, callback=None):
+        self._use_mask()
         return self.dreamer.run(frame)
 
     def independent(self, frame, callback=None):
+        self._use_mask()
         return self.dreamer.run(frame)
 
     def next(self, frame, prev_out, warped, mask, init_mode, callback=None, target=None):
         import jax
+        self._use_mask()
         source = {"prev-warped": warped, "prev": prev_out, "content": frame}[init_mode]
         weight = self.blend * (mask[..., None] if init_mode == "prev-warped" else 1.0)
         start = frame + weight * (source - frame)
         key = jax.random.fold_in(self.dreamer.key, 1000 + self.index)
         return np.asarray(self.dreamer.step(start, key, steps=self.steps))
+
+
+def _recordable(value):
+    """A setting as the run's record keeps it: tuples as lists, paths as text, arrays as ``"array"``."""
+    if isinstance(value, (list, tuple)):
+        return [_recordable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return str(value)
+    return "array" if isinstance(value, np.ndarray) else value
+
+
+def check_mask_count(style: dict, styles: int) -> None:
+    """One region mask per style; style masks (of the style images) are pictures."""
+    from .masks import is_video, mask_list
+    regions = mask_list(style.get("masks"))
+    if regions and len(regions) != styles:
+        raise SettingsError(f"{len(regions)} masks for {styles} style image{'s' if styles > 1 else ''}: give "
+                            f"one --mask per --style, in the same order")
+    if any(is_video(m) for m in mask_list(style.get("style_masks"))):
+        raise SettingsError("a --style-mask is a picture of its style image, not a video")
+
+
+def frame_masks(style: dict, frame_hw: tuple[int, int], frames: range | None) -> dict | None:
+    """The region masks (``masks``) and ``content_mask`` of a styled clip as
+    :class:`jaxdream.masks.MaskFrames` (pictures or videos of masks), checked against the frames
+    of ``frames``; None without masks."""
+    from .masks import MaskFrames, mask_list, mask_name
+    regions = mask_list(style.get("masks"))
+    content = style.get("content_mask")
+    if not regions and content is None:
+        return None
+    out = {"masks": [MaskFrames(m, mask_name(m, i), f"style image {i} would apply nowhere")
+                     for i, m in enumerate(regions, 1)],
+           "content_mask": None if content is None else MaskFrames(content, mask_name(content, None, "content mask"))}
+    for m in [*out["masks"], out["content_mask"]]:
+        if m is not None:
+            m.check(frame_hw, frames)
+    return out
+
+
+def masks_at(masks: dict | None, index: int) -> dict:
+    """The ``stylize`` mask settings of frame ``index`` from :func:`frame_masks`."""
+    if masks is None:
+        return {}
+    return {"masks": [m.at(index) for m in masks["masks"]] or None,
+            "content_mask": None if masks["content_mask"] is None else masks["content_mask"].at(index)}
 
 
 #: How the long-term frames share a pixel (artistic-videos' ``-combine_flowWeights_method``).
@@ -391,7 +459,7 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
     # an MP4 needs even sides: a resized frame gets them now rather than losing a row later
     reader = media.VideoReader(input_path, settings.size, settings.start, settings.end, even=kind == "mp4")
     w, h = reader.frame_size
-    maker.check((h, w))
+    maker.check((h, w), range(reader.start, reader.end))
     fps = settings.fps or reader.fps
     record = {"input": str(input_path), "input_sha256": media.file_sha256(input_path), "size": [h, w],
               "start": settings.start, "end": reader.end, "init": settings.init,

@@ -24,7 +24,7 @@ import pytest
 
 import jaxdream
 from jaxdream import media
-from jaxdream.dream import (DreamConfig, Dreamer, Objective, Schedule, _objective_value, ascend, ascent_step,
+from jaxdream.dream import (DreamConfig, Dreamer, Objective, Schedule, _objective_value, ascend, ascent_step, class_logit,
                             lap_normalize, layer_objective, make_config, normalize_gradient,
                             octave_shapes, parse_channels, parse_layers, tile_grid, tiled_gradient)
 from jaxdream.dream import dream as dream_fn
@@ -146,13 +146,29 @@ def test_guide_objective_with_channels_matches_on_the_selected_channels_only():
     np.testing.assert_allclose(grad, expected, rtol=0, atol=1e-6)
 
 
-def test_class_objective_is_the_mean_logit_over_positions():
-    a = np.random.default_rng(4).standard_normal((2, 3, 4, 10)).astype(np.float32)
-    value, grad = value_and_grad(lambda x: layer_objective(x, "class", class_idx=7), a)
-    np.testing.assert_allclose(value, a[..., 7].mean(axis=(1, 2)).sum(), rtol=1e-5)
-    expected = np.zeros_like(a)
-    expected[..., 7] = 1.0 / 12
-    np.testing.assert_allclose(grad, expected, rtol=0, atol=1e-7)
+def test_class_logit_is_the_classifier_on_the_global_average():
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((2, 3, 4, 10)).astype(np.float32)
+    kernel, bias = rng.standard_normal((10, 6)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    classifier = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
+    value, grad = value_and_grad(lambda x: class_logit(classifier, x, 3), a)
+    pooled = a.reshape(2, 12, 10).mean(axis=1)
+    np.testing.assert_allclose(value, (pooled @ kernel[:, 3] + bias[3]).sum(), rtol=1e-5)
+    expected = np.broadcast_to(kernel[:, 3] / 12, a.shape)  # every position shares the pool
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_class_dream_reads_the_layer_under_the_classifier_so_small_octaves_count(net, image):
+    """A class dream's smallest octave is set by inception_5b (31 px), not the 224 px the
+    classifier's 7x7 pool needs: a 64 px image dreams, over 2 octaves."""
+    cfg = make_config(class_index=7, steps=1, octaves=2, jitter=2)
+    assert cfg.layers == (("loss3/classifier", 1.0),)  # what the record says is maximised
+    d = Dreamer(cfg, network=net)
+    assert d.layer_names == ("inception_5b/output",) and d.min_size == 31
+    shapes = []
+    out = d.run(image, progress=lambda p: shapes.append(p.shape))
+    assert shapes == [(46, 46), (64, 64)] and out.shape == image.shape
+    assert np.abs(out - image).max() > 0
 
 
 def test_unknown_objective_kind_is_a_settings_error():
@@ -639,6 +655,36 @@ def test_class_dream_967_espresso_from_chelsea(chelsea224, isolated_home):
     out = dream_fn(chelsea224, weights=REAL_GOOGLENET, class_index="espresso", octaves=1, steps=12, jitter=4)
     after = _prob(out, 967)
     assert after > 0.5, (before, after)
+
+
+@real
+def test_class_objective_at_224_is_googlenets_logit(chelsea224, isolated_home):
+    """At 224 px the global average is the classifier's own 7x7 pool: the objective is the logit
+    GoogLeNet gives (class 285, Egyptian cat)."""
+    from jaxdream.network import load_network
+    net = load_network("googlenet", REAL_GOOGLENET)
+    obj = Objective("googlenet", ("inception_5b/output",), kind="class", class_index=285)
+    value = _objective_value(net.params, jnp.asarray(chelsea224)[None], jnp.ones(1), None, obj)
+    logits = jaxdream.features(chelsea224, "loss3/classifier", weights=REAL_GOOGLENET)["loss3/classifier"]
+    np.testing.assert_allclose(float(value), float(logits.reshape(-1)[285]), rtol=1e-5)
+
+
+#: Classes whose class dream of chelsea.png at 512 px and default settings a test checks (the
+#: benchmark, benchmarks/class_bench.py, runs 20 classes on several photos).
+CLASS_DREAMS = (("espresso", 967), ("goldfish", 1), ("space shuttle", 812))
+
+
+@real
+@pytest.mark.parametrize("name,index", CLASS_DREAMS)
+def test_class_dream_at_defaults_makes_googlenet_see_the_class(isolated_home, name, index):
+    """`--class N` with no other option at 512 px: GoogLeNet's top-1 (224 px resize, as
+    `jaxdream classify`) becomes the class, from a cat it called anything but."""
+    img = media.load_image(CHELSEA, size=512)
+    out = dream_fn(img, weights=REAL_GOOGLENET, class_index=name)
+    before = jaxdream.classify(img, weights=REAL_GOOGLENET)
+    after = jaxdream.classify(out, weights=REAL_GOOGLENET)
+    assert int(before.argmax()) != index
+    assert int(after.argmax()) == index, (name, int(after.argmax()), float(after[index]))
 
 
 # ----------------------------------------------------------------------------------------------
