@@ -37,8 +37,9 @@ def add_dream_options(p: argparse.ArgumentParser, steps: int = _D.steps, octaves
     g.add_argument("--step-size", type=number("step-size"), default=_D.step_size, help=f"(default {_D.step_size})")
     g.add_argument("--jitter", type=number("jitter"), default=_D.jitter,
                    help=f"max random shift in px (default {_D.jitter})")
-    g.add_argument("--normalize", choices=("mean", "std", "lapnorm"), default=_D.normalize,
-                   help="gradient normalisation (default mean: step / mean|g|)")
+    g.add_argument("--normalize", choices=("auto", "mean", "std", "lapnorm"), default="auto",
+                   help="gradient normalisation: mean (step / mean|g|), std, lapnorm (Laplacian "
+                        "pyramid); default auto: lapnorm with 5 levels for --class, else mean")
     g.add_argument("--lapnorm", type=number("lapnorm"), metavar="LEVELS",
                    help="Laplacian pyramid normalisation with this many levels (sets --normalize lapnorm)")
     g.add_argument("--tile-size", type=number("tile-size"), default=_D.tile_size,
@@ -63,7 +64,7 @@ def dream_config(args):
                        class_index=args.class_index, guide=args.guide, guide_size=args.guide_size,
                        steps=args.steps, octaves=args.octaves, octave_scale=args.octave_scale,
                        step_size=args.step_size, jitter=args.jitter, normalize=normalize,
-                       lapnorm_levels=args.lapnorm or _D.lapnorm_levels, tile_size=args.tile_size,
+                       lapnorm_levels=args.lapnorm, tile_size=args.tile_size,
                        seed=args.seed, precision=args.precision, mask=dream_mask(args))
 
 

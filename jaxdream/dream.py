@@ -32,6 +32,11 @@ from .network import Network, load_network
 from .style import in_jit_loop_default
 
 NORMALIZATIONS = ("mean", "std", "lapnorm")
+#: ``normalize="auto"`` (the command line's default): ``lapnorm`` with this many levels for a class
+#: dream (its low frequencies draw the class's shapes: balloons, a banana, a traffic light, where
+#: ``mean`` leaves faint texture; both make the class GoogLeNet's top-1), ``mean`` otherwise
+#: (google/deepdream's).
+CLASS_NORMALIZE = ("lapnorm", 5)
 OBJECTIVES = ("l2", "guide", "class")
 CLASS_LAYER = "loss3/classifier"
 #: A class dream's objective reads this layer: the classifier's logit on its global average.
@@ -466,10 +471,18 @@ class DreamConfig:
 def make_config(**settings) -> DreamConfig:
     """Build and validate a :class:`DreamConfig` from keyword settings (strings allowed).
 
+    ``normalize`` absent or ``"auto"``: ``lapnorm`` (:data:`CLASS_NORMALIZE`) for a class dream,
+    ``mean`` otherwise; the config records what was chosen.
+
     Raises:
         SettingsError / LayerError: with one line naming the bad value.
     """
-    cfg = DreamConfig(**{k: v for k, v in settings.items() if v is not None})
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if settings.get("normalize", "auto") == "auto":
+        settings["normalize"], levels = (CLASS_NORMALIZE if settings.get("class_index") is not None
+                                          else ("mean", DreamConfig.lapnorm_levels))
+        settings.setdefault("lapnorm_levels", levels)
+    cfg = DreamConfig(**settings)
     spec = get_spec(cfg.model)
     layers = parse_layers(cfg.layers)
     channels = parse_channels(cfg.channels)

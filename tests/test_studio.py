@@ -93,7 +93,7 @@ def test_fields_come_from_the_cli_parser():
     assert "ascent steps" in steps.help
     style = {f.name: f for f in forms.fields("style")}
     assert style["style-weight"].kind == "list" and style["init"].choices == forms.SAFE_CHOICES["--init"]
-    assert {f.name: f for f in forms.fields("dream")}["normalize"].choices == ("mean", "std", "lapnorm")
+    assert {f.name: f for f in forms.fields("dream")}["normalize"].choices == ("auto", "mean", "std", "lapnorm")
     assert {f.name: f for f in forms.fields("video")}["dream"].kind == "flag"
     described = forms.describe()
     assert list(described) == list(forms.COMMANDS)
