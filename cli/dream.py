@@ -117,7 +117,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_zoom)
 
 
-def _check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
+def check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
     """Before any image is loaded: big enough for the layers, within the memory the device has."""
     from jaxdream import memory
     from jaxdream.models import get_spec
@@ -142,7 +142,7 @@ def cmd_dream(args) -> int:
     out = Path(args.output) if args.output else Path(args.input).with_name(Path(args.input).stem + "_dream.png")
     hw = output_size(args.input, args.size)
     media.check_output(out, inputs=[args.input, args.guide, cfg.mask])
-    _check_dream_size(args, cfg, hw)
+    check_dream_size(args, cfg, hw)
     if args.dry_run:
         return dry_run_done(f"dream ({cfg.octaves} octaves x {cfg.steps} steps)", hw, out)
     image = media.load_image(args.input, size=args.size)
@@ -179,7 +179,7 @@ def cmd_zoom(args) -> int:
     hw = output_size(args.input, args.size or 512)
     out, kind = media.check_animation_output(args.output, inputs=[args.input, args.guide, cfg.mask])
     animate.check_work_folder(animate.work_folder(out, kind), args.resume, args.overwrite)
-    _check_dream_size(args, cfg, hw)
+    check_dream_size(args, cfg, hw)
     if args.dry_run:
         return dry_run_done(f"zoom ({zs.frames} frames)", hw, out)
     image = media.load_image(args.input, size=args.size or 512)

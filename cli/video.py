@@ -131,10 +131,10 @@ def _check_frames(args, hw: tuple[int, int], frames: range) -> None:
     from jaxdream.masks import MaskFrames, mask_name
     from jaxdream.style import plan_style
 
-    from .dream import _check_dream_size
+    from .dream import check_dream_size
     if args.dream:
         cfg = dream_config(args)
-        _check_dream_size(args, cfg, hw)
+        check_dream_size(args, cfg, hw)
         if cfg.mask is not None:
             MaskFrames(cfg.mask, mask_name(cfg.mask)).check(hw, frames, "the clip's frames")
         return

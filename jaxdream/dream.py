@@ -145,6 +145,9 @@ def _objective_value(params, rgb, weights, guides, obj: Objective) -> jax.Array:
     return total
 
 
+_objective_jit = jax.jit(_objective_value, static_argnames="obj")
+
+
 # ----------------------------------------------------------------------------------------------
 # gradient normalisation
 
@@ -325,7 +328,7 @@ def _ascend_in_jit(params, image, key, weights, step_size, guides, mask=None, *,
 
 def ascend(params, image: jax.Array, key: jax.Array, weights: jax.Array, step_size: jax.Array,
            guides: tuple | None, *, obj: Objective, sched: Schedule, in_jit_loop: bool | None = None,
-           mask: jax.Array | None = None) -> jax.Array:
+           mask: jax.Array | None = None, on_step: Callable[[int, jax.Array], None] | None = None) -> jax.Array:
     """``sched.steps`` DeepDream ascent steps on an (H, W, 3) RGB 0..255 image.
 
     Each step rolls the image by a random shift (up to ``sched.jitter`` px, plus up to a tile when
@@ -341,13 +344,20 @@ def ascend(params, image: jax.Array, key: jax.Array, weights: jax.Array, step_si
     ``mask`` (H, W) in 0..1 multiplies every step (applied after the gradient is rolled back, so
     it stays aligned with the image; statistics of the normalisation taken where it weights):
     the image changes only where the mask is non-zero.
+
+    ``on_step(i, image)`` is called after every step (the steps then run one program call each,
+    on any device, with the same result).
     """
+    if on_step is not None:
+        in_jit_loop = False  # a call back after every step: one program call per step
     fn, args, kwargs = ascent_program(params, image, key, weights, step_size, guides, obj=obj, sched=sched,
                                       in_jit_loop=in_jit_loop, mask=mask)
     if fn is _ascend_in_jit:
         return fn(*args, **kwargs)
     for i in range(sched.steps):
         image = fn(params, image, key, np.int32(i), weights, step_size, guides, **kwargs)
+        if on_step is not None:
+            on_step(i, image)
     return image
 
 
@@ -433,6 +443,18 @@ class DreamProgress:
     octaves: int
     shape: tuple[int, int]
     seconds: float
+
+
+@dataclass
+class StepProgress:
+    """What :meth:`Dreamer.run` reports after every ascent step (``on_step``)."""
+
+    octave: int
+    octaves: int
+    step: int
+    steps: int
+    shape: tuple[int, int]
+    image: jax.Array
 
 
 @dataclass(frozen=True)
@@ -589,10 +611,21 @@ class Dreamer:
         return Schedule(steps or c.steps, c.jitter, c.normalize, c.lapnorm_levels, c.tile_size, c.tile_batch,
                         self.mesh)
 
-    def step(self, image, key, steps: int | None = None, layers: tuple[tuple[str, float], ...] | None = None):
-        """Run ``steps`` ascent steps on one image shape (jitted; compiled once per shape)."""
+    def step(self, image, key, steps: int | None = None, layers: tuple[tuple[str, float], ...] | None = None,
+             on_step: Callable[[int, jax.Array], None] | None = None):
+        """Run ``steps`` ascent steps on one image shape (jitted; compiled once per shape);
+        ``on_step(i, image)`` after each."""
         args, kwargs = self._ascent_arguments(jnp.asarray(image, jnp.float32), key, steps, layers)
-        return ascend(*args, **kwargs)
+        return ascend(*args, **kwargs, on_step=on_step)
+
+    def objective(self, image) -> float:
+        """The objective's value for an (H, W, 3) RGB 0..255 image, computed whole (untiled)."""
+        return float(_objective_jit(self.net.params, jnp.asarray(image, jnp.float32)[None], self.weights,
+                                    self.guides, obj=self.obj))
+
+    def octave_shapes(self, hw: tuple[int, int]) -> list[tuple[int, int]]:
+        """The (h, w) of every octave of an image of size ``hw``, smallest first."""
+        return octave_shapes(hw[0], hw[1], self.cfg.octaves, self.cfg.octave_scale, self.min_size)
 
     def program(self, image, key):
         """``(jitted function, args, kwargs)`` of the first call :meth:`step` makes on ``image``
@@ -619,16 +652,19 @@ class Dreamer:
         return self._masks[hw]
 
     def run(self, image: np.ndarray, progress: Callable[[DreamProgress], None] | None = None,
-            layers: tuple[tuple[str, float], ...] | None = None) -> np.ndarray:
+            layers: tuple[tuple[str, float], ...] | None = None,
+            on_step: Callable[[StepProgress], None] | None = None) -> np.ndarray:
         """Dream an (H, W, 3) RGB 0..255 image through the octaves; returns float32 RGB.
 
         ``layers`` overrides the configured (layer, weight) pairs (same compiled program per set).
+        ``progress`` is called after every octave, ``on_step`` after every ascent step (with the
+        image so far: a preview, or what to keep when the run is stopped).
         """
         import time
         image = np.asarray(image, np.float32)
         h, w = image.shape[:2]
         self.net.spec.check_size(h, w, self.layer_names)
-        shapes = octave_shapes(h, w, self.cfg.octaves, self.cfg.octave_scale, self.min_size)
+        shapes = self.octave_shapes((h, w))
         bases = [image if s == (h, w) else media.resize(image, s, "bilinear") for s in shapes]
         detail = np.zeros_like(bases[0])
         result = bases[0]
@@ -637,7 +673,10 @@ class Dreamer:
             if detail.shape != base.shape:
                 detail = np.asarray(jax.image.resize(detail, base.shape, "linear"))
             key = jax.random.fold_in(self.key, octave)
-            result = np.asarray(self.step(np.clip(base + detail, 0, 255), key, layers=layers))
+            hook = None if on_step is None else (
+                lambda i, x, octave=octave, shape=base.shape[:2]: on_step(
+                    StepProgress(octave + 1, len(bases), i + 1, self.cfg.steps, shape, x)))
+            result = np.asarray(self.step(np.clip(base + detail, 0, 255), key, layers=layers, on_step=hook))
             detail = result - base
             if progress is not None:
                 progress(DreamProgress(octave + 1, len(bases), base.shape[:2], time.perf_counter() - start))

@@ -413,6 +413,18 @@ def test_ascend_increases_the_objective(dreamer, image):
     assert value(out) > 1.05 * before > 0
 
 
+def test_run_reports_every_step_and_gives_the_same_image(dreamer, image):
+    seen = []
+    out = dreamer.run(image, on_step=lambda p: seen.append((p.octave, p.octaves, p.step, p.steps, p.shape,
+                                                           np.asarray(p.image))))
+    shapes = dreamer.octave_shapes(image.shape[:2])
+    assert [s[:5] for s in seen] == [(o + 1, 2, i + 1, 2, shapes[o]) for o in range(2) for i in range(2)]
+    np.testing.assert_array_equal(seen[-1][5], out)  # the last step's image is the result
+    np.testing.assert_array_equal(dreamer.run(image), out)  # watching changes nothing
+    value = _objective_value(dreamer.net.params, jnp.asarray(out)[None], dreamer.weights, None, dreamer.obj)
+    assert dreamer.objective(out) == pytest.approx(float(value), rel=1e-6)
+
+
 def test_in_jit_loop_and_python_loop_give_the_same_image(dreamer, image):
     args = (dreamer.net.params, jnp.asarray(image), jax.random.key(4), dreamer.weights, jnp.float32(1.5), None)
     sched = dreamer.schedule(3)

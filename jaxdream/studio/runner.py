@@ -22,7 +22,6 @@ import shlex
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +124,7 @@ def dream(args, report: Reporter) -> int:
     one-step program); a stopped run writes the image it has, marked ``interrupted_at_step``."""
     from jaxdream import media
     from jaxdream.cli.common import on_abandon, output_size, single_process
-    from jaxdream.cli.dream import _check_dream_size, dream_config, make_dreamer
+    from jaxdream.cli.dream import check_dream_size, dream_config, make_dreamer
     from jaxdream.cli.main import enable_compilation_cache
 
     single_process("dream")
@@ -133,7 +132,7 @@ def dream(args, report: Reporter) -> int:
     out = Path(args.output)
     hw = output_size(args.input, args.size)
     media.check_output(out, inputs=[args.input, args.guide])
-    _check_dream_size(args, cfg, hw)
+    check_dream_size(args, cfg, hw)
     image = media.load_image(args.input, size=args.size)
     enable_compilation_cache()
     dreamer = make_dreamer(args, cfg)
@@ -160,69 +159,31 @@ def dream(args, report: Reporter) -> int:
 
 
 def dream_octaves(dreamer, image: np.ndarray, report: Reporter, current: dict | None = None) -> np.ndarray:
-    """:meth:`jaxdream.dream.Dreamer.run` one step at a time, reporting after every step.
+    """:meth:`jaxdream.dream.Dreamer.run`, reporting after every step.
 
     ``current`` receives the latest image and the number of steps done (for a save on a stop).
     """
-    import jax
-    import jax.numpy as jnp
-
-    from jaxdream import media
-    from jaxdream.dream import ascent_step, octave_shapes
-
     cfg = dreamer.cfg
-    image = np.asarray(image, np.float32)
-    h, w = image.shape[:2]
-    dreamer.net.spec.check_size(h, w, dreamer.layer_names)
-    shapes = octave_shapes(h, w, cfg.octaves, cfg.octave_scale, dreamer.min_size)
-    bases = [image if s == (h, w) else media.resize(image, s, "bilinear") for s in shapes]
-    one = replace(dreamer.schedule(), steps=1)  # the program Dreamer.step runs each step with on the CPU
+    shapes = dreamer.octave_shapes(np.shape(image)[:2])
     work = [s[0] * s[1] * cfg.steps for s in shapes]
-    objective = _objective(dreamer)
-    detail, result, step, last_eval = np.zeros_like(bases[0]), bases[0], 0, 0.0
-    for octave, base in enumerate(bases):
-        if detail.shape != base.shape:
-            detail = np.asarray(jax.image.resize(detail, base.shape, "linear"))
-        key = jax.random.fold_in(dreamer.key, octave)
-        x = jnp.asarray(np.clip(base + detail, 0, 255), jnp.float32)
-        masked = _mask(dreamer, base.shape[:2])
-        for i in range(cfg.steps):
-            x = ascent_step(dreamer.net.params, x, key, np.int32(i), dreamer.weights, jnp.float32(cfg.step_size),
-                            dreamer.guides, obj=dreamer.obj, sched=one, **masked)
-            result, step = np.asarray(x), step + 1
-            if current is not None:
-                current.update(image=result, step=step)
-            report.preview(result)
-            if objective is not None and (i == cfg.steps - 1 or time.time() - last_eval > OBJECTIVE_EVERY_S):
-                report.point(step, {"objective": objective(x)}, "objective")
-                last_eval = time.time()
-            done = sum(work[:octave]) + base.shape[0] * base.shape[1] * (i + 1)
-            report.progress(done / sum(work), f"octave {octave + 1}/{len(bases)} "
-                            f"({base.shape[1]}x{base.shape[0]}), step {i + 1}/{cfg.steps}")
-        detail = result - base
-    return result
+    last_eval = 0.0
 
+    def on_step(p) -> None:
+        nonlocal last_eval
+        result, step = np.asarray(p.image), (p.octave - 1) * cfg.steps + p.step
+        if current is not None:
+            current.update(image=result, step=step)
+        report.preview(result)
+        if p.step == p.steps or time.time() - last_eval > OBJECTIVE_EVERY_S:
+            # the curve: the objective of images small enough to take whole (larger ones are tiled)
+            value = dreamer.objective(result) if max(p.shape) <= cfg.tile_size else float("nan")
+            report.point(step, {"objective": value}, "objective")
+            last_eval = time.time()
+        h, w = p.shape
+        done = sum(work[:p.octave - 1]) + h * w * p.step
+        report.progress(done / sum(work), f"octave {p.octave}/{p.octaves} ({w}x{h}), step {p.step}/{p.steps}")
 
-def _mask(dreamer, hw) -> dict:
-    """``{"mask": ...}`` for the ascent step when the dreamer dreams through a mask, else {}."""
-    mask_at = getattr(dreamer, "mask_at", None)
-    mask = None if mask_at is None else mask_at(hw)
-    return {} if mask is None else {"mask": mask}
-
-
-def _objective(dreamer):
-    """The dream objective of an image for the curve, or None for an image too large to take it
-    whole (its steps run in tiles)."""
-    import jax
-
-    from jaxdream.dream import _objective_value
-    fn = jax.jit(_objective_value, static_argnames="obj")
-
-    def value(x):
-        if max(x.shape[:2]) > dreamer.cfg.tile_size:
-            return float("nan")
-        return float(fn(dreamer.net.params, x[None], dreamer.weights, dreamer.guides, obj=dreamer.obj))
-    return value
+    return dreamer.run(image, on_step=on_step)
 
 
 # ----------------------------------------------------------------------------------------------
