@@ -185,6 +185,9 @@ NUMBERS: dict[str, Number] = {n.name: n for n in [
     Number("devices", int, 1, 65536),
     Number("num-processes", int, 1, 65536),
     Number("process-id", int, 0, 65535),
+    # the web studio (jaxdream serve)
+    Number("port", int, 0, 65535),
+    Number("max-upload-mb", float, 0, 1 << 20, low_open=True),
 ]}
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..options import Number
+from .. import options
 
-#: Numbers of ``jaxdream serve`` (the studio's own; every other number is in jaxdream.options).
-PORT = Number("port", int, 0, 65535)
-MAX_UPLOAD_MB = Number("max-upload-mb", float, 0, 1 << 20, low_open=True)
+#: Numbers of ``jaxdream serve`` (defined with every other number in :mod:`jaxdream.options`).
+PORT = options.get("port")
+MAX_UPLOAD_MB = options.get("max-upload-mb")
 
 #: Default ceiling of one upload, in MB (an image or a clip).
 DEFAULT_MAX_UPLOAD_MB = 200
