@@ -195,8 +195,7 @@ def cmd_zoom(args) -> int:
             animate.zoom(dreamer, image, out, zs, schedule, resume=args.resume, overwrite=args.overwrite,
                          progress=progress,
                          metadata={"input": str(args.input), "input_sha256": media.file_sha256(args.input),
-                                   "weights_sha256": dreamer.net.weights_id}
-                         | ({"mask_sha256": media.file_sha256(cfg.mask)} if cfg.mask else {}))
+                                   "weights_sha256": dreamer.net.weights_id})
         except KeyboardInterrupt as e:
             report_interrupt(e, FRAMES_KEPT)
     if not args.quiet:

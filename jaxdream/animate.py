@@ -25,6 +25,7 @@ from jax.scipy.ndimage import map_coordinates
 
 from . import media, options
 from .errors import MediaError, SettingsError
+from .masks import mask_hashes
 
 STATE_FILE = "jaxdream-state.json"
 METRICS_FILE = "jaxdream-metrics.json"
@@ -371,6 +372,7 @@ def zoom(dreamer, image: np.ndarray, out: str | os.PathLike, settings: ZoomSetti
               "loop": settings.loop, "layer_schedule": [[f, [f"{n}:{w:g}" for n, w in ls]] for f, ls in schedule],
               "size": list(image.shape[:2])} | dreamer.cfg.to_dict() | (metadata or {})
     record["guide_sha256"] = media.file_sha256(dreamer.cfg.guide)
+    record |= mask_hashes(record)
     store = FrameStore(work_folder(out, kind), record, resume, overwrite)
     with frame_run(store):
         _zoom_frames(dreamer, image, store, settings, schedule, total, progress)

@@ -407,3 +407,31 @@ def test_cli_zoom_bad_input_in_process(args, needles, tmp_path, googlenet_caffem
     # nothing written: no output, no hidden work folder (the home may hold a weights cache)
     after = sorted(p.name for p in tmp_path.iterdir() if p.name != "home")
     assert after == [n for n in before if n != "home"]
+
+
+def test_resume_compares_the_masks_content(dreamer, tmp_path):
+    """A zoom through a mask records the mask file's hash: the same path with other pixels is
+    another run, a copy elsewhere is the same run."""
+    mask = tmp_path / "mask.png"
+    left = np.zeros((SIZE, SIZE, 3), np.float32)
+    left[:, : SIZE // 2] = 255.0
+    media.save_image(mask, left)
+
+    def masked(path):
+        cfg = make_config(layers=LAYER, steps=1, octaves=1, jitter=4, seed=0, mask=str(path))
+        return Dreamer(cfg, network=dreamer.net, mask=path)
+
+    def stop_after_two(p):
+        if p.frame == 2:
+            raise KeyboardInterrupt
+
+    out, image = tmp_path / "frames", smooth_image(SIZE, SIZE)
+    with pytest.raises(KeyboardInterrupt):
+        animate.zoom(masked(mask), image, out, ZS, progress=stop_after_two)
+    media.save_image(mask, 255.0 - left)
+    with pytest.raises(SettingsError, match="mask_sha256"):
+        animate.zoom(masked(mask), image, out, ZS, resume=True)
+    copy = tmp_path / "copy.png"
+    media.save_image(copy, left)
+    animate.zoom(masked(copy), image, out, ZS, resume=True)
+    assert len(list(out.glob("frame_*.png"))) == ZS.frames
