@@ -9,6 +9,11 @@ matmul's FLOP/s measured in the same run; then the whole evaluation (content + s
 and gradient) for comparison with the sum of its pieces.
 
     python benchmarks/layer_profile.py [--size 512] [--repeats 3]
+    python benchmarks/layer_profile.py --model googlenet   # DeepDream's network, stage by stage
+
+For GoogLeNet it times DeepDream's gradient (of 0.5 * sum(a^2) at a layer, to the image)
+ending at each stage from conv1 to inception_4c, and prints each stage's share as the
+difference between consecutive ends (forward and backward together, as a dream step runs them).
 
 Random weights of the real shapes (speed does not depend on the values).
 """
@@ -72,12 +77,51 @@ def rows(size: int):
     return out
 
 
+GOOGLENET_STAGES = ("conv1/7x7_s2", "pool1/norm1", "conv2/3x3_reduce", "conv2/3x3", "pool2/3x3_s2",
+                    "inception_3a/output", "inception_3b/output", "pool3/3x3_s2", "inception_4a/output",
+                    "inception_4b/output", "inception_4c/output")
+
+
+def googlenet_stages(size: int, repeats: int, peak: float) -> None:
+    """DeepDream's gradient ending at each stage; a stage's cost is the difference."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dream_bench import random_params
+
+    from jaxdream import preprocess
+    from jaxdream.models import get_spec
+    spec = get_spec("googlenet")
+    params = random_params("googlenet")
+    image = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)), jnp.float32)
+    print(f"GoogLeNet at {size}x{size}: gradient of 0.5*sum(a^2) at each layer, to the image")
+    print(f"{'ending at':24s} {'s':>7s} {'stage s':>8s} {'GFLOP':>7s} {'stage of mm':>12s}")
+    prev_t, prev_flops = 0.0, 0.0
+    for layer in GOOGLENET_STAGES:
+        module = spec.make((layer,), "max")
+        grad = jax.jit(jax.grad(lambda x, m=module, n=layer: 0.5 * jnp.sum(
+            m.apply(params, preprocess.to_model(x, spec.mean_bgr))[n] ** 2)))
+        cost = grad.lower(image).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        flops = float(cost.get("flops", float("nan")))
+        t = timed(grad, image, repeats=repeats)
+        stage_t, stage_flops = t - prev_t, flops - prev_flops
+        rate = stage_flops / stage_t / peak if stage_t > 0 else float("nan")
+        print(f"{layer:24s} {t:7.3f} {stage_t:8.3f} {flops / 1e9:7.1f} {rate:12.2f}", flush=True)
+        prev_t, prev_flops = t, flops
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", choices=("vgg19", "googlenet"), default="vgg19")
     args = ap.parse_args()
     peak = matmul_rate()
+    if args.model == "googlenet":
+        print(f"{jax.devices()[0].device_kind}; 2048x2048 matmul {peak / 1e9:.1f} GFLOP/s")
+        googlenet_stages(args.size, args.repeats, peak)
+        return
     print(f"{jax.devices()[0].device_kind}; 2048x2048 matmul {peak / 1e9:.1f} GFLOP/s; VGG-19 at "
           f"{args.size}x{args.size}, best of {args.repeats}")
     results = []
