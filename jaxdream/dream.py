@@ -676,7 +676,9 @@ class Dreamer:
             hook = None if on_step is None else (
                 lambda i, x, octave=octave, shape=base.shape[:2]: on_step(
                     StepProgress(octave + 1, len(bases), i + 1, self.cfg.steps, shape, x)))
-            result = np.asarray(self.step(np.clip(base + detail, 0, 255), key, layers=layers, on_step=hook))
+            start_image = np.clip(base + detail, 0, 255)
+            result = np.asarray(self.step(start_image, key, layers=layers) if hook is None else
+                                self.step(start_image, key, layers=layers, on_step=hook))
             detail = result - base
             if progress is not None:
                 progress(DreamProgress(octave + 1, len(bases), base.shape[:2], time.perf_counter() - start))
