@@ -194,8 +194,11 @@ def test_unknown_upload_ids_are_refused(tmp_path):
 #: A stand-in for the runner: notes its job in order.txt, writes a result, then waits as many
 #: seconds as the form's --step-size says.
 FAKE_RUNNER = r"""
-import json, sys, time
+import json, signal, sys, time
 from pathlib import Path
+# SIGINT stops it, as the real runner sets up for itself (a shell's background job, such as a
+# CI script started with '&', hands its children SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 job = Path(sys.argv[1])
 settings = json.loads((job / "settings.json").read_text())
 with open(job.parent / "order.txt", "a") as f:
