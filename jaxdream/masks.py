@@ -25,7 +25,8 @@ from . import media
 from .errors import MediaError, SettingsError
 
 __all__ = ["load_mask", "check_aspect", "resize_mask", "mask_name", "check_not_empty", "is_video",
-           "mask_shape", "MaskFrames", "mask_hashes", "mask_list"]
+           "MaskFrames", "mask_hashes", "mask_list",
+           "check_region_count"]
 
 #: Suffixes of a mask that is a video of masks (any clip ffmpeg reads; these are the ones
 #: recognised by name).
@@ -109,26 +110,16 @@ def mask_list(values) -> list:
     return list(values)
 
 
+def check_region_count(regions: list, styles: int) -> None:
+    """One region mask per style image, or none."""
+    if regions and len(regions) != styles:
+        raise SettingsError(f"{len(regions)} masks for {styles} style image{'s' if styles > 1 else ''}: give "
+                            f"one --mask per --style, in the same order")
+
+
 def is_video(mask) -> bool:
     """Whether ``mask`` names a video of masks (by its suffix)."""
     return isinstance(mask, (str, os.PathLike)) and Path(mask).suffix.lower() in VIDEO_SUFFIXES
-
-
-def mask_shape(mask, what: str = "mask") -> tuple[int, int]:
-    """(H, W) of a mask image, video (its frames as displayed) or array, without decoding pixels
-    of a video."""
-    if is_video(mask):
-        try:
-            w, h = media.probe_video(mask).display_size
-        except MediaError as e:
-            raise MediaError(f"{what.split(' (')[0]}: {e}") from None
-        return h, w
-    if isinstance(mask, (str, os.PathLike)):
-        try:
-            return media.image_shape(mask)
-        except MediaError as e:
-            raise MediaError(f"{what.split(' (')[0]}: {e}") from None
-    return load_mask(mask, what).shape
 
 
 class MaskFrames:
@@ -148,7 +139,6 @@ class MaskFrames:
         self.video = is_video(mask)
         self._still = None if self.video else load_mask(mask, what)
         self._frames: list[np.ndarray] = []
-        self._start = 0
 
     def check(self, image_hw: tuple[int, int], frames: range | None = None, image_what: str = "the frames") -> None:
         """Read the masks of ``frames`` (the clip's frame indices) and refuse a wrong aspect ratio,
@@ -171,11 +161,11 @@ class MaskFrames:
         for k, frame in enumerate(reader):
             if k >= len(frames):
                 break
-            level = np.rint(frame @ (_LUMA * 1.0)).clip(0, 255).astype(np.uint8)
+            level = np.rint(frame @ _LUMA).clip(0, 255).astype(np.uint8)
             if self.empty and not level.any():
                 raise SettingsError(f"{self.what} frame {frames.start + k} is empty (all black): {self.empty}")
             grey.append(level)
-        self._frames, self._start = grey, frames.start
+        self._frames = grey
 
     def at(self, index: int) -> np.ndarray:
         """The (H, W) mask of the clip's frame ``index`` (counted from the range's start)."""

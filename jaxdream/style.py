@@ -1055,13 +1055,11 @@ def _check_style_loss_and_ema(style_loss: str, ema, optimizer: str) -> None:
 def _load_masks(masks, content_mask, style_masks, content_full: np.ndarray, style_full: list) -> dict:
     """Read and check the masks of a run (:class:`StylePlan` fields): one region mask per style
     and one mask (or None) per style image, none empty; every mask of its image's aspect ratio."""
-    from .masks import check_aspect, check_not_empty, load_mask, mask_list, mask_name
+    from .masks import check_aspect, check_not_empty, check_region_count, load_mask, mask_list, mask_name
     n = len(style_full)
     names: dict = {}
     regions = mask_list(masks)
-    if regions and len(regions) != n:
-        raise SettingsError(f"{len(regions)} masks for {n} style image{'s' if n > 1 else ''}: give one "
-                            f"--mask per --style, in the same order")
+    check_region_count(regions, n)
     loaded = []
     for i, m in enumerate(regions, 1):
         what = mask_name(m, i)

@@ -314,11 +314,8 @@ def _recordable(value):
 
 def check_mask_count(style: dict, styles: int) -> None:
     """One region mask per style; style masks (of the style images) are pictures."""
-    from .masks import is_video, mask_list
-    regions = mask_list(style.get("masks"))
-    if regions and len(regions) != styles:
-        raise SettingsError(f"{len(regions)} masks for {styles} style image{'s' if styles > 1 else ''}: give "
-                            f"one --mask per --style, in the same order")
+    from .masks import check_region_count, is_video, mask_list
+    check_region_count(mask_list(style.get("masks")), styles)
     if any(is_video(m) for m in mask_list(style.get("style_masks"))):
         raise SettingsError("a --style-mask is a picture of its style image, not a video")
 
