@@ -52,9 +52,35 @@ def gram_sum(features: jax.Array) -> jax.Array:
     sum of the tiles' ``gram_sum`` values; divide by ``C*H*W`` of the whole image afterwards.
     """
     _check_features("gram", features)
+    return _gram_sum(features)
+
+
+def _flat(features: jax.Array) -> jax.Array:
     *lead, h, w, c = features.shape
-    flat = features.reshape(*lead, h * w, c)
+    return features.reshape(*lead, h * w, c)
+
+
+@jax.custom_vjp
+def _gram_sum(features: jax.Array) -> jax.Array:
+    flat = _flat(features)
     return jnp.einsum("...pc,...pd->...cd", flat, flat, precision=lax.Precision.HIGHEST)
+
+
+def _gram_sum_fwd(features):
+    return _gram_sum(features), features
+
+
+def _gram_sum_bwd(features, ct):
+    """``d<ct, FᵀF>/dF = F (ct + ctᵀ)``: one product where autodiff makes two (``F ct`` and
+    ``F ctᵀ``, each as large as the forward one). The Gram losses' cotangents are symmetric,
+    so this gives the same bits as autodiff; it saves about 8% of a 512 px style evaluation
+    together with :func:`jaxdream.models.common.pool2x2`'s backward (NOTES: benchmarks)."""
+    sym = ct + jnp.swapaxes(ct, -1, -2)
+    grad = jnp.einsum("...pc,...cd->...pd", _flat(features), sym, precision=lax.Precision.HIGHEST)
+    return (grad.reshape(features.shape),)
+
+
+_gram_sum.defvjp(_gram_sum_fwd, _gram_sum_bwd)
 
 
 def gram(features: jax.Array) -> jax.Array:
