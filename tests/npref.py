@@ -93,6 +93,25 @@ def caffe_pool(x: np.ndarray, mode: str, kernel: int, stride: int, pad: int = 0)
     return out
 
 
+def caffe_max_pool_grad(x: np.ndarray, ct: np.ndarray, kernel: int, stride: int, pad: int = 0) -> np.ndarray:
+    """Caffe PoolingLayer::Backward_cpu for MAX: each output's cotangent goes to its window's
+    argmax (the first on a tie, as Caffe's mask records it)."""
+    x = np.asarray(x, np.float64)
+    n, h, w, c = x.shape
+    grad = np.zeros_like(x)
+    for ph in range(ct.shape[1]):
+        for pw in range(ct.shape[2]):
+            hstart, wstart = max(ph * stride - pad, 0), max(pw * stride - pad, 0)
+            hend, wend = min(ph * stride - pad + kernel, h), min(pw * stride - pad + kernel, w)
+            window = x[:, hstart:hend, wstart:wend, :].reshape(n, -1, c)
+            flat = window.argmax(axis=1)
+            for b in range(n):
+                for ch in range(c):
+                    i, j = divmod(int(flat[b, ch]), wend - wstart)
+                    grad[b, hstart + i, wstart + j, ch] += ct[b, ph, pw, ch]
+    return grad
+
+
 def caffe_max_pool(x, kernel, stride, pad=0):
     return caffe_pool(x, "max", kernel, stride, pad)
 

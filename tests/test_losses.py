@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdream.losses import (content_loss, gaussian_moments, gram, masked_gram, sqrtm_newton_schulz,
+from jaxdream.losses import (content_loss, gaussian_moments, gram, gram_sum, masked_gram, sqrtm_newton_schulz,
                              trace_sqrtm, wasserstein_loss)
 
 
@@ -164,3 +164,18 @@ def test_w2_gradient_matches_finite_differences():
             d = jnp.asarray(rng.standard_normal(f1.shape))
             fd = (f(f1 + 1e-5 * d) - f(f1 - 1e-5 * d)) / 2e-5
             assert float(jnp.vdot(g, d)) == pytest.approx(float(fd), rel=1e-5)
+
+
+def test_gram_gradient_is_f_times_the_symmetrised_cotangent():
+    """gram_sum's one-product backward: d<ct, FᵀF>/dF = F (ct + ctᵀ), for a symmetric and a
+    non-symmetric cotangent, with leading batch axes, against NumPy."""
+    rng = np.random.default_rng(7)
+    f = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    flat = f.reshape(2, 12, 5).astype(np.float64)
+    for ct in (rng.standard_normal((2, 5, 5)), None):
+        if ct is None:  # symmetric, as the Gram losses give
+            a = rng.standard_normal((2, 5, 5))
+            ct = a + np.swapaxes(a, -1, -2)
+        got = jax.grad(lambda v: jnp.vdot(gram_sum(v), jnp.asarray(ct, jnp.float32)))(jnp.asarray(f))
+        want = np.einsum("bpc,bcd->bpd", flat, ct + np.swapaxes(ct, -1, -2)).reshape(f.shape)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)

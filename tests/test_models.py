@@ -106,6 +106,45 @@ def test_caffe_pool_matches_reference(mode, h, w, kernel, stride, pad):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("h,w,kernel,stride,pad", POOL_CASES)
+def test_caffe_max_pool_gradient_matches_caffe_backward(h, w, kernel, stride, pad):
+    """The custom backward of caffe_max_pool routes each cotangent to its window's maximum
+    (no ties in random data), as Caffe's Backward_cpu does, padding and clipped windows included."""
+    rng = np.random.default_rng(h * 100 + w + kernel)
+    x = rng.standard_normal((2, h, w, 3)).astype(np.float32) - 2.0
+    ct = rng.standard_normal(npref.caffe_max_pool(x, kernel, stride, pad).shape).astype(np.float32)
+    got = jax.grad(lambda v: jnp.vdot(caffe_max_pool(v, kernel, stride, pad), jnp.asarray(ct)))(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(got), npref.caffe_max_pool_grad(x, ct, kernel, stride, pad),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_gradients_share_exact_ties():
+    """A window whose maxima tie gives each an equal share (3x3: 1/9 each for a flat window;
+    2x2: 1/2 each for two equal maxima), so the gradient still sums to the cotangent."""
+    g = jax.grad(lambda v: caffe_max_pool(v, 3, 2).sum())(jnp.ones((1, 3, 3, 1)))
+    np.testing.assert_allclose(np.asarray(g)[0, :, :, 0], np.full((3, 3), 1 / 9), rtol=1e-6)
+    x = jnp.asarray(np.array([[1.0, 3.0], [3.0, 2.0]], np.float32))[None, :, :, None]
+    g = jax.grad(lambda v: pool2x2(v, "max").sum())(x)
+    np.testing.assert_array_equal(np.asarray(g)[0, :, :, 0], [[0.0, 0.5], [0.5, 0.0]])
+
+
+@pytest.mark.parametrize("h,w", [(6, 8), (7, 9)])
+def test_pool2x2_max_gradient_is_autodiffs_bit_for_bit(h, w):
+    """pool2x2's custom backward gives the bits autodiff gives a reshape-and-max (ties
+    included: the post-ReLU zeros of VGG tie often), odd sizes cropped as in the forward."""
+    rng = np.random.default_rng(h * w)
+    x = np.maximum(rng.standard_normal((2, h, w, 5)), 0).astype(np.float32)  # many zero ties
+    ct = jnp.asarray(rng.standard_normal((2, h // 2, w // 2, 5)).astype(np.float32))
+
+    def reshape_max(v):
+        v = v[:, : h - h % 2, : w - w % 2, :].reshape(2, h // 2, 2, w // 2, 2, 5)
+        return v.max(axis=(2, 4))
+    want = jax.grad(lambda v: jnp.vdot(reshape_max(v), ct))(jnp.asarray(x))
+    got = jax.grad(lambda v: jnp.vdot(pool2x2(v, "max"), ct))(jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert np.asarray(want)[:, h - h % 2:].sum() == 0 and np.count_nonzero(np.asarray(want)) > 0
+
+
 def test_caffe_pool_size_matches_reference():
     """caffe_pool_size equals Caffe's Reshape formula (ceil, minus a window starting in the pad)."""
     for size in range(1, 40):
