@@ -65,6 +65,52 @@ def child(size: int, evals: int) -> dict:
             "lbfgs_eval_s": (time.perf_counter() - t0) / evals}
 
 
+def child_dream(sizes: list[int], steps: int) -> dict:
+    """Median seconds of jaxdream's DeepDream step (``dream.ascent_step``, GoogLeNet to
+    inception_4c, random weights) at each square size, programs compiled and warm."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from dream_bench import random_params
+
+    from jaxdream.dream import Objective, Schedule, ascent_step
+
+    params, obj = random_params("googlenet"), Objective()
+    key, w, lr = jax.random.key(0), jnp.ones((1,), jnp.float32), jnp.float32(1.5)
+    out = {}
+    for size in sizes:
+        img = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (size, size, 3)), jnp.float32)
+        step = lambda im, i: ascent_step(params, im, key, np.int32(i), w, lr, None, obj=obj,  # noqa: E731
+                                         sched=Schedule(steps=1))
+        img = jax.block_until_ready(step(img, 0))
+        times = []
+        for i in range(steps):
+            t0 = time.perf_counter()
+            img = jax.block_until_ready(step(img, i + 1))
+            times.append(time.perf_counter() - t0)
+        out[str(size)] = sorted(times)[len(times) // 2]
+    return {"jax": jax.__version__, "step_s": out}
+
+
+def dream_main(a) -> None:
+    """--dream: jaxdream's step pair against the PyTorch reference's, alternating processes."""
+    sizes = a.dream_sizes
+    rows = []
+    for rep in range(a.reps):
+        j = _run([sys.executable, __file__, "--dream-child", "--dream-sizes", sizes, "--evals", str(a.evals)])
+        t = _run([a.torch_python, str(HERE / "peer_torch_dream.py"), "--sizes", sizes, "--steps", str(a.evals)])
+        tw = _run([a.torch_python, str(HERE / "peer_torch_dream.py"), "--sizes", sizes, "--steps", str(a.evals),
+                   "--whole"])
+        pair = [sum(r["step_s"].values()) for r in (j, t, tw)]
+        rows.append(pair)
+        print(f"rep {rep + 1}: step pair {sizes} px: jaxdream {pair[0]:.3f} s, PyTorch to 4c {pair[1]:.3f} s, "
+              f"PyTorch whole network (as neural-dream) {pair[2]:.3f} s; ratios {pair[0] / pair[1]:.2f} "
+              f"and {pair[0] / pair[2]:.2f}", flush=True)
+    tot = [sum(r[i] for r in rows) for i in range(3)]
+    print(f"DeepDream step pair {sizes} px, all repetitions: jaxdream / PyTorch to inception_4c "
+          f"{tot[0] / tot[1]:.2f}, jaxdream / PyTorch whole network {tot[0] / tot[2]:.2f} (target <= 0.5)")
+
+
 def _run(cmd: list[str]) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -78,10 +124,20 @@ def main() -> None:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--evals", type=int, default=4, help="timed evaluations per process")
     p.add_argument("--reps", type=int, default=2, help="interleaved repetitions")
+    p.add_argument("--dream", action="store_true",
+                   help="compare the DeepDream step pair instead (benchmarks/peer_torch_dream.py)")
+    p.add_argument("--dream-sizes", default="307,512", help="square sizes of the step pair")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--dream-child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         print(json.dumps(child(a.child, a.evals)))
+        return
+    if a.dream_child:
+        print(json.dumps(child_dream([int(v) for v in a.dream_sizes.split(",")], a.evals)))
+        return
+    if a.dream:
+        dream_main(a)
         return
     rows = []
     for rep in range(a.reps):
