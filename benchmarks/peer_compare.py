@@ -17,6 +17,7 @@ See ``benchmarks/peer_compare.md`` for what was measured and how to read it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -26,8 +27,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def child(size: int, evals: int) -> dict:
-    """Time jaxdream's evaluation and L-BFGS iteration at ``size`` (random VGG-19 weights)."""
+def style_problem(size: int):
+    """neural-style's objective at ``size`` with random VGG-19 weights of the real shapes and
+    random images: ``(vg, content, params, targets, weights, obj)``, ``vg`` the jitted
+    loss-and-gradient of one image. Shared with ``xla_profile.py``."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -45,6 +48,40 @@ def child(size: int, evals: int) -> dict:
     targets = style.prepare_targets(params, content, [style_x], [1.0], obj)
     weights = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
     vg = jax.jit(jax.value_and_grad(lambda x, p, t, w: style.objective(x, p, t, w, obj), has_aux=True))
+    return vg, content, params, targets, weights, obj
+
+
+@functools.cache
+def _googlenet_params():
+    from dream_bench import random_params
+    return random_params("googlenet")
+
+
+def dream_problem(size: int):
+    """jaxdream's DeepDream step (``dream.ascent_step``, GoogLeNet to inception_4c, random
+    weights) on a random square image: ``(image, step)`` with ``step(image, i)`` step ``i``.
+    Shared with ``xla_profile.py``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdream.dream import Objective, Schedule, ascent_step
+
+    params, obj = _googlenet_params(), Objective()
+    key, w, lr = jax.random.key(0), jnp.ones((1,), jnp.float32), jnp.float32(1.5)
+    image = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (size, size, 3)), jnp.float32)
+    return image, lambda im, i: ascent_step(params, im, key, np.int32(i), w, lr, None, obj=obj,
+                                            sched=Schedule(steps=1))
+
+
+def child(size: int, evals: int) -> dict:
+    """Time jaxdream's evaluation and L-BFGS iteration at ``size`` (random VGG-19 weights)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdream import style
+
+    vg, content, params, targets, weights, obj = style_problem(size)
     t0 = time.perf_counter()
     jax.block_until_ready(vg(content, params, targets, weights))
     compile_s = time.perf_counter() - t0
@@ -66,22 +103,13 @@ def child(size: int, evals: int) -> dict:
 
 
 def child_dream(sizes: list[int], steps: int) -> dict:
-    """Median seconds of jaxdream's DeepDream step (``dream.ascent_step``, GoogLeNet to
-    inception_4c, random weights) at each square size, programs compiled and warm."""
+    """Median seconds of jaxdream's DeepDream step (:func:`dream_problem`) at each square size,
+    programs compiled and warm."""
     import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from dream_bench import random_params
 
-    from jaxdream.dream import Objective, Schedule, ascent_step
-
-    params, obj = random_params("googlenet"), Objective()
-    key, w, lr = jax.random.key(0), jnp.ones((1,), jnp.float32), jnp.float32(1.5)
     out = {}
     for size in sizes:
-        img = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (size, size, 3)), jnp.float32)
-        step = lambda im, i: ascent_step(params, im, key, np.int32(i), w, lr, None, obj=obj,  # noqa: E731
-                                         sched=Schedule(steps=1))
+        img, step = dream_problem(size)
         img = jax.block_until_ready(step(img, 0))
         times = []
         for i in range(steps):

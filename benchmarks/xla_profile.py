@@ -35,35 +35,16 @@ SKIP = ("ThunkExecutor", "Slinky", "Threadpool", "$", "end:", "PjitFunction", "C
 def child(model: str, size: int, trace_dir: str) -> None:
     """Compile, warm up, then trace two calls (runs in a process whose XLA_FLAGS dump HLO)."""
     import jax
-    import jax.numpy as jnp
-    import numpy as np
 
     sys.path.insert(0, str(HERE))
-    rng = np.random.default_rng(0)
-    if model == "vgg19":
-        from jaxdream import style
-        from jaxdream.network import param_shapes, unflatten
+    from peer_compare import dream_problem, style_problem
 
-        flat = {n: (rng.standard_normal(s) * np.sqrt(2.0 / max(1, int(np.prod(s[:-1]))))).astype(np.float32)
-                for n, s in param_shapes("vgg19").items()}
-        params = unflatten("vgg19", flat)
-        content = jnp.asarray(rng.uniform(-120, 135, (size, size, 3)), jnp.float32)
-        obj = style.Objective(remat=False)
-        targets = style.prepare_targets(params, content, [content[::-1]], [1.0], obj)
-        weights = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
-        vg = jax.jit(jax.value_and_grad(lambda x, p, t, w: style.objective(x, p, t, w, obj), has_aux=True))
+    if model == "vgg19":
+        vg, content, params, targets, weights, _ = style_problem(size)
         call = lambda: vg(content, params, targets, weights)  # noqa: E731
     else:
-        from dream_bench import random_params
-
-        from jaxdream.dream import Objective, Schedule, ascent_step
-
-        params = random_params("googlenet")
-        obj = Objective(layers=("inception_4c/output",))
-        image = jnp.asarray(rng.uniform(0, 255, (size, size, 3)), jnp.float32)
-        key, w, step = jax.random.key(0), jnp.ones((1,), jnp.float32), jnp.float32(1.5)
-        call = lambda: ascent_step(params, image, key, np.int32(0), w, step, None, obj=obj,  # noqa: E731
-                                   sched=Schedule(steps=1))
+        image, step = dream_problem(size)
+        call = lambda: step(image, 0)  # noqa: E731
     for _ in range(2):
         jax.block_until_ready(call())
     with jax.profiler.trace(trace_dir):

@@ -74,7 +74,7 @@ def _gram_sum_bwd(features, ct):
     """``d<ct, FᵀF>/dF = F (ct + ctᵀ)``: one product where autodiff makes two (``F ct`` and
     ``F ctᵀ``, each as large as the forward one). The Gram losses' cotangents are symmetric,
     so this gives the same bits as autodiff; it saves about 8% of a 512 px style evaluation
-    together with :func:`jaxdream.models.common.pool2x2`'s backward (NOTES: benchmarks)."""
+    together with :func:`jaxdream.models.common.pool2x2`'s backward (README: Speed and memory)."""
     sym = ct + jnp.swapaxes(ct, -1, -2)
     grad = jnp.einsum("...pc,...cd->...pd", _flat(features), sym, precision=lax.Precision.HIGHEST)
     return (grad.reshape(features.shape),)
