@@ -112,6 +112,28 @@ def caffe_max_pool_grad(x: np.ndarray, ct: np.ndarray, kernel: int, stride: int,
     return grad
 
 
+def lrn_backward(x: np.ndarray, ct: np.ndarray, local_size: int = 5, alpha: float = 1e-4,
+                 beta: float = 0.75, k: float = 1.0) -> np.ndarray:
+    """Caffe's ``LRNLayer::CrossChannelBackward_cpu``: the gradient of :func:`lrn` for the
+    output cotangent ``ct``, ``ct * scale^-beta - 2 alpha beta / n * x * sum over the
+    channels whose window holds c of ct * top / scale``."""
+    x, ct = np.asarray(x, np.float64), np.asarray(ct, np.float64)
+    channels = x.shape[-1]
+    pre = (local_size - 1) // 2
+    post = local_size - 1 - pre
+    scale = np.full_like(x, k)
+    for c in range(channels):
+        lo, hi = max(c - pre, 0), min(c + post, channels - 1)
+        scale[..., c] += alpha / local_size * (x[..., lo: hi + 1] ** 2).sum(axis=-1)
+    top = x * scale ** (-beta)
+    ratio = ct * top / scale
+    accum = np.zeros_like(x)
+    for c in range(channels):  # the channels j with c in [j - pre, j + post]
+        lo, hi = max(c - post, 0), min(c + pre, channels - 1)
+        accum[..., c] = ratio[..., lo: hi + 1].sum(axis=-1)
+    return ct * scale ** (-beta) - 2.0 * alpha * beta / local_size * x * accum
+
+
 def caffe_max_pool(x, kernel, stride, pad=0):
     return caffe_pool(x, "max", kernel, stride, pad)
 

@@ -118,11 +118,22 @@ def test_caffe_max_pool_gradient_matches_caffe_backward(h, w, kernel, stride, pa
                                rtol=1e-6, atol=1e-6)
 
 
-def test_max_pool_gradients_share_exact_ties():
-    """A window whose maxima tie gives each an equal share (3x3: 1/9 each for a flat window;
-    2x2: 1/2 each for two equal maxima), so the gradient still sums to the cotangent."""
+def test_max_pool_gradients_on_exact_ties():
+    """Ties: caffe_max_pool gives the cotangent to the first maximum in row-major order, as
+    Caffe's Backward_cpu does (flat windows, overlapping windows, ties in a later row);
+    pool2x2 shares it equally (1/2 each for two equal maxima), as autodiff does."""
+    cases = [np.ones((1, 3, 3, 1), np.float32), np.ones((1, 5, 6, 2), np.float32),
+             np.array([[0, 1, 0], [1, 1, 0], [0, 0, 1]], np.float32)[None, :, :, None]]
+    for x in cases:
+        for kernel, stride, pad in [(3, 2, 0), (3, 1, 1), (2, 2, 0)]:
+            ct = np.arange(1, np.prod(npref.caffe_max_pool(x, kernel, stride, pad).shape) + 1,
+                           dtype=np.float32).reshape(npref.caffe_max_pool(x, kernel, stride, pad).shape)
+            got = jax.grad(lambda v: jnp.vdot(caffe_max_pool(v, kernel, stride, pad), jnp.asarray(ct)))(
+                jnp.asarray(x))
+            np.testing.assert_array_equal(np.asarray(got),
+                                          npref.caffe_max_pool_grad(x, ct, kernel, stride, pad))
     g = jax.grad(lambda v: caffe_max_pool(v, 3, 2).sum())(jnp.ones((1, 3, 3, 1)))
-    np.testing.assert_allclose(np.asarray(g)[0, :, :, 0], np.full((3, 3), 1 / 9), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(g)[0, :, :, 0], [[1, 0, 0], [0, 0, 0], [0, 0, 0]])
     x = jnp.asarray(np.array([[1.0, 3.0], [3.0, 2.0]], np.float32))[None, :, :, None]
     g = jax.grad(lambda v: pool2x2(v, "max").sum())(x)
     np.testing.assert_array_equal(np.asarray(g)[0, :, :, 0], [[0.0, 0.5], [0.5, 0.0]])
@@ -167,6 +178,24 @@ def test_lrn_matches_reference(channels):
     assert np.abs(want / np.where(x == 0, 1, x)).min() < 0.7  # the test is not trivial
     got = np.asarray(lrn_across_channels(jnp.asarray(x), local_size=3, alpha=2e-3, beta=0.5, k=2.0))
     assert rel_err(got, npref.lrn(x, 3, 2e-3, 0.5, 2.0)) < 1e-5
+
+
+@pytest.mark.parametrize("channels,local_size,alpha,beta,k", [
+    (7, 5, 1e-4, 0.75, 1.0), (64, 5, 1e-4, 0.75, 1.0), (3, 5, 2e-3, 0.75, 1.0),
+    (9, 3, 2e-3, 0.5, 2.0), (8, 4, 1e-2, 0.75, 1.0)])
+def test_lrn_gradient_matches_caffe_backward(channels, local_size, alpha, beta, k):
+    """The hand-written LRN backward equals Caffe's CrossChannelBackward, odd and even windows."""
+    rng = np.random.default_rng(channels + local_size)
+    x = (rng.standard_normal((2, 4, 3, channels)) * 100).astype(np.float32)
+    ct = rng.standard_normal(x.shape).astype(np.float32)
+    _, vjp = jax.vjp(lambda v: lrn_across_channels(v, local_size, alpha, beta, k), jnp.asarray(x))
+    got = np.asarray(vjp(jnp.asarray(ct))[0])
+    want = npref.lrn_backward(x, ct, local_size, alpha, beta, k)
+    assert rel_err(got, want) < 1e-5
+    # the normaliser's part of the gradient is not negligible
+    assert rel_err(ct * npref.lrn(x, local_size, alpha, beta, k) / np.where(x == 0, 1, x), want) > 1e-2
+    forward = np.asarray(lrn_across_channels(jnp.asarray(x), local_size, alpha, beta, k))
+    assert rel_err(forward, npref.lrn(x, local_size, alpha, beta, k)) < 1e-5
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])

@@ -38,9 +38,10 @@ def caffe_max_pool(x: jax.Array, kernel: int, stride: int, pad: int = 0) -> jax.
     as a 2-D window). Each pass reads its window positions from the ``stride`` phases of the
     axis (``x[r::stride]``), so its backward pass (:func:`_max_along_bwd`) is elementwise
     selects, edge pads and one interleave: no select-and-scatter (on CPU as costly as
-    GoogLeNet's convolutions) and no strided scatter. On exact ties the gradient is shared
-    between the tied inputs (reduce_window gives it to one); in GoogLeNet the pooled values are
-    post-ReLU, where ties are zeros whose gradient the ReLU stops anyway.
+    GoogLeNet's convolutions) and no strided scatter. On exact ties the gradient goes to the
+    first maximum in row-major order, as in Caffe's ``Backward_cpu`` (the W pass picks each
+    row's first, the H pass the first row); in GoogLeNet the pooled values are post-ReLU,
+    where ties are zeros whose gradient the ReLU stops anyway.
     """
     ph = _pool_padding(x.shape[1], kernel, stride, pad)
     pw = _pool_padding(x.shape[2], kernel, stride, pad)
@@ -83,15 +84,24 @@ def _max_along_fwd(x, axis, kernel, stride, out):
 
 
 def _max_along_bwd(axis, kernel, stride, out, res, ct):
+    # Caffe's rule: the cotangent goes to the first position holding the window's maximum
+    # (the earlier positions are all below it). Each position's mask is its own elementwise
+    # expression, so XLA fuses it into that position's edge pad: no shared tie counts, no
+    # division.
     x, result = res
     phases = _phases(x, axis, stride)
-    hits = [_window(phases, axis, t, stride, out) == result for t in range(kernel)]
-    share = ct / sum(h.astype(ct.dtype) for h in hits)
-    grads = [jnp.zeros_like(p) for p in phases]
-    for t, hit in enumerate(hits):
+    windows = [_window(phases, axis, t, stride, out) for t in range(kernel)]
+    zero = jnp.zeros_like(ct)
+    grads: list = [None] * stride
+    for t in range(kernel):
+        first = windows[t] == result
+        for s in range(t):
+            first = first & (windows[s] < result)
         widths = [(0, 0)] * x.ndim
         widths[axis] = (t // stride, phases[0].shape[axis] - out - t // stride)
-        grads[t % stride] = grads[t % stride] + jnp.pad(jnp.where(hit, share, jnp.zeros_like(share)), widths)
+        part = jnp.pad(jnp.where(first, ct, zero), widths)
+        grads[t % stride] = part if grads[t % stride] is None else grads[t % stride] + part
+    grads = [jnp.zeros_like(p) if g is None else g for g, p in zip(grads, phases)]
     shape = list(phases[0].shape)
     shape[axis] *= stride
     whole = jnp.stack(grads, axis=axis + 1).reshape(shape)
@@ -124,21 +134,56 @@ def lrn_across_channels(x: jax.Array, local_size: int = 5, alpha: float = 1e-4,
                         beta: float = 0.75, k: float = 1.0) -> jax.Array:
     """Caffe LRN (ACROSS_CHANNELS): ``x / (k + alpha/n * sum of x^2 over n channels)^beta``.
 
-    The windowed channel sum is a matmul with a banded 0/1 matrix, which is cheaper on CPU
-    (forward and backward) than a reduce_window over the channel axis. With Caffe's beta 0.75
-    the power is ``rsqrt(t) * sqrt(rsqrt(t))`` (equal to 1e-7 relative), cheaper than ``pow``
-    in both passes (7% of a DeepDream gradient).
+    The windowed channel sum is ``n`` shifted slices of the zero-padded squares, added in one
+    fused loop; the backward pass is written by hand (:func:`_lrn_bwd`, Caffe's
+    ``CrossChannelBackward``) so that it is one more such loop with no divisions. Together
+    about half the time of the banded-matrix product and autodiff used before (5% of a
+    DeepDream step at 512 px). With Caffe's beta 0.75 the power is ``rsqrt(t) * sqrt(rsqrt(t))``
+    (equal to 1e-7 relative), cheaper than ``pow`` in both passes.
     """
-    channels = x.shape[-1]
-    half = local_size // 2
-    idx = np.arange(channels)
-    band = (np.abs(idx[:, None] - idx[None, :]) <= half).astype(np.float32)
-    summed = jnp.dot(x * x, jnp.asarray(band, x.dtype), precision=lax.Precision.HIGHEST)
-    t = k + (alpha / local_size) * summed
+    return _lrn(x, local_size, float(alpha), float(beta), float(k))
+
+
+def _window_sum(q: jax.Array, n: int, before: int) -> jax.Array:
+    """``sum(q[..., c - before : c - before + n])`` for every channel ``c`` (zeros past the
+    ends). Caffe's window has ``before = (n - 1) // 2``."""
+    channels = q.shape[-1]
+    qp = jnp.pad(q, [(0, 0)] * (q.ndim - 1) + [(before, n - 1 - before)])
+    total = qp[..., :channels]
+    for d in range(1, n):
+        total = total + qp[..., d:d + channels]
+    return total
+
+
+def _lrn_scale(x, n, alpha, beta, k):
+    """``(t^-beta, 1/t)`` with ``t = k + alpha/n * window sum of x^2``."""
+    t = k + (alpha / n) * _window_sum(x * x, n, (n - 1) // 2)
     if beta == 0.75:
         r = lax.rsqrt(t)
-        return x * (r * jnp.sqrt(r))
-    return x * t ** (-beta)
+        return r * jnp.sqrt(r), r * r
+    return t ** (-beta), 1.0 / t
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _lrn(x, n, alpha, beta, k):
+    return x * _lrn_scale(x, n, alpha, beta, k)[0]
+
+
+def _lrn_fwd(x, n, alpha, beta, k):
+    power, inverse = _lrn_scale(x, n, alpha, beta, k)
+    return x * power, (x, power, inverse)
+
+
+def _lrn_bwd(n, alpha, beta, k, res, ct):
+    # y_c = x_c t_c^-beta with t_c = k + alpha/n sum_{j in window(c)} x_j^2, so
+    # dx_c = ct_c t_c^-beta - 2 alpha beta / n x_c sum_{j: c in window(j)} ct_j x_j t_j^-beta / t_j;
+    # the j whose window holds c are the mirror image of c's window.
+    x, power, inverse = res
+    mirrored = _window_sum(ct * x * power * inverse, n, n - 1 - (n - 1) // 2)
+    return (ct * power - (2.0 * alpha * beta / n) * x * mirrored,)
+
+
+_lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 
 def pool2x2(x: jax.Array, mode: str) -> jax.Array:
