@@ -426,8 +426,18 @@ def _dot(a, b):
     return jnp.sum(a * b, axis=-1)
 
 
-def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr) -> LbfgsState:
-    """One evaluation, one history update, one step (Torch optim.lbfgs, no line search)."""
+def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr, precondition=None) -> LbfgsState:
+    """One evaluation, one history update, one step (Torch optim.lbfgs, no line search).
+
+    ``precondition`` (default: none, the identity) is a symmetric positive definite linear map
+    of a batch of images (B, H, W, 3) used as the initial inverse Hessian, scaled by
+    ``y.s / y.My`` (preconditioned L-BFGS; ``benchmarks/precondition_bench.py`` measures a
+    multi-scale one). Without it the arithmetic is neural-style's, bit for bit.
+    """
+    if precondition is None:
+        apply = lambda v: v  # noqa: E731
+    else:
+        apply = lambda v: precondition(v.reshape(state.x.shape)).reshape(v.shape)  # noqa: E731
     m = state.s_hist.shape[0]
     batch = state.x.shape[0]
     (f, parts), g = value_and_grad(state.x)
@@ -442,7 +452,7 @@ def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr) -> LbfgsState:
     y_hist = lax.dynamic_update_index_in_dim(state.y_hist, y, state.head, 0)
     rho = lax.dynamic_update_index_in_dim(
         state.rho, jnp.where(accept, 1.0 / jnp.where(accept, ys, 1.0), 0.0), state.head, 0)
-    h_diag = jnp.where(accept, ys / jnp.where(accept, _dot(y, y), 1.0), state.h_diag)
+    h_diag = jnp.where(accept, ys / jnp.where(accept, _dot(y, apply(y)), 1.0), state.h_diag)
     head = jnp.where(write, (state.head + 1) % m, state.head)
     count = jnp.where(write, jnp.minimum(state.count + 1, m), state.count)
 
@@ -454,7 +464,7 @@ def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr) -> LbfgsState:
         return q - a[:, None] * y_hist[j], alpha.at[i].set(a)
 
     q, alpha = lax.fori_loop(0, count, newest_first, (-g, jnp.zeros((m, batch), g.dtype)))
-    r = q * h_diag[:, None]
+    r = apply(q) * h_diag[:, None]
 
     def oldest_first(k, r):
         i = count - 1 - k
@@ -466,8 +476,8 @@ def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr) -> LbfgsState:
     # Torch: the first step is scaled by min(1, 1/|g|_1); a non-descent direction (possible
     # with float32 curvature pairs) falls back to that scaled steepest descent.
     fresh = (state.iteration == 0) | (_dot(g, d) >= 0)
-    d = jnp.where(fresh[:, None], -g, d)
-    t = jnp.where(fresh, jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(g), axis=-1)), 1.0) * lr
+    d = jnp.where(fresh[:, None], -apply(g), d)
+    t = jnp.where(fresh, jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(d), axis=-1)), 1.0) * lr
     step = (t[:, None] * d).reshape(state.x.shape)
     return LbfgsState(
         x=state.x + step, step=step, g_prev=g, s_hist=s_hist, y_hist=y_hist, rho=rho, head=head,
