@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_style import as_params, pngs, rand_image, vgg_layers  # noqa: F401 - pngs is a fixture
 
-from jaxdream import media, style
+from jaxdream import style
 from jaxdream.cli.main import main as cli_main
 from jaxdream.errors import SettingsError
 from jaxdream.models import get_spec
