@@ -22,16 +22,16 @@ evaluations each needed, as a ratio to plain's.
 from __future__ import annotations
 
 import argparse
-import functools
+import contextlib
+import sys
 from pathlib import Path
 
 import jax.numpy as jnp
 
-import jaxdream
-from jaxdream import media, style
-from jaxdream.network import load_network
+from jaxdream import style
 
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from time_to_picture import add_picture_arguments, load_pictures, run  # noqa: E402
 
 
 def pyramid_preconditioner(levels: int, weight: float):
@@ -54,50 +54,45 @@ def _clear() -> None:
     style.lbfgs_chunk.clear_cache()
 
 
-def run(content, style_image, net, args, precondition, target: float | None) -> dict:
-    """One L-BFGS run; ``precondition`` None is neural-style's. Stops at ``target`` if given."""
+@contextlib.contextmanager
+def preconditioned(precondition):
+    """jaxdream's L-BFGS with ``precondition`` (None: neural-style's) inside the block."""
     original = style._lbfgs_iteration
-    style._lbfgs_iteration = functools.partial(original, precondition=precondition)
+    style._lbfgs_iteration = lambda *a, **k: original(*a, precondition=precondition, **k)
     _clear()  # the step and chunk programs trace the iteration they find
-    curve: dict[int, float] = {}
-
-    def callback(p):
-        curve[p.iteration] = float(p.losses["total"][0])
-        return target is not None and curve[p.iteration] <= target
     try:
-        jaxdream.stylize(content, [style_image], network=net, size=args.size, init=args.init, scales=[args.size],
-                         num_iterations=[args.evaluations], chunk=args.chunk, callback=callback, seed=0)
+        yield
     finally:
         style._lbfgs_iteration = original
         _clear()
-    return curve
+
+
+def curve(pictures, args, precondition, target: float | None) -> dict[int, float]:
+    """The loss by evaluation of one single-scale run, stopped at ``target`` if given."""
+    with preconditioned(precondition):
+        return run(*pictures, args.size, args.init, [args.size], 0, target, args.chunk, args.evaluations)["curve"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--content", default="chelsea.png")
-    ap.add_argument("--style", default="hubble_deep_field.png")
-    ap.add_argument("--size", type=int, default=128)
+    add_picture_arguments(ap, 128)
     ap.add_argument("--init", default="random", choices=("random", "image"))
     ap.add_argument("--evaluations", type=int, default=1000)
-    ap.add_argument("--chunk", type=int, default=10)
     ap.add_argument("--levels", type=int, default=5)
     ap.add_argument("--weights", default="1,2", help="the pyramid weights w to try, comma-separated")
     args = ap.parse_args()
-    content = media.load_image(MEDIA / args.content)
-    style_image = media.load_image(MEDIA / args.style)
-    net = load_network("vgg19")
+    pictures = load_pictures(args)
     print(f"{args.content} styled by {args.style} at {args.size} px from {args.init}, "
           f"L-BFGS with 100 corrections (neural-style's settings)", flush=True)
-    plain = run(content, style_image, net, args, None, None)
+    plain = curve(pictures, args, None, None)
     target = plain[max(plain)]
     marks = [k for k in sorted(plain) if k % max(args.evaluations // 10, 1) == 0 or k == max(plain)]
     print(f"  plain:  {' '.join(f'{k}:{plain[k]:.4g}' for k in marks)}", flush=True)
     for w in (float(v) for v in args.weights.split(",")):
-        curve = run(content, style_image, net, args, pyramid_preconditioner(args.levels, w), target)
-        last = max(curve)
-        reached = curve[last] <= target
-        print(f"  w={w:g}: {' '.join(f'{k}:{curve[k]:.4g}' for k in marks if k in curve)}", flush=True)
+        losses = curve(pictures, args, pyramid_preconditioner(args.levels, w), target)
+        last = max(losses)
+        reached = losses[last] <= target
+        print(f"  w={w:g}: {' '.join(f'{k}:{losses[k]:.4g}' for k in marks if k in losses)}", flush=True)
         print(f"    {'reached' if reached else 'did not reach'} plain's loss {target:.6g} after {last} evaluations: "
               f"{last / max(plain):.2f} of plain's", flush=True)
 

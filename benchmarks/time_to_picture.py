@@ -52,13 +52,15 @@ def sqrt2_scales(size: int, smallest: int = 128) -> list[int]:
 def run(content, style, net, size: int, init, scales: list[int], coarse: int, target: float | None,
         chunk: int, limit: int) -> dict:
     """One strategy: the coarser scales' iterations in full, then the full size until the loss is
-    at most ``target`` (None: run ``limit`` evaluations)."""
-    seen = {"final": 0, "loss": float("nan"), "pixels": {}}
+    at most ``target`` (None: run ``limit`` evaluations). ``curve``: the full-size loss after
+    each chunk, by evaluation."""
+    seen = {"final": 0, "loss": float("nan"), "pixels": {}, "curve": {}}
 
     def callback(p):
         seen["pixels"][p.scale] = (p.iteration, p.size[0] * p.size[1])
         if p.scale == p.scales - 1:
             seen["final"], seen["loss"] = p.iteration, float(p.losses["total"][0])
+            seen["curve"][p.iteration] = seen["loss"]
             return target is not None and seen["loss"] <= target
         return False
 
@@ -69,8 +71,21 @@ def run(content, style, net, size: int, init, scales: list[int], coarse: int, ta
     full = seen["pixels"][len(scales) - 1][1]
     equivalent = sum(n * px / full for n, px in seen["pixels"].values())
     return {"evaluations": seen["final"], "equivalent": equivalent, "loss": seen["loss"],
-            "seconds": time.perf_counter() - start, "image": result.image,
+            "seconds": time.perf_counter() - start, "image": result.image, "curve": seen["curve"],
             "reached": target is None or seen["loss"] <= target}
+
+
+def add_picture_arguments(ap: argparse.ArgumentParser, size: int) -> None:
+    """The content, style, size and chunk options shared with ``precondition_bench.py``."""
+    ap.add_argument("--content", default="chelsea.png")
+    ap.add_argument("--style", default="hubble_deep_field.png")
+    ap.add_argument("--size", type=int, default=size)
+    ap.add_argument("--chunk", type=int, default=10)
+
+
+def load_pictures(args) -> tuple:
+    """(content, style, VGG-19 network) for :func:`add_picture_arguments`' options."""
+    return media.load_image(MEDIA / args.content), media.load_image(MEDIA / args.style), load_network("vgg19")
 
 
 def reference(key: str, args, content, style, net, init) -> dict:
@@ -91,21 +106,16 @@ def reference(key: str, args, content, style, net, init) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--content", default="chelsea.png")
-    ap.add_argument("--style", default="hubble_deep_field.png")
-    ap.add_argument("--size", type=int, default=512)
+    add_picture_arguments(ap, 512)
     ap.add_argument("--inits", default="image,random")
     ap.add_argument("--coarse-iterations", type=int, default=100)
-    ap.add_argument("--chunk", type=int, default=10)
     ap.add_argument("--recompute", action="store_true", help="run the reference again")
     ap.add_argument("--evaluations", type=int, default=REFERENCE_EVALUATIONS,
                     help="the reference's evaluations (1000: neural-style's; fewer for a quick check)")
     ap.add_argument("--data", default=str(DATA), help="where the reference losses are kept")
     ap.add_argument("--save", help="write each strategy's picture here")
     args = ap.parse_args()
-    content = media.load_image(MEDIA / args.content)
-    style = media.load_image(MEDIA / args.style)
-    net = load_network("vgg19")
+    content, style, net = load_pictures(args)
     print(f"{args.content} styled by {args.style} at {args.size} px, neural-style's settings; "
           f"target: the loss after {args.evaluations} L-BFGS evaluations", flush=True)
     for init in args.inits.split(","):

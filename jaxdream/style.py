@@ -473,8 +473,9 @@ def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr, precondition=None) -
         return r + s_hist[j] * (alpha[i] - b)[:, None]
 
     d = lax.fori_loop(0, count, oldest_first, r)
-    # Torch: the first step is scaled by min(1, 1/|g|_1); a non-descent direction (possible
-    # with float32 curvature pairs) falls back to that scaled steepest descent.
+    # Torch: the first step is scaled by min(1, 1/|g|_1) (|Mg|_1 when preconditioned); a
+    # non-descent direction (possible with float32 curvature pairs) falls back to that scaled
+    # (preconditioned) steepest descent.
     fresh = (state.iteration == 0) | (_dot(g, d) >= 0)
     d = jnp.where(fresh[:, None], -apply(g), d)
     t = jnp.where(fresh, jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(d), axis=-1)), 1.0) * lr

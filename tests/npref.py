@@ -121,10 +121,7 @@ def lrn_backward(x: np.ndarray, ct: np.ndarray, local_size: int = 5, alpha: floa
     channels = x.shape[-1]
     pre = (local_size - 1) // 2
     post = local_size - 1 - pre
-    scale = np.full_like(x, k)
-    for c in range(channels):
-        lo, hi = max(c - pre, 0), min(c + post, channels - 1)
-        scale[..., c] += alpha / local_size * (x[..., lo: hi + 1] ** 2).sum(axis=-1)
+    scale = _lrn_scale(x, local_size, alpha, k)
     top = x * scale ** (-beta)
     ratio = ct * top / scale
     accum = np.zeros_like(x)
@@ -142,13 +139,8 @@ def caffe_avg_pool(x, kernel, stride, pad=0):
     return caffe_pool(x, "ave", kernel, stride, pad)
 
 
-def lrn(x: np.ndarray, local_size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-        k: float = 1.0) -> np.ndarray:
-    """Caffe LRN ACROSS_CHANNELS: ``x * (k + alpha/n * sum_{c'=c-pre..c+post} x_c'^2)^-beta``.
-
-    ``pre = (n - 1) // 2``, ``post = n - 1 - pre``; channels outside ``[0, C)`` count as 0.
-    """
-    x = np.asarray(x, np.float64)
+def _lrn_scale(x: np.ndarray, local_size: int, alpha: float, k: float) -> np.ndarray:
+    """Caffe's LRN scale ``k + alpha/n * sum_{c'=c-pre..c+post} x_c'^2`` (float64)."""
     channels = x.shape[-1]
     pre = (local_size - 1) // 2
     post = local_size - 1 - pre
@@ -157,7 +149,17 @@ def lrn(x: np.ndarray, local_size: int = 5, alpha: float = 1e-4, beta: float = 0
     for c in range(channels):
         lo, hi = max(c - pre, 0), min(c + post, channels - 1)
         scale[..., c] += alpha / local_size * sq[..., lo: hi + 1].sum(axis=-1)
-    return x * scale ** (-beta)
+    return scale
+
+
+def lrn(x: np.ndarray, local_size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+        k: float = 1.0) -> np.ndarray:
+    """Caffe LRN ACROSS_CHANNELS: ``x * (k + alpha/n * sum_{c'=c-pre..c+post} x_c'^2)^-beta``.
+
+    ``pre = (n - 1) // 2``, ``post = n - 1 - pre``; channels outside ``[0, C)`` count as 0.
+    """
+    x = np.asarray(x, np.float64)
+    return x * _lrn_scale(x, local_size, alpha, k) ** (-beta)
 
 
 def pool2x2(x: np.ndarray, mode: str) -> np.ndarray:

@@ -92,16 +92,14 @@ def _max_along_bwd(axis, kernel, stride, out, res, ct):
     phases = _phases(x, axis, stride)
     windows = [_window(phases, axis, t, stride, out) for t in range(kernel)]
     zero = jnp.zeros_like(ct)
-    grads: list = [None] * stride
+    grads = [jnp.zeros_like(p) for p in phases]
     for t in range(kernel):
         first = windows[t] == result
         for s in range(t):
             first = first & (windows[s] < result)
         widths = [(0, 0)] * x.ndim
         widths[axis] = (t // stride, phases[0].shape[axis] - out - t // stride)
-        part = jnp.pad(jnp.where(first, ct, zero), widths)
-        grads[t % stride] = part if grads[t % stride] is None else grads[t % stride] + part
-    grads = [jnp.zeros_like(p) if g is None else g for g, p in zip(grads, phases)]
+        grads[t % stride] = grads[t % stride] + jnp.pad(jnp.where(first, ct, zero), widths)
     shape = list(phases[0].shape)
     shape[axis] *= stride
     whole = jnp.stack(grads, axis=axis + 1).reshape(shape)
