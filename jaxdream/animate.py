@@ -171,8 +171,9 @@ class FrameStore:
     def save(self, i: int, frame: np.ndarray, state: np.ndarray | None = None, meta: dict | None = None) -> None:
         """Write frame ``i`` (and the float state to resume from) atomically.
 
-        The state file is named after its frame, and older ones (beyond :attr:`keep_states`)
-        are removed only once the frame's PNG is written, so an interruption at any point leaves
+        The state file is named after its frame, and older ones (``keep_states`` frames or more
+        before it; later frames' states stay, for a backward pass) are removed only once the
+        frame's PNG is written, so an interruption at any point leaves
         the state of the last finished frames (or, failing that, their PNGs) to resume from.
         ``meta`` is recorded in the PNG beside the frame number and the settings.
         """
@@ -184,7 +185,7 @@ class FrameStore:
             media.atomic_write(self.state_path(i), write)
         media.save_image(self.frame_path(i), frame, {"frame": i} | self.settings | (meta or {}))
         for old in self.folder.glob("state_*.npy"):
-            if old.stem[6:].isdigit() and not i - self.keep_states < int(old.stem[6:]) <= i:
+            if old.stem[6:].isdigit() and int(old.stem[6:]) <= i - self.keep_states:
                 old.unlink(missing_ok=True)
 
     def write_json(self, name: str, data) -> None:

@@ -663,6 +663,10 @@ class StyleResult:
         iterations_run: iterations each scale actually ran, coarsest first (fewer than planned
             where ``tol_loss_relative`` stopped it or the callback ended it). With L-BFGS each
             iteration is one loss-and-gradient evaluation of every batch member.
+        iterates: (B, H, W, 3) float32 RGB: the optimised pixels themselves, before ``images``
+            clipped them to 0..255 (and before ``original_colors``). A run that continues from
+            this one starts here: a video's next frame is initialised from its warped iterate,
+            whose style statistics are the optimum's, where the clipped picture's are far off.
     """
 
     images: np.ndarray
@@ -670,6 +674,7 @@ class StyleResult:
     losses: dict[str, np.ndarray]
     settings: dict = field(default_factory=dict)
     iterations_run: list[int] = field(default_factory=list)
+    iterates: np.ndarray | None = None
 
     @property
     def image(self) -> np.ndarray:
@@ -1209,7 +1214,8 @@ def split_contents(result: StyleResult) -> list[StyleResult]:
         rows = [i for i, c in enumerate(index) if c == ci]
         labels = [{k: v for k, v in result.labels[i].items() if k != "content"} for i in rows]
         out.append(StyleResult(result.images[rows], labels, {k: v[rows] for k, v in result.losses.items()},
-                               dict(result.settings), list(result.iterations_run)))
+                               dict(result.settings), list(result.iterations_run),
+                               None if result.iterates is None else result.iterates[rows]))
     return out
 
 
@@ -1481,4 +1487,5 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
     images = postprocess(x)
     if losses is None:
         losses = {k: np.full((batch,), np.nan, np.float32) for k in ("total", "content", "style", "tv")}
-    return StyleResult(images.astype(np.float32), labels, losses, _settings_record(plan, net), ran)
+    return StyleResult(images.astype(np.float32), labels, losses, _settings_record(plan, net), ran,
+                       _from_model(x, mean).astype(np.float32))

@@ -135,6 +135,12 @@ class VideoResult:
 class StyleFrames:
     """Makes stylised frames: :meth:`first`, :meth:`next` (temporal) and :meth:`independent`.
 
+    Each returns the optimised pixels (:attr:`jaxdream.StyleResult.iterates`), not clipped to
+    0..255: the frame written is their clip, and the next frame starts from them warped. The
+    clipped frame's style statistics are far from the optimum's (on bigbuckbunny with the
+    hubble style its style loss was about 10x the unclipped one's), so a frame started from it
+    spent its first iterations undoing the clip.
+
     Args:
         styles: style images (paths or arrays), read once.
         iterations_first: iterations of frame 0 (and of each frame of the independent baseline).
@@ -218,7 +224,7 @@ class StyleFrames:
                          tol_loss_relative_interval=self.tol_loss_relative_interval, **style)
         self.loss = float(result.losses["total"][0])
         self.iterations_run = sum(result.iterations_run)
-        return result.image
+        return result.iterates[0]
 
     def first(self, frame, callback=None):
         return self._run(frame, self.first_init, self.iterations_first, self.scales_first, None,
@@ -489,6 +495,9 @@ def _frames(reader, store: FrameStore, maker, settings: VideoSettings, compare_i
     """The frame loops of :func:`process`: the first pass, then any later passes; returns the
     per-frame metrics."""
     later = store.folder / PASSES_FILE
+    # the float states (unclipped iterates) a frame starts from: the frames t - j of the
+    # temporal terms, or every frame when later passes revisit them all
+    store.keep_states = reader.frames if settings.passes > 1 else max(settings.temporal_frames)
     if not (store.resuming and later.is_file()):  # a resumed run past pass 1 goes straight on
         metrics = _first_pass(reader, store, maker, settings, compare_independent, progress, inner_progress)
         if settings.passes == 1:
@@ -503,7 +512,6 @@ def _first_pass(reader, store: FrameStore, maker, settings: VideoSettings, compa
     temporal term towards the frames ``t - j`` of ``settings.temporal_frames``."""
     metrics_path = store.folder / METRICS_FILE
     reach = max(settings.temporal_frames)
-    store.keep_states = reach
     done = store.count()
     metrics = {"temporal_error": [], "seconds": [], "independent_error": []}
     if done and metrics_path.is_file():
@@ -598,18 +606,19 @@ def _later_passes(reader, store: FrameStore, maker, settings: VideoSettings, pro
         for k, t in enumerate(order[done:], done):
             t0 = time.perf_counter()
             maker.index = t
-            own = media.load_image(store.frame_path(t))
+            own = store.last_state(t)
             side = flows(t).get("prev" if forward else "next")
             if side is None:
                 result = maker.refine(frames[t], own, None, inner_progress)
             else:
                 fw, mask = side
-                warped = np.asarray(flowlib.warp(media.load_image(store.frame_path(t - 1 if forward else t + 1)), fw))
+                warped = np.asarray(flowlib.warp(store.last_state(t - 1 if forward else t + 1), fw))
                 weight = settings.blend_weight * mask[..., None]
                 result = maker.refine(frames[t], (own + weight * warped) / (1 + weight), (warped, mask), inner_progress)
             seconds = time.perf_counter() - t0
             seconds_all.append(seconds)
-            store.save(t, np.asarray(result, np.float32), None, meta={"pass": p})
+            result = np.asarray(result, np.float32)
+            store.save(t, result, result, meta={"pass": p})
             store.write_json(PASSES_FILE, {"pass": p, "done": k + 1})
             if progress is not None:
                 progress(VideoProgress((p - 1) * n + k + 1, total, seconds, maker.loss, None, p))

@@ -452,3 +452,17 @@ def test_lbfgs_preconditioner():
     np.testing.assert_array_equal(runs["none"], runs["identity"])
     np.testing.assert_allclose(runs["inverse"], np.asarray(center), rtol=1e-4, atol=1e-4)
     assert np.abs(runs["none"] - np.asarray(center)).max() > 0.5
+
+
+def test_iterates_are_the_unclipped_pixels(tiny_net, images):
+    """``images`` are the optimised pixels clipped to 0..255; ``iterates`` the pixels themselves
+    (a video's next frame starts from them): from an init far above white they stay above it."""
+    init = np.full_like(images[0], 300.0)
+    init[:, : init.shape[1] // 2] = -40.0
+    r = style.stylize(images[0], images[1], network=tiny_net, init=init, num_iterations=2, size=40,
+                      learning_rate=1e-3)
+    assert r.iterates.shape == r.images.shape and r.iterates.dtype == np.float32
+    assert r.iterates.max() > 290 and r.iterates.min() < -30
+    np.testing.assert_array_equal(r.images, np.clip(r.iterates, 0, 255))
+    for part in style.split_contents(r):
+        np.testing.assert_array_equal(part.iterates, r.iterates)

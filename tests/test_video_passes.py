@@ -214,3 +214,54 @@ def test_unknown_long_term_weighting_is_refused():
         vd.VideoSettings(temporal_frames=(1, 2), long_term_weights="furthest").validate()
     with pytest.raises(SettingsError, match="long-term"):
         vd.long_term_target([np.zeros((2, 2, 3))], [np.ones((2, 2))], "furthest")
+
+
+class _OutOfRange:
+    """A maker whose frames leave 0..255 (as optimised pixels do): records what each frame
+    starts from."""
+
+    kind, loss, mesh, index = "style", 0.0, None, 0
+
+    def __init__(self):
+        self.starts = []
+
+    def check(self, frame_hw, frames=None):
+        pass
+
+    def settings(self):
+        return {"mode": "out-of-range"}
+
+    def first(self, frame, callback=None):
+        return np.full(frame.shape, 300.0, np.float32)
+
+    def next(self, frame, prev_out, warped, mask, init_mode, callback=None, target=None):
+        return self.refine(frame, warped, target, callback)
+
+    def refine(self, frame, init, target, callback=None):
+        self.starts.append((self.index, float(np.min(init)), None if target is None else float(np.min(target[0]))))
+        return np.asarray(init, np.float32) + 10.0
+
+
+def test_frames_start_from_the_unclipped_states_in_every_pass(clip4, tmp_path):
+    """The written frames are clipped to 0..255; the next frame (and every frame of a later
+    pass) starts from, and is held to, the unclipped pixels of its neighbours."""
+    fake = _OutOfRange()
+    vd.process(clip4, tmp_path / "out", fake, vd.VideoSettings(passes=2))
+    assert all(np.all(f == 255) for f in _frames_of(tmp_path / "out"))
+    # pass 1 forward: frame t starts from frame t-1's 300 + 10 (t - 1) warped
+    assert [(t, lo, tgt) for t, lo, tgt in fake.starts[:3]] == [(1, 300.0, 300.0), (2, 310.0, 310.0),
+                                                                (3, 320.0, 320.0)]
+    # pass 2 backward: frame 3 has no later neighbour (its own 330); frame t blends its own
+    # 300 + 10 t with frame t+1's new result, both far above 255
+    backward = fake.starts[3:]
+    assert [t for t, _, _ in backward] == [3, 2, 1, 0]
+    assert backward[0][1] == 330.0 and backward[0][2] is None
+    assert all(lo >= 300 and tgt >= 300 for _, lo, tgt in backward[1:]), backward
+    assert not list((tmp_path / "out").glob("state_*.npy"))
+
+
+def test_style_frames_return_the_unclipped_iterate(tiny_net, style_png):
+    frame = pan_frames(1)[0]
+    m = maker(tiny_net, style_png, first_init=np.full(frame.shape, 300.0, np.float32), learning_rate=1e-3)
+    out = m.first(frame)
+    assert out.shape == frame.shape and out.min() > 280  # not clipped to 255
