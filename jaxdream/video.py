@@ -136,7 +136,8 @@ class StyleFrames:
     """Makes stylised frames: :meth:`first`, :meth:`next` (temporal) and :meth:`independent`.
 
     Each returns the optimised pixels (:attr:`jaxdream.StyleResult.iterates`), not clipped to
-    0..255: the frame written is their clip, and the next frame starts from them warped. The
+    0..255, and the next frame starts from them warped; the frame written is :attr:`picture`
+    (their clip, recoloured with ``original_colors``). The
     clipped frame's style statistics are far from the optimum's (on bigbuckbunny with the
     hubble style its style loss was about 10x the unclipped one's), so a frame started from it
     spent its first iterations undoing the clip.
@@ -187,6 +188,7 @@ class StyleFrames:
         self.net = network or load_network("vgg19", weights, style.get("pooling", "max"))
         self.loss = None
         self.iterations_run = None  # of the last frame: L-BFGS evaluations, all scales together
+        self.picture = None  # of the last frame: the picture to write (see the class docstring)
         self.index = 0  # the frame being made (set by process), which picks a video mask's frame
         self._masks: dict | None = None  # the region and content masks per frame (set by check)
 
@@ -224,6 +226,7 @@ class StyleFrames:
                          tol_loss_relative_interval=self.tol_loss_relative_interval, **style)
         self.loss = float(result.losses["total"][0])
         self.iterations_run = sum(result.iterations_run)
+        self.picture = result.image  # what is written (clipped; recoloured with original_colors)
         return result.iterates[0]
 
     def first(self, frame, callback=None):
@@ -423,6 +426,13 @@ def _with_flows(frames, start: int, motion_boundaries: bool, mesh, offsets: Sequ
     yield from flush()
 
 
+def _picture(maker, result) -> np.ndarray:
+    """The frame to write for a maker's ``result``: its :attr:`StyleFrames.picture` where it
+    has one (a style frame's result is its unclipped pixels), else the result itself."""
+    picture = getattr(maker, "picture", None)
+    return np.asarray(result if picture is None else picture, np.float32)
+
+
 def _pair_error(prev_out, out, fw, mask) -> float:
     if float(np.sum(mask)) <= 0:
         return float("nan")
@@ -518,6 +528,7 @@ def _first_pass(reader, store: FrameStore, maker, settings: VideoSettings, compa
         saved = json.loads(metrics_path.read_text())
         metrics = {k: saved.get(k, [])[:done] for k in metrics}
     outs = {i: store.last_state(i) for i in range(max(0, done - reach), done)}
+    prev_picture = media.load_image(store.frame_path(done - 1)) if done else None
     prev_indep = None
     store.start()
     total = reader.frames * settings.passes
@@ -534,14 +545,17 @@ def _first_pass(reader, store: FrameStore, maker, settings: VideoSettings, compa
             target = long_term_target([warped[j] for j in sorted(flows)], [flows[j][1] for j in sorted(flows)],
                                       settings.long_term_weights)
             result = maker.next(frame, outs[i - 1], warped[1], mask, settings.init, inner_progress, target=target)
-            error = _pair_error(outs[i - 1], result, fw, mask)
+        picture = _picture(maker, result)
+        if i > 0:
+            error = _pair_error(prev_picture, picture, fw, mask)
         seconds = time.perf_counter() - t0
         if compare_independent:
-            indep = np.asarray(maker.independent(frame, None), np.float32)
+            indep = _picture(maker, maker.independent(frame, None))
             indep_error = None if i == 0 or prev_indep is None else _pair_error(prev_indep, indep, *flows[1])
             prev_indep = indep
         result = np.asarray(result, np.float32)
-        store.save(i, result, result, meta={"pass": 1} if settings.passes > 1 else None)
+        store.save(i, picture, result, meta={"pass": 1} if settings.passes > 1 else None)
+        prev_picture = picture
         metrics["temporal_error"].append(error)
         metrics["seconds"].append(seconds)
         metrics["independent_error"].append(indep_error if compare_independent else None)
@@ -617,8 +631,7 @@ def _later_passes(reader, store: FrameStore, maker, settings: VideoSettings, pro
                 result = maker.refine(frames[t], (own + weight * warped) / (1 + weight), (warped, mask), inner_progress)
             seconds = time.perf_counter() - t0
             seconds_all.append(seconds)
-            result = np.asarray(result, np.float32)
-            store.save(t, result, result, meta={"pass": p})
+            store.save(t, _picture(maker, result), np.asarray(result, np.float32), meta={"pass": p})
             store.write_json(PASSES_FILE, {"pass": p, "done": k + 1})
             if progress is not None:
                 progress(VideoProgress((p - 1) * n + k + 1, total, seconds, maker.loss, None, p))

@@ -265,3 +265,14 @@ def test_style_frames_return_the_unclipped_iterate(tiny_net, style_png):
     m = maker(tiny_net, style_png, first_init=np.full(frame.shape, 300.0, np.float32), learning_rate=1e-3)
     out = m.first(frame)
     assert out.shape == frame.shape and out.min() > 280  # not clipped to 255
+
+
+def test_original_colors_frames_are_written_recoloured(clip4, tiny_net, style_png, tmp_path):
+    """With original_colors the written frame is the recoloured picture, while the next frame
+    still starts from the optimised pixels."""
+    m = maker(tiny_net, style_png, original_colors=True)
+    frame = pan_frames(1)[0]
+    iterate = m.first(frame)
+    assert float(np.abs(np.clip(iterate, 0, 255) - m.picture).max()) > 1  # recoloured
+    vd.process(clip4, tmp_path / "oc", m, vd.VideoSettings())
+    np.testing.assert_array_equal(_frames_of(tmp_path / "oc")[-1], np.clip(np.rint(m.picture), 0, 255))
