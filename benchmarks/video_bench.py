@@ -79,7 +79,8 @@ def independent(clip: Path, net, style: Path, size: int, frames: int, maker_kw: 
     for i, frame in enumerate(media.VideoReader(clip, size, 0, frames)):
         t0 = time.perf_counter()
         maker.index = i
-        outs.append(np.clip(np.asarray(maker.independent(frame), np.float32), 0, 255))
+        maker.independent(frame)
+        outs.append(maker.picture)  # the frame process() would write
         seconds.append(time.perf_counter() - t0)
     return {"outs": outs, "seconds": seconds, "evals": float(maker_kw["iterations_first"]), "loss": float("nan")}
 

@@ -173,8 +173,8 @@ class FrameStore:
 
         The state file is named after its frame, and older ones (``keep_states`` frames or more
         before it; later frames' states stay, for a backward pass) are removed only once the
-        frame's PNG is written, so an interruption at any point leaves
-        the state of the last finished frames (or, failing that, their PNGs) to resume from.
+        frame's PNG is written, so an interruption at any point leaves the state of the last
+        finished frames (or, failing that, their PNGs) to resume from.
         ``meta`` is recorded in the PNG beside the frame number and the settings.
         """
         self.start()

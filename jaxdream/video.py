@@ -137,10 +137,9 @@ class StyleFrames:
 
     Each returns the optimised pixels (:attr:`jaxdream.StyleResult.iterates`), not clipped to
     0..255, and the next frame starts from them warped; the frame written is :attr:`picture`
-    (their clip, recoloured with ``original_colors``). The
-    clipped frame's style statistics are far from the optimum's (on bigbuckbunny with the
-    hubble style its style loss was about 10x the unclipped one's), so a frame started from it
-    spent its first iterations undoing the clip.
+    (their clip, recoloured with ``original_colors``). The clipped frame's style statistics are
+    far from the optimum's (on bigbuckbunny with the hubble style its style loss was about 10x
+    the unclipped one's), so a frame started from it spent its first iterations undoing the clip.
 
     Args:
         styles: style images (paths or arrays), read once.
