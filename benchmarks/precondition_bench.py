@@ -9,7 +9,9 @@ L-BFGS on the pixels with the initial inverse Hessian
 (``D_k``: the mean over 2^k x 2^k blocks, the image zero-padded to a multiple; ``U_k``: each
 block mean repeated over its block; ``U_k D_k = 4^k D_k^T D_k`` is symmetric, so M is
 symmetric positive definite). It lets a step move the low spatial frequencies up to
-``1 + w * levels`` times as far as the highest ones.
+``1 + w * levels`` times as far as the highest ones. It is
+:func:`jaxdream.style.pyramid_preconditioner` (``--lbfgs-precondition``, the default of a
+video's later frames); here it is patched into every L-BFGS iteration of a single picture.
 
 Runs, in one process on the real VGG-19 and ``../shared/media``, plain L-BFGS for
 ``--evaluations`` evaluations, then each preconditioned variant until it reaches plain's final
@@ -26,27 +28,10 @@ import contextlib
 import sys
 from pathlib import Path
 
-import jax.numpy as jnp
-
 from jaxdream import style
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_picture import add_picture_arguments, load_pictures, run  # noqa: E402
-
-
-def pyramid_preconditioner(levels: int, weight: float):
-    """``M v = v + weight * sum_k U_k D_k v`` on a batch of images (B, H, W, C)."""
-    def apply(v):
-        b, h, w, c = v.shape
-        out = v
-        for k in range(1, levels + 1):
-            f = 2 ** k
-            hp, wp = -(-h // f) * f, -(-w // f) * f
-            padded = jnp.pad(v, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
-            means = padded.reshape(b, hp // f, f, wp // f, f, c).mean(axis=(2, 4))
-            out = out + weight * jnp.repeat(jnp.repeat(means, f, axis=1), f, axis=2)[:, :h, :w]
-        return out
-    return apply
 
 
 def _clear() -> None:
@@ -89,7 +74,7 @@ def main() -> None:
     marks = [k for k in sorted(plain) if k % max(args.evaluations // 10, 1) == 0 or k == max(plain)]
     print(f"  plain:  {' '.join(f'{k}:{plain[k]:.4g}' for k in marks)}", flush=True)
     for w in (float(v) for v in args.weights.split(",")):
-        losses = curve(pictures, args, pyramid_preconditioner(args.levels, w), target)
+        losses = curve(pictures, args, style.pyramid_preconditioner(w, args.levels), target)
         last = max(losses)
         reached = losses[last] <= target
         print(f"  w={w:g}: {' '.join(f'{k}:{losses[k]:.4g}' for k in marks if k in losses)}", flush=True)

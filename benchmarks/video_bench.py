@@ -1,14 +1,17 @@
 """Video benchmark: temporal consistency, work and speed of ``jaxdream video --style`` variants.
 
-For each clip it stylises the same frames with the real VGG-19 five ways, all in one run:
+For each clip it stylises the same frames with the real VGG-19 in these ways, all in one run:
 
 * ``independent``: every frame on its own like frame 0 (the baseline of the ratios);
 * ``short-term``: the previous stylised frame warped in as init and temporal target (default);
 * ``long-term``: ``--temporal-frames 1,2,4`` (Ruder et al. 2018), closest-first weights;
 * ``long-normalize``: the same with ``--long-term-weights normalize``;
 * ``multi-pass``: ``--passes N`` (forward, backward, ...);
+* ``plain-lbfgs``: short-term with ``--lbfgs-precondition 0`` (the later frames' L-BFGS
+  without its pyramid preconditioner);
 * ``adaptive``: short-term with the relative-loss stopping rule of ``--tol-loss-relative``
-  (when the installed jaxdream has it) against the fixed ``--iterations`` budget.
+  (when the installed jaxdream has it) against the fixed ``--iterations`` budget; the
+  adaptive lines also compare with ``plain-lbfgs`` when it ran.
 
 and prints for each: the short-term temporal error (mean squared difference of consecutive
 output frames after warping, over reliable pixels), the long-term temporal error (frame t
@@ -123,6 +126,8 @@ def main() -> None:
                                                             long_term_weights="normalize"), {}),
                         f"multi-pass {args.passes}": (vd.VideoSettings(size=args.size, end=args.frames,
                                                                        passes=args.passes), {})}
+            if "lbfgs_precondition" in params:  # the later frames' L-BFGS without its preconditioner
+                variants["plain-lbfgs"] = (base, {"lbfgs_precondition": 0.0})
             if adaptive_key:
                 for tol in (args.tol.split(",") if args.tol else [None]):
                     label = "adaptive" if tol is None else f"adaptive {float(tol):g}"
@@ -135,7 +140,7 @@ def main() -> None:
             for label, (settings, extra) in variants.items():
                 if label.split()[0] in skip or label in skip:
                     continue
-                kw = maker_kw | (extra if label.startswith("adaptive") else fixed)
+                kw = maker_kw | (extra if label.startswith("adaptive") else fixed | extra)
                 results[label] = run(clip, net, Path(args.style), settings, kw, work,
                                      label.replace(" ", "_").replace(".", "p"))
                 r = results[label]
@@ -157,12 +162,20 @@ def main() -> None:
             if k in errs and "short-term" in errs:
                 print(f"  {k} / short-term: long error {errs[k][1] / errs['short-term'][1]:.2f}x "
                       f"(target <= 0.7), short error {errs[k][0] / errs['short-term'][0]:.2f}x (target <= 1)")
+        if "plain-lbfgs" in results and "short-term" in results:
+            p, st = results["plain-lbfgs"], results["short-term"]
+            print(f"  short-term (preconditioned L-BFGS) / plain L-BFGS: loss {st['loss'] / p['loss']:.3f}x, "
+                  f"short error {errs['short-term'][0] / errs['plain-lbfgs'][0]:.2f}x")
         for k in (k for k in results if k.startswith("adaptive")):
             if "short-term" in results:
                 a, st = results[k], results["short-term"]
                 print(f"  {k} / fixed: evaluations {st['evals'] / a['evals']:.2f}x fewer (target >= 2), "
                       f"short error {errs[k][0] / errs['short-term'][0]:.2f}x (target <= 1.1), "
                       f"loss {a['loss'] / st['loss']:.3f}x (target within 5%)")
+            if "plain-lbfgs" in results:
+                a, p = results[k], results["plain-lbfgs"]
+                print(f"  {k} / fixed plain L-BFGS: evaluations {p['evals'] / a['evals']:.2f}x fewer, "
+                      f"short error {errs[k][0] / errs['plain-lbfgs'][0]:.2f}x, loss {a['loss'] / p['loss']:.3f}x")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,12 @@ def add_style_options(g, *, sweep: bool) -> None:
     g.add_argument("--tol-loss-relative-interval", type=number("tol-loss-relative-interval"), metavar="N",
                    help=f"iterations between the loss comparisons of --tol-loss-relative (default "
                         f"{every_default}; the first comparison is at twice this)")
+    pre = "lbfgs_precondition"
+    g.add_argument("--lbfgs-precondition", type=number("lbfgs-precondition"), metavar="W",
+                   help="L-BFGS's initial inverse Hessian moves the picture's block means over 2 to 32 px "
+                        "up to 1+5W times as far as single pixels (a Laplacian-pyramid preconditioner; "
+                        + (f"default {_default(pre):g}: neural-style's plain L-BFGS)" if sweep else
+                           f"frames after the first; default {_video_default(pre):g}, 0 is plain L-BFGS)"))
     g.add_argument("--original-colors", action="store_true", help="keep the content's colours")
     g.add_argument("--color-transfer", help="histogram or mean-cov: give the style images the "
                                             "content's colour statistics first")
@@ -311,9 +317,10 @@ def mask_settings(args) -> dict:
 
 
 def tolerance_settings(args) -> dict:
-    """``--tol-loss-relative`` and its interval where given (None: the library's default of the
-    command, :func:`jaxdream.style.plan_style`'s or :class:`jaxdream.video.StyleFrames`')."""
-    return {k: v for k in ("tol_loss_relative", "tol_loss_relative_interval")
+    """``--tol-loss-relative``, its interval and ``--lbfgs-precondition`` where given (None: the
+    library's default of the command, :func:`jaxdream.style.plan_style`'s or
+    :class:`jaxdream.video.StyleFrames`')."""
+    return {k: v for k in ("tol_loss_relative", "tol_loss_relative_interval", "lbfgs_precondition")
             if (v := getattr(args, k, None)) is not None}
 
 

@@ -169,6 +169,7 @@ NUMBERS: dict[str, Number] = {n.name: n for n in [
     Number("iterations-first", int, 1, _MAX_COUNT),
     Number("learning-rate", float, 0, 1e6, low_open=True),
     Number("ema", float, 0, 0.9999),  # decay of Adam's iterate average (0: off)
+    Number("lbfgs-precondition", float, 0, 100),  # weight of L-BFGS's pyramid preconditioner (0: off)
     Number("lbfgs-num-correction", int, 1, 10_000),
     Number("print-iter", int, 0, _MAX_COUNT),
     Number("save-iter", int, 0, _MAX_COUNT),

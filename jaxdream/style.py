@@ -45,8 +45,8 @@ from .models.common import pool2x2
 from .models.vgg19 import BLOCKS
 
 __all__ = ["stylize", "StyleResult", "StyleProgress", "Objective", "prepare_targets",
-           "objective", "lbfgs_init", "lbfgs_chunk", "lbfgs_step", "adam_init", "adam_chunk",
-           "adam_step", "in_jit_loop_default", "plan_style", "run_plan", "StylePlan",
+           "objective", "lbfgs_init", "lbfgs_chunk", "lbfgs_step", "pyramid_preconditioner",
+           "adam_init", "adam_chunk", "adam_step", "in_jit_loop_default", "plan_style", "run_plan", "StylePlan",
            "default_scales", "OPTIMIZERS", "INITS", "CONTENT_LAYERS", "STYLE_LAYERS"]
 
 CONTENT_LAYERS = ("relu4_2",)
@@ -391,9 +391,10 @@ class LbfgsState(NamedTuple):
     x: jax.Array          # (B, H, W, 3) the next points to evaluate
     step: jax.Array       # (B, H, W, 3) the steps that led to x
     g_prev: jax.Array     # (B, n) gradients at x - step
-    s_hist: jax.Array     # (m, B, n)
-    y_hist: jax.Array     # (m, B, n)
+    s_hist: jax.Array     # (B, m, n)
+    y_hist: jax.Array     # (B, m, n)
     rho: jax.Array        # (m, B) 1 / (y.s), 0 for a rejected pair
+    sy: jax.Array         # (B, m, m) s_i . y_j of every two slots (the two-loop's inner products)
     head: jax.Array       # next slot to write
     count: jax.Array      # slots written (at most m)
     h_diag: jax.Array     # (B,) initial Hessian scale y.s / y.y
@@ -415,15 +416,73 @@ def lbfgs_init(x: jax.Array, corrections: int, n_losses: int = 4) -> LbfgsState:
     b, n = x.shape[0], x[0].size
     return LbfgsState(
         x=x, step=jnp.zeros_like(x), g_prev=jnp.zeros((b, n), x.dtype),
-        s_hist=jnp.zeros((corrections, b, n), x.dtype),
-        y_hist=jnp.zeros((corrections, b, n), x.dtype),
-        rho=jnp.zeros((corrections, b), x.dtype), head=jnp.int32(0), count=jnp.int32(0),
-        h_diag=jnp.ones((b,), jnp.float32), iteration=jnp.int32(0),
+        s_hist=jnp.zeros((b, corrections, n), x.dtype),
+        y_hist=jnp.zeros((b, corrections, n), x.dtype),
+        rho=jnp.zeros((corrections, b), x.dtype), sy=jnp.zeros((b, corrections, corrections), x.dtype),
+        head=jnp.int32(0), count=jnp.int32(0), h_diag=jnp.ones((b,), jnp.float32), iteration=jnp.int32(0),
         losses=jnp.zeros((b, n_losses), jnp.float32))
 
 
 def _dot(a, b):
     return jnp.sum(a * b, axis=-1)
+
+
+class _Ring(NamedTuple):
+    """A history ``(B, m, n)`` whose slot ``head`` is being replaced by ``new`` (B, n), read as if
+    replaced: products and combinations use the old buffer with the slot's term swapped, so
+    the only user of the written buffer is the state returned (written in place; reading the
+    written buffer made XLA copy the whole history several times per iteration)."""
+
+    old: jax.Array
+    new: jax.Array
+    head: jax.Array
+
+    def dot(self, v):
+        """``x_j . v`` for every slot j: (B, m)."""
+        out = jnp.einsum("bmn,bn->bm", self.old, v, precision=lax.Precision.HIGHEST)
+        return out.at[:, self.head].set(_dot(self.new, v))
+
+    def combine(self, c):
+        """``sum_j c_j x_j`` for (B, m) coefficients: (B, n)."""
+        out = jnp.einsum("bm,bmn->bn", c.at[:, self.head].set(0.0), self.old, precision=lax.Precision.HIGHEST)
+        return out + c[:, self.head, None] * self.new
+
+
+def _two_loop(q0, s_ring: _Ring, y_ring: _Ring, rho, sy, head, count, initial):
+    """The L-BFGS two-loop recursion ``d = H q0`` (Nocedal and Wright, algorithm 7.4) over the
+    ``count`` newest slots of the ring (next slot ``head``), with ``initial`` as H0.
+
+    Written with the history's inner products ``sy`` (``s_i . y_j``): the first loop's
+    ``alpha_i = rho_i s_i . (q0 - sum_{j newer} alpha_j y_j)`` is a triangular recurrence in
+    ``s_i . q0`` and ``sy``, and the second loop's ``beta_i`` likewise in ``y_i . r0``; so the
+    history is read in four matrix-vector products instead of 2m dependent vector steps. Same
+    arithmetic up to rounding (relative 4e-7 on the direction).
+    """
+    m, batch = rho.shape
+    order = (head - 1 - jnp.arange(m)) % m                       # slots, newest first
+    live = jnp.arange(m) < count
+    r_ = jnp.where(live[:, None], rho[order], 0.0).T               # (B, m)
+    b_ = jnp.take(jnp.take(sy, order, axis=1), order, axis=2)      # (B, m, m) s_i . y_j
+    sq = s_ring.dot(q0)[:, order]
+
+    def newest_first(i, alpha):                                    # alpha_i over newer j < i
+        newer = jnp.arange(m) < i
+        a = r_[:, i] * (sq[:, i] - jnp.sum(jnp.where(newer, b_[:, i, :] * alpha, 0.0), -1))
+        return alpha.at[:, i].set(a)
+
+    alpha = lax.fori_loop(0, m, newest_first, jnp.zeros((batch, m), q0.dtype))
+    in_slots = lambda v: jnp.zeros_like(v).at[:, order].set(v)    # noqa: E731
+    r0 = initial(q0 - y_ring.combine(in_slots(alpha)))
+    yr = y_ring.dot(r0)[:, order]
+
+    def oldest_first(k, beta):                                     # beta_i over older j > i
+        i = m - 1 - k
+        older = jnp.arange(m) > i
+        b = r_[:, i] * (yr[:, i] + jnp.sum(jnp.where(older, b_[:, :, i] * (alpha - beta), 0.0), -1))
+        return beta.at[:, i].set(b)
+
+    beta = lax.fori_loop(0, m, oldest_first, jnp.zeros((batch, m), q0.dtype))
+    return r0 + s_ring.combine(in_slots(alpha - beta))
 
 
 def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr, precondition=None) -> LbfgsState:
@@ -432,13 +491,14 @@ def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr, precondition=None) -
     ``precondition`` (default: none, the identity) is a symmetric positive definite linear map
     of a batch of images (B, H, W, 3) used as the initial inverse Hessian, scaled by
     ``y.s / y.My`` (preconditioned L-BFGS; ``benchmarks/precondition_bench.py`` measures a
-    multi-scale one). Without it the arithmetic is neural-style's, bit for bit.
+    multi-scale one). Without it the algorithm is neural-style's; the two-loop recursion is
+    evaluated from the stored inner products (:func:`_two_loop`), the same up to rounding.
     """
     if precondition is None:
         apply = lambda v: v  # noqa: E731
     else:
         apply = lambda v: precondition(v.reshape(state.x.shape)).reshape(v.shape)  # noqa: E731
-    m = state.s_hist.shape[0]
+    m = state.s_hist.shape[1]
     batch = state.x.shape[0]
     (f, parts), g = value_and_grad(state.x)
     g = g.reshape(batch, -1)
@@ -448,31 +508,16 @@ def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr, precondition=None) -
     ys = _dot(y, s)
     accept = (state.iteration > 0) & (ys > 1e-10)
     write = state.iteration > 0
-    s_hist = lax.dynamic_update_index_in_dim(state.s_hist, s, state.head, 0)
-    y_hist = lax.dynamic_update_index_in_dim(state.y_hist, y, state.head, 0)
+    s_ring, y_ring = _Ring(state.s_hist, s, state.head), _Ring(state.y_hist, y, state.head)
     rho = lax.dynamic_update_index_in_dim(
         state.rho, jnp.where(accept, 1.0 / jnp.where(accept, ys, 1.0), 0.0), state.head, 0)
+    # the inner products of the new pair with every slot (row and column ``head`` of sy)
+    sy = lax.dynamic_update_index_in_dim(state.sy, y_ring.dot(s), state.head, 1)
+    sy = lax.dynamic_update_index_in_dim(sy, s_ring.dot(y), state.head, 2)
     h_diag = jnp.where(accept, ys / jnp.where(accept, _dot(y, apply(y)), 1.0), state.h_diag)
     head = jnp.where(write, (state.head + 1) % m, state.head)
     count = jnp.where(write, jnp.minimum(state.count + 1, m), state.count)
-
-    # Two-loop recursion, newest pair first.
-    def newest_first(i, carry):
-        q, alpha = carry
-        j = (head - 1 - i) % m
-        a = rho[j] * _dot(s_hist[j], q)
-        return q - a[:, None] * y_hist[j], alpha.at[i].set(a)
-
-    q, alpha = lax.fori_loop(0, count, newest_first, (-g, jnp.zeros((m, batch), g.dtype)))
-    r = apply(q) * h_diag[:, None]
-
-    def oldest_first(k, r):
-        i = count - 1 - k
-        j = (head - 1 - i) % m
-        b = rho[j] * _dot(y_hist[j], r)
-        return r + s_hist[j] * (alpha[i] - b)[:, None]
-
-    d = lax.fori_loop(0, count, oldest_first, r)
+    d = _two_loop(-g, s_ring, y_ring, rho, sy, head, count, lambda q: apply(q) * h_diag[:, None])
     # Torch: the first step is scaled by min(1, 1/|g|_1) (|Mg|_1 when preconditioned); a
     # non-descent direction (possible with float32 curvature pairs) falls back to that scaled
     # (preconditioned) steepest descent.
@@ -480,8 +525,14 @@ def _lbfgs_iteration(state: LbfgsState, value_and_grad, lr, precondition=None) -
     d = jnp.where(fresh[:, None], -apply(g), d)
     t = jnp.where(fresh, jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(d), axis=-1)), 1.0) * lr
     step = (t[:, None] * d).reshape(state.x.shape)
+    # the slots are written after every read of the old history (they depend on the step);
+    # without that order XLA copied the whole history twice per iteration
+    tie = 0.0 * t[:, None]  # 0 (t is finite), but computed from the step: XLA orders the writes last
+    s, y = s + tie, y + tie
+    s_hist = lax.dynamic_update_index_in_dim(state.s_hist, s, state.head, 1)
+    y_hist = lax.dynamic_update_index_in_dim(state.y_hist, y, state.head, 1)
     return LbfgsState(
-        x=state.x + step, step=step, g_prev=g, s_hist=s_hist, y_hist=y_hist, rho=rho, head=head,
+        x=state.x + step, step=step, g_prev=g, s_hist=s_hist, y_hist=y_hist, rho=rho, sy=sy, head=head,
         count=count, h_diag=h_diag, iteration=state.iteration + 1,
         losses=jnp.concatenate([f[:, None], parts], axis=1))
 
@@ -508,8 +559,40 @@ def _batched_vg(params, targets, weights, spec):
     return lambda xs: jax.vmap(one, in_axes=(0, 0, None if content is None else 0))(xs, weights, content)
 
 
-@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
-def lbfgs_chunk(state: LbfgsState, params, targets, weights, n_steps, lr, spec: Objective):
+#: Levels of :func:`pyramid_preconditioner`: blocks of 2, 4, ..., 32 px.
+PYRAMID_LEVELS = 5
+
+
+def pyramid_preconditioner(weight: float, levels: int = PYRAMID_LEVELS):
+    """``M v = v + weight * sum_{k=1..levels} U_k D_k v`` on a batch of images (B, H, W, C), or
+    None for ``weight`` 0 (plain L-BFGS).
+
+    ``D_k`` takes the mean of each 2^k x 2^k block (the last blocks of a side that 2^k does not
+    divide are zero-padded, still divided by 4^k) and ``U_k`` repeats it back over the block, so
+    ``U_k D_k = P_k P_kᵀ / 4^k`` is symmetric positive semi-definite and M positive definite.
+    As L-BFGS's initial inverse Hessian it moves the lowest spatial frequencies up to
+    ``1 + levels * weight`` times as far as the highest: optimising a Laplacian pyramid of
+    the picture instead of its pixels.
+    """
+    if not weight:
+        return None
+
+    def apply(v):
+        b, h, w, c = v.shape
+        out = v
+        for k in range(1, levels + 1):
+            f = 2 ** k
+            hp, wp = -(-h // f) * f, -(-w // f) * f
+            padded = jnp.pad(v, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
+            means = padded.reshape(b, hp // f, f, wp // f, f, c).mean(axis=(2, 4))
+            out = out + weight * jnp.repeat(jnp.repeat(means, f, axis=1), f, axis=2)[:, :h, :w]
+        return out
+    return apply
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "precondition"), donate_argnames=("state",))
+def lbfgs_chunk(state: LbfgsState, params, targets, weights, n_steps, lr, spec: Objective,
+                precondition: float = 0.0):
     """Run ``n_steps`` L-BFGS iterations (one evaluation each) for a batch of images.
 
     Args:
@@ -519,22 +602,27 @@ def lbfgs_chunk(state: LbfgsState, params, targets, weights, n_steps, lr, spec: 
         n_steps: traced int: any chunk length reuses the compiled program.
         lr: traced learning rate (1 as in neural-style).
         spec: the static :class:`Objective`.
+        precondition: static weight of :func:`pyramid_preconditioner` (0: neural-style's
+            L-BFGS, bit for bit).
     """
     vg = _batched_vg(params, targets, weights, spec)
-    return lax.fori_loop(0, n_steps, lambda i, s: _lbfgs_iteration(s, vg, lr), state)
+    m = pyramid_preconditioner(precondition)
+    return lax.fori_loop(0, n_steps, lambda i, s: _lbfgs_iteration(s, vg, lr, m), state)
 
 
-@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
-def lbfgs_step(state: LbfgsState, params, targets, weights, lr, spec: Objective):
+@functools.partial(jax.jit, static_argnames=("spec", "precondition"), donate_argnames=("state",))
+def lbfgs_step(state: LbfgsState, params, targets, weights, lr, spec: Objective, precondition: float = 0.0):
     """One L-BFGS iteration for a batch of images (see :func:`lbfgs_chunk`)."""
-    return _lbfgs_iteration(state, _batched_vg(params, targets, weights, spec), lr)
+    return _lbfgs_iteration(state, _batched_vg(params, targets, weights, spec), lr,
+                            pyramid_preconditioner(precondition))
 
 
-@functools.partial(jax.jit, donate_argnames=("state",))
-def lbfgs_apply(state: LbfgsState, total: jax.Array, parts: jax.Array, grad: jax.Array, lr) -> LbfgsState:
+@functools.partial(jax.jit, static_argnames=("precondition",), donate_argnames=("state",))
+def lbfgs_apply(state: LbfgsState, total: jax.Array, parts: jax.Array, grad: jax.Array, lr,
+                precondition: float = 0.0) -> LbfgsState:
     """One L-BFGS iteration from a loss and gradient computed elsewhere (band by band):
     ``total`` (B,), ``parts`` (B, n), ``grad`` like ``state.x``."""
-    return _lbfgs_iteration(state, lambda x: ((total, parts), grad), lr)
+    return _lbfgs_iteration(state, lambda x: ((total, parts), grad), lr, pyramid_preconditioner(precondition))
 
 
 class AdamState(NamedTuple):
@@ -769,6 +857,7 @@ class StylePlan:
     tol_loss_relative_interval: int = field(kw_only=True)
     style_loss: str = field(default="gram", kw_only=True)
     ema: float = field(default=0.0, kw_only=True)  # Adam's iterate average (0: off)
+    lbfgs_precondition: float = field(default=0.0, kw_only=True)  # pyramid_preconditioner's weight
     masks: list = field(default_factory=list, kw_only=True)  # (H, W) per style, at content_full's size
     style_masks: list = field(default_factory=list, kw_only=True)  # None or (h, w) per style image
     content_mask: np.ndarray | None = field(default=None, kw_only=True)
@@ -802,7 +891,9 @@ class StylePlan:
         if self.tol_loss_relative > 0:
             steps += (f" (each stopping once the loss changes by less than {self.tol_loss_relative:g} "
                       f"in {self.tol_loss_relative_interval} iterations)")
-        return (f"style transfer: {steps}; {self.batch} image(s) at once; {self.optimizer}; "
+        optimizer = self.optimizer + (f" with a pyramid preconditioner of weight {self.lbfgs_precondition:g}"
+                                      if self.lbfgs_precondition else "")
+        return (f"style transfer: {steps}; {self.batch} image(s) at once; {optimizer}; "
                 f"about {self.memory / 2**30:.1f} GiB of memory")
 
 
@@ -969,7 +1060,8 @@ def plan_style(content, styles, *,
                content_mask=None,
                style_masks: Sequence | None = None,
                style_loss: str = "gram",
-               ema: float = 0.0) -> StylePlan:
+               ema: float = 0.0,
+               lbfgs_precondition: float = 0.0) -> StylePlan:
     """Check every setting and read every image of a :func:`stylize` run (same arguments,
     without the network and callback ones); nothing is computed or allocated on a device.
 
@@ -988,6 +1080,11 @@ def plan_style(content, styles, *,
     ``|before - now| < tol_loss_relative * |before|`` for every batch member (the first check
     is at twice the interval). Chunks are cut at the multiples of the interval.
 
+    ``lbfgs_precondition`` (L-BFGS only; 0, the default, is neural-style's L-BFGS) is the weight
+    ``w`` of :func:`pyramid_preconditioner`, L-BFGS's initial inverse Hessian: the picture's
+    block means over 2..32 px move up to ``1 + 5w`` times as far as single pixels. A video's
+    later frames use 1 (:class:`jaxdream.video.StyleFrames`).
+
     Raises:
         SettingsError, LayerError, MediaError: one line naming the bad value or file.
     """
@@ -997,6 +1094,9 @@ def plan_style(content, styles, *,
     if optimizer not in OPTIMIZERS:
         raise SettingsError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}")
     _check_style_loss_and_ema(style_loss, ema, optimizer)
+    options.get("lbfgs_precondition").check(lbfgs_precondition)
+    if lbfgs_precondition and optimizer != "lbfgs":
+        raise SettingsError("--lbfgs-precondition shapes L-BFGS's steps; it needs --optimizer lbfgs")
     if isinstance(styles, (str, os.PathLike)) or (isinstance(styles, np.ndarray) and styles.ndim == 3):
         styles = [styles]
     styles = list(styles)
@@ -1048,7 +1148,7 @@ def plan_style(content, styles, *,
                      precision=precision, contents_full=contents_full if len(contents_full) > 1 else [],
                      tol_loss_relative=float(tol_loss_relative),
                      tol_loss_relative_interval=int(tol_loss_relative_interval),
-                     style_loss=style_loss, ema=float(ema),
+                     style_loss=style_loss, ema=float(ema), lbfgs_precondition=float(lbfgs_precondition),
                      **_load_masks(masks, content_mask, style_masks, content_full, style_full))
     if plan.masked and band_rows is not None:
         raise SettingsError("masks and --style-loss wasserstein need whole-image programs; "
@@ -1186,6 +1286,8 @@ def stylize(content, styles, *,
             Gaussian fits of the features, crowsonkb/style-transfer-pytorch's loss).
         ema: Adam only: return (and report in the progress images) the bias-corrected
             exponential moving average of the iterates with this decay (0: off).
+        lbfgs_precondition: L-BFGS only: weight of a Laplacian-pyramid initial inverse
+            Hessian (:func:`pyramid_preconditioner`; 0, the default: neural-style's L-BFGS).
 
     Returns:
         A :class:`StyleResult` (a list of them, one per content image, for a list of content
@@ -1230,7 +1332,8 @@ def _settings_record(plan: StylePlan, net) -> dict:
                 "model": plan.spec.name, "weights": net.weights_id, "precision": plan.precision,
                 "tol_loss_relative": plan.tol_loss_relative,
                 "tol_loss_relative_interval": plan.tol_loss_relative_interval,
-                "style_loss": plan.style_loss, "ema": plan.ema, **plan.mask_names}
+                "style_loss": plan.style_loss, "ema": plan.ema,
+                "lbfgs_precondition": plan.lbfgs_precondition, **plan.mask_names}
     if plan.temporal is not None:
         settings["temporal_weight"] = float(plan.temporal[2])
     return settings
@@ -1256,10 +1359,12 @@ def _initial_batch(plan: StylePlan, hw, content_rgbs: list, mean, seeds) -> np.n
                      for s in seeds])
 
 
-def _band_iterations(state, n: int, params, targets, loss_weights, lr, obj: Objective, band_rows: int):
+def _band_iterations(state, n: int, params, targets, loss_weights, lr, obj: Objective, band_rows: int,
+                     precondition: float = 0.0):
     """``n`` iterations of a batch of one image whose objective is evaluated band by band."""
     from .bands import band_value_and_grad
-    apply = lbfgs_apply if isinstance(state, LbfgsState) else adam_apply
+    apply = functools.partial(lbfgs_apply, precondition=precondition) if isinstance(state, LbfgsState) \
+        else adam_apply
     weights = {k: v[0] for k, v in loss_weights.items()}
     for _ in range(n):
         total, parts, grad = band_value_and_grad(state.x[0], params, targets, weights, obj, band_rows)
@@ -1302,7 +1407,9 @@ def _optimiser_state(plan: StylePlan, x0: jax.Array, hw, n_losses: int):
         warnings.warn(f"L-BFGS history limited to {cap} corrections at "
                       f"{hw[1]}x{hw[0]} px (of {m}) to bound memory", stacklevel=3)
         m = cap
-    return lbfgs_init(x0, m, n_losses), lbfgs_chunk, lbfgs_step
+    w = plan.lbfgs_precondition
+    return (lbfgs_init(x0, m, n_losses), functools.partial(lbfgs_chunk, precondition=w),
+            functools.partial(lbfgs_step, precondition=w))
 
 
 def _iterate(state, ema: float) -> jax.Array:
@@ -1319,7 +1426,7 @@ def _losses_of(raw: np.ndarray, temporal: bool) -> dict:
 
 def _lbfgs_axes(state: LbfgsState) -> LbfgsState:
     """Which axis of each L-BFGS state field is the batch (None: shared by the batch)."""
-    return LbfgsState(x=0, step=0, g_prev=0, s_hist=1, y_hist=1, rho=1, head=None, count=None,
+    return LbfgsState(x=0, step=0, g_prev=0, s_hist=0, y_hist=0, rho=1, sy=0, head=None, count=None,
                       h_diag=0, iteration=None, losses=0)
 
 
@@ -1381,8 +1488,8 @@ def _row_axes(state, split: bool):
     if not split:
         return jax.tree.map(lambda _: None, state)
     if isinstance(state, LbfgsState):
-        return LbfgsState(x=1, step=1, g_prev=1, s_hist=2, y_hist=2, rho=None, head=None, count=None,
-                          h_diag=None, iteration=None, losses=None)
+        return LbfgsState(x=1, step=1, g_prev=1, s_hist=2, y_hist=2, rho=None, sy=None, head=None,
+                          count=None, h_diag=None, iteration=None, losses=None)
     return jax.tree.map(lambda a: 1 if np.ndim(a) == 4 else None, state)
 
 
@@ -1462,7 +1569,8 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
             if tol > 0:  # a chunk ends at every multiple of the interval, where the loss is compared
                 n = min(n, every - done % every)
             if band_rows:
-                state = _band_iterations(state, n, params, targets, loss_weights, lr_arr, obj, band_rows)
+                state = _band_iterations(state, n, params, targets, loss_weights, lr_arr, obj, band_rows,
+                                         plan.lbfgs_precondition)
             elif in_jit_loop:
                 state = run_chunk(state, params, targets, loss_weights, jnp.int32(n), lr_arr, spec=obj)
             else:

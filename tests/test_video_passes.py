@@ -166,7 +166,8 @@ def test_cli_long_term_two_passes_and_bad_values(clip4, style_png, tmp_path, cap
 
 
 def test_cli_video_passes_the_tolerance_to_the_frames(monkeypatch, clip4, style_png, tmp_path, capsys, jaxdream_home):  # noqa: F811
-    """``video --tol-loss-relative`` reaches the frame maker (and its default stays the library's)."""
+    """``video --tol-loss-relative`` and ``--lbfgs-precondition`` reach the frame maker (and
+    their defaults stay the library's)."""
     from test_video import _run
     seen = []
 
@@ -174,15 +175,15 @@ def test_cli_video_passes_the_tolerance_to_the_frames(monkeypatch, clip4, style_
         pass
 
     def fake(self, *a, **kw):
-        seen.append((kw.get("tol_loss_relative"), kw.get("tol_loss_relative_interval")))
+        seen.append((kw.get("tol_loss_relative"), kw.get("tol_loss_relative_interval"), kw.get("lbfgs_precondition")))
         raise Stop
 
     import functools
     monkeypatch.setattr(vd.StyleFrames, "__init__", functools.wraps(vd.StyleFrames.__init__)(fake))
-    for extra in ([], ["--tol-loss-relative", "0.05", "--tol-loss-relative-interval", "5"]):
+    for extra in ([], ["--tol-loss-relative", "0.05", "--tol-loss-relative-interval", "5", "--lbfgs-precondition", "0"]):
         with pytest.raises(Stop):
             _run(["video", clip4, "--style", style_png, "-o", tmp_path / "t.mp4", *extra], capsys)
-    assert seen == [(None, None), (0.05, 5)]
+    assert seen == [(None, None, None), (0.05, 5, 0.0)]
 
 
 def test_long_term_normalize_pulls_each_pixel_to_the_mean_of_its_reliable_frames():
