@@ -178,6 +178,21 @@ def _record_signals() -> list[int]:
     return received
 
 
+def _raise_again_if_swallowed(unraisable, default=sys.unraisablehook) -> None:
+    """``sys.unraisablehook`` while a command runs: an interrupt that landed in code whose
+    exceptions Python cannot propagate (a garbage-collector callback such as JAX's
+    ``_xla_gc_callback``, a ``__del__``) is raised again in its thread at the next instruction,
+    instead of being printed as "Exception ignored ... Traceback" and lost."""
+    if isinstance(unraisable.exc_type, type) and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        # from another thread, a moment later: raised from here it would land in this hook,
+        # which is still inside the code that cannot propagate it
+        timer = threading.Timer(0.05, _raise_in, (threading.current_thread(), unraisable.exc_type))
+        timer.daemon = True
+        timer.start()
+        return
+    default(unraisable)
+
+
 def _status_of(signum: int) -> int:
     return 143 if signum == signal.SIGTERM else 130
 
@@ -211,6 +226,7 @@ def run_interruptibly(args: argparse.Namespace, received: list[int]) -> int:
             default_hook(info)
 
     threading.excepthook = hook
+    sys.unraisablehook = _raise_again_if_swallowed
     worker = threading.Thread(target=work, name="jaxdream-command", daemon=True)
     worker.start()
     while not finished.wait(0.1):

@@ -357,3 +357,40 @@ def test_classify_real_weights(real_env, image, expected):
     assert_ok(result)
     rows = parse_ranking(result.stdout)
     assert len(rows) == 3 and rows[0][2] == expected, result.stdout
+
+
+def test_an_interrupt_swallowed_by_a_callback_is_raised_again(capsys):
+    """Ctrl-C raised into the command's thread can land in a garbage-collector callback (JAX's
+    ``_xla_gc_callback``), where Python prints "Exception ignored ... Traceback" and drops it;
+    the command line's unraisable hook raises it again at the thread's next instruction."""
+    import threading
+    import time
+
+    from jaxdream.cli import main as cli_module
+    caught = []
+
+    class Swallows:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    def work():
+        try:
+            obj = Swallows()
+            del obj  # the KeyboardInterrupt is "unraisable" here
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                pass
+            caught.append("not raised")
+        except KeyboardInterrupt:
+            caught.append("raised")
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = cli_module._raise_again_if_swallowed
+    try:
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join(60)
+    finally:
+        sys.unraisablehook = previous
+    assert caught == ["raised"]
+    assert "Exception ignored" not in capsys.readouterr().err
