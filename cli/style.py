@@ -304,7 +304,7 @@ def _settings(args, init) -> dict:
         style_scale=args.style_scale, original_colors=args.original_colors,
         color_transfer=args.color_transfer, seed=_one(args.seed), model=args.model,
         remat=None if args.remat == "auto" else args.remat == "on", band_rows=args.band_rows,
-        precision=args.precision, **tolerance_settings(args), **mask_settings(args))
+        precision=args.precision, **optimiser_settings(args), **mask_settings(args))
 
 
 def mask_settings(args) -> dict:
@@ -316,7 +316,7 @@ def mask_settings(args) -> dict:
     return {k: v for k, v in given.items() if v != _default(k)}
 
 
-def tolerance_settings(args) -> dict:
+def optimiser_settings(args) -> dict:
     """``--tol-loss-relative``, its interval and ``--lbfgs-precondition`` where given (None: the
     library's default of the command, :func:`jaxdream.style.plan_style`'s or
     :class:`jaxdream.video.StyleFrames`')."""

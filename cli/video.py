@@ -10,7 +10,7 @@ from jaxdream.errors import MediaError, SettingsError
 
 from .common import FRAMES_KEPT, add_frames_flags, dry_run_done, number, numbers, report_interrupt, single_process
 from .dream import add_dream_options, dream_config, make_dreamer
-from .style import _names, add_style_options, mask_settings, tolerance_settings
+from .style import _names, add_style_options, mask_settings, optimiser_settings
 
 #: Longest side frames are processed at unless --size says otherwise (a smaller clip keeps its
 #: own size): a 16:9 clip runs at 256x144, where a later frame (100 L-BFGS iterations) takes
@@ -156,7 +156,7 @@ def _maker(args):
     return vd.StyleFrames(args.style, iterations_first=args.iterations_first, iterations=args.iterations,
                           temporal_weight=args.temporal_weight, first_init=args.first_init,
                           scales_first=args.scales_first, weights=args.weights,
-                          mesh=getattr(args, "mesh", None), **tolerance_settings(args), **_style_settings(args))
+                          mesh=getattr(args, "mesh", None), **optimiser_settings(args), **_style_settings(args))
 
 
 def _output(args):

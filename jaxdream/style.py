@@ -46,8 +46,8 @@ from .models.vgg19 import BLOCKS
 
 __all__ = ["stylize", "StyleResult", "StyleProgress", "Objective", "prepare_targets",
            "objective", "lbfgs_init", "lbfgs_chunk", "lbfgs_step", "pyramid_preconditioner",
-           "adam_init", "adam_chunk", "adam_step", "in_jit_loop_default", "plan_style", "run_plan", "StylePlan",
-           "default_scales", "OPTIMIZERS", "INITS", "CONTENT_LAYERS", "STYLE_LAYERS"]
+           "adam_init", "adam_chunk", "adam_step", "in_jit_loop_default", "plan_style", "run_plan",
+           "StylePlan", "default_scales", "OPTIMIZERS", "INITS", "CONTENT_LAYERS", "STYLE_LAYERS"]
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -603,7 +603,7 @@ def lbfgs_chunk(state: LbfgsState, params, targets, weights, n_steps, lr, spec: 
         lr: traced learning rate (1 as in neural-style).
         spec: the static :class:`Objective`.
         precondition: static weight of :func:`pyramid_preconditioner` (0: neural-style's
-            L-BFGS, bit for bit).
+            L-BFGS).
     """
     vg = _batched_vg(params, targets, weights, spec)
     m = pyramid_preconditioner(precondition)
