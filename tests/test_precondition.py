@@ -6,24 +6,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_style import _quadratic, as_params, pngs, rand_image, vgg_layers  # noqa: F401 - pngs is a fixture
+from test_style import _quadratic, images, pngs, tiny_net  # noqa: F401 - fixtures
 
 from jaxdream import style
 from jaxdream.cli.main import main as cli_main
 from jaxdream.errors import SettingsError
-from jaxdream.models import get_spec
-from jaxdream.network import Network
 from jaxdream.video import StyleFrames
-
-
-@pytest.fixture(scope="module")
-def tiny_net() -> Network:
-    return Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
-
-
-@pytest.fixture(scope="module")
-def images():
-    return rand_image(32, 40, 1), rand_image(36, 36, 2)
 
 
 def _numpy_pyramid(v: np.ndarray, weight: float, levels: int) -> np.ndarray:
