@@ -63,6 +63,33 @@ def affine_about_centre(image: jax.Array, zoom: jax.Array, angle_deg: jax.Array,
 # work folder
 
 
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def settings_differences(saved: dict, settings: dict, older: dict) -> list[str]:
+    """``key (was X, now Y)`` for each setting of a work folder's ``saved`` run that differs
+    from ``settings`` (keys in :data:`PATH_KEYS` are not compared). A key the folder lacks
+    compares as its value in ``older`` (what earlier versions ran with; None there: not
+    compared)."""
+    out = []
+    for k in sorted(set(saved) | set(settings)):
+        if k in PATH_KEYS:
+            continue
+        if k not in saved and k in older:
+            if older[k] is None or k not in settings:
+                continue
+            was = older[k]
+        else:
+            was = saved.get(k)
+        now = settings.get(k)
+        if was != now:
+            out.append(f"{k}: was {'not set' if k not in saved and k not in older else _shown(was)}, "
+                       f"now {'not set' if k not in settings else _shown(now)}")
+    return out
+
+
 class FrameStore:
     """A folder of finished frames plus the settings that made them.
 
@@ -77,13 +104,16 @@ class FrameStore:
             recorded beside them are).
         resume: continue from the frames of an interrupted run with the same settings.
         overwrite: start over, removing the frames of any earlier run in the folder.
+        older: settings that earlier jaxdream versions did not record, with the value their
+            runs used (a folder without the key compares as that value; None: not compared).
 
     Raises:
         SettingsError: the folder holds another run's frames and neither ``resume`` nor
         ``overwrite`` is given, or ``resume`` is given but the settings differ.
     """
 
-    def __init__(self, folder: Path, settings: dict, resume: bool, overwrite: bool = False):
+    def __init__(self, folder: Path, settings: dict, resume: bool, overwrite: bool = False,
+                 older: dict | None = None):
         self.folder = Path(folder)
         self.settings = settings
         self.overwrite = overwrite
@@ -96,11 +126,12 @@ class FrameStore:
                 saved = json.loads(state.read_text())
             except (OSError, ValueError):
                 raise SettingsError(f"cannot resume: {state} is unreadable; start over with --overwrite") from None
-            diff = sorted(k for k in set(saved) | set(settings)
-                          if k not in PATH_KEYS and saved.get(k) != settings.get(k))
+            diff = settings_differences(saved, settings, older or {})
             if diff:
+                more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
                 raise SettingsError(f"cannot resume: settings differ from the interrupted run "
-                                    f"({', '.join(diff[:5])}); start over with --overwrite")
+                                    f"({'; '.join(diff[:3])}{more}); give the same options, or start "
+                                    f"over with --overwrite")
 
     def start(self) -> None:
         """Create the folder (clearing an earlier run's frames with ``overwrite``), record the

@@ -47,6 +47,13 @@ __all__ = ["VideoSettings", "VideoProgress", "VideoResult", "StyleFrames", "Drea
 
 INITS = ("prev-warped", "prev", "content")
 
+#: Settings a work folder of an earlier jaxdream version does not record, with what its run
+#: used: no long-term terms, one pass, fixed iterations and plain L-BFGS per frame (None: moot
+#: given those). ``--resume`` compares a folder without the key at that value, so such a run
+#: resumes when given the options that reproduce it (``--lbfgs-precondition 0``).
+OLDER_SETTINGS = {"temporal_frames": [1], "passes": 1, "blend_weight": None, "tol_loss_relative": 0.0,
+                  "tol_loss_relative_interval": None, "lbfgs_precondition": 0.0}
+
 
 @dataclass(frozen=True)
 class VideoSettings:
@@ -493,7 +500,7 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
               **({"long_term_weights": settings.long_term_weights} if len(settings.temporal_frames) > 1 else {}),
               **maker.settings(), **(metadata or {})}
     record = json.loads(json.dumps(record))  # what a resumed run reads back
-    store = FrameStore(work_folder(out, kind), record, resume, overwrite)
+    store = FrameStore(work_folder(out, kind), record, resume, overwrite, older=OLDER_SETTINGS)
     with frame_run(store):
         metrics = _frames(reader, store, maker, settings, compare_independent, progress, inner_progress)
     count = store.count()

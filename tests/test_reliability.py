@@ -251,9 +251,32 @@ def test_unfinished_work_folder_needs_resume_or_overwrite(tmp_path):
     store.save(0, _frame(1), _frame(1))
     with pytest.raises(SettingsError, match="--resume.*--overwrite"):
         animate.FrameStore(folder, {"a": 1}, resume=False)
-    with pytest.raises(SettingsError, match="settings differ.*\\(a\\)"):
+    with pytest.raises(SettingsError, match="settings differ.*\\(a: was 1, now 2\\)"):
         animate.FrameStore(folder, {"a": 2}, resume=True)
     assert animate.FrameStore(folder, {"a": 1}, resume=True).count() == 1
+
+
+def test_resume_refusal_names_the_differing_settings_with_both_values(tmp_path):
+    folder = tmp_path / ".out.gif.frames"
+    store = animate.FrameStore(folder, {"a": 1, "b": "x", "c": [1, 2]}, resume=False)
+    store.save(0, _frame(1), _frame(1))
+    with pytest.raises(SettingsError) as e:
+        animate.FrameStore(folder, {"a": 2, "b": "x", "d": 0.5}, resume=True)
+    assert str(e.value) == ("cannot resume: settings differ from the interrupted run (a: was 1, now 2; "
+                            "c: was [1, 2], now not set; d: was not set, now 0.5); give the same options, "
+                            "or start over with --overwrite")
+
+
+def test_settings_an_older_version_did_not_record_compare_at_their_old_value():
+    older = {"new": 0.0, "moot": None}
+    saved = {"a": 1}  # a folder of a version before "new" and "moot"
+    diff = animate.settings_differences
+    assert diff(saved, {"a": 1, "new": 0.0, "moot": 10}, older) == []
+    assert diff(saved, {"a": 1, "new": 1.0, "moot": 10}, older) == ["new: was 0.0, now 1.0"]
+    assert diff(saved, {"a": 1}, older) == []  # neither records it (another kind of run)
+    assert diff({"a": 1, "new": 2.0}, {"a": 1, "new": 0.0}, older) == ["new: was 2.0, now 0.0"]
+    assert diff(saved, {"a": 1, "new": 1.0}, {}) == ["new: was not set, now 1.0"]
+    assert diff({"a": "x" * 60}, {"a": "y"}, {}) == [f'a: was "{"x" * 36}..., now "y"']
 
 
 def test_resume_compares_content_hashes_not_typed_paths(tmp_path, monkeypatch):

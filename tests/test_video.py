@@ -203,6 +203,28 @@ def test_resume_gives_the_same_frames(clip, tiny_net, style_png, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_folder_of_an_older_version_resumes_with_the_options_it_ran_with(clip, tiny_net, style_png,
+                                                                          tmp_path):
+    """A work folder recorded before --lbfgs-precondition existed ran plain L-BFGS: resuming it
+    needs --lbfgs-precondition 0, and the refusal says so by value."""
+    def interrupt(p):
+        if p.frame == 2:
+            raise KeyboardInterrupt
+
+    folder = tmp_path / "frames"
+    with pytest.raises(KeyboardInterrupt):
+        vd.process(clip, folder, maker(tiny_net, style_png, lbfgs_precondition=0.0), vd.VideoSettings(end=4),
+                   progress=interrupt)
+    state_file = folder / "jaxdream-state.json"
+    state = json.loads(state_file.read_text())
+    assert state.pop("lbfgs_precondition") == 0.0
+    state_file.write_text(json.dumps(state))  # as the older version wrote it
+    with pytest.raises(SettingsError, match=r"\(lbfgs_precondition: was 0.0, now 1.0\); give the same options"):
+        vd.process(clip, folder, maker(tiny_net, style_png), vd.VideoSettings(end=4), resume=True)
+    assert vd.process(clip, folder, maker(tiny_net, style_png, lbfgs_precondition=0.0), vd.VideoSettings(end=4),
+                      resume=True).frames == 4
+
+
 def test_dream_video_warps_the_previous_dream(clip, googlenet_caffemodel, tmp_path):
     from jaxdream.dream import Dreamer, make_config
     cfg = make_config(layers="inception_3b/output", octaves=1, steps=2, tile_size=64)
