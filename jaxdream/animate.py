@@ -63,31 +63,22 @@ def affine_about_centre(image: jax.Array, zoom: jax.Array, angle_deg: jax.Array,
 # work folder
 
 
-def _shown(value) -> str:
-    text = json.dumps(value)
+def _shown(settings: dict, key: str) -> str:
+    if key not in settings:
+        return "not set"
+    text = json.dumps(settings[key])
     return text if len(text) <= 40 else text[:37] + "..."
 
 
 def settings_differences(saved: dict, settings: dict, older: dict) -> list[str]:
-    """``key (was X, now Y)`` for each setting of a work folder's ``saved`` run that differs
+    """``key: was X, now Y`` for each setting of a work folder's ``saved`` run that differs
     from ``settings`` (keys in :data:`PATH_KEYS` are not compared). A key the folder lacks
     compares as its value in ``older`` (what earlier versions ran with; None there: not
     compared)."""
-    out = []
-    for k in sorted(set(saved) | set(settings)):
-        if k in PATH_KEYS:
-            continue
-        if k not in saved and k in older:
-            if older[k] is None or k not in settings:
-                continue
-            was = older[k]
-        else:
-            was = saved.get(k)
-        now = settings.get(k)
-        if was != now:
-            out.append(f"{k}: was {'not set' if k not in saved and k not in older else _shown(was)}, "
-                       f"now {'not set' if k not in settings else _shown(now)}")
-    return out
+    then = {k: v for k, v in older.items() if k in settings and v is not None} | saved
+    moot = {k for k, v in older.items() if v is None and k not in saved}
+    return [f"{k}: was {_shown(then, k)}, now {_shown(settings, k)}" for k in sorted(set(then) | set(settings))
+            if k not in PATH_KEYS and k not in moot and then.get(k) != settings.get(k)]
 
 
 class FrameStore:
