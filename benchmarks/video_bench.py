@@ -4,8 +4,8 @@ For each clip it stylises the same frames with the real VGG-19 in these ways, al
 
 * ``independent``: every frame on its own like frame 0 (the baseline of the ratios);
 * ``short-term``: the previous stylised frame warped in as init and temporal target (default);
-* ``long-term``: ``--temporal-frames 1,2,4`` (Ruder et al. 2018), closest-first weights;
-* ``long-normalize``: the same with ``--long-term-weights normalize``;
+* ``long-term``: ``--temporal-frames 1,2,4`` (Ruder et al. 2018), default (normalize) weights;
+* ``long-closest``: the same with ``--long-term-weights closest-first`` (artistic-videos' default);
 * ``multi-pass``: ``--passes N`` (forward, backward, ...);
 * ``plain-lbfgs``: short-term with ``--lbfgs-precondition 0`` (the later frames' L-BFGS
   without its pyramid preconditioner);
@@ -100,6 +100,8 @@ def main() -> None:
     ap.add_argument("--gap", type=int, default=10, help="frames between the two of the long-term error")
     ap.add_argument("--tol", default=None, help="--tol-loss-relative of the adaptive run, or several "
                                                 "comma-separated (default: the library's video default)")
+    ap.add_argument("--budgets", default="", help="comma-separated smaller fixed budgets of later frames to run "
+                                                  "as well (e.g. 50: is a stopping rule better than a smaller budget?)")
     ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
     args = ap.parse_args()
     net = load_network("vgg19")
@@ -122,8 +124,8 @@ def main() -> None:
             base = vd.VideoSettings(size=args.size, end=args.frames)
             variants = {"short-term": (base, {}),
                         "long-term": (vd.VideoSettings(size=args.size, end=args.frames, temporal_frames=(1, 2, 4)), {}),
-                        "long-normalize": (vd.VideoSettings(size=args.size, end=args.frames, temporal_frames=(1, 2, 4),
-                                                            long_term_weights="normalize"), {}),
+                        "long-closest": (vd.VideoSettings(size=args.size, end=args.frames, temporal_frames=(1, 2, 4),
+                                                          long_term_weights="closest-first"), {}),
                         f"multi-pass {args.passes}": (vd.VideoSettings(size=args.size, end=args.frames,
                                                                        passes=args.passes), {})}
             if "lbfgs_precondition" in params:  # the later frames' L-BFGS without its preconditioner
@@ -132,6 +134,8 @@ def main() -> None:
                 for tol in (args.tol.split(",") if args.tol else [None]):
                     label = "adaptive" if tol is None else f"adaptive {float(tol):g}"
                     variants[label] = (base, {} if tol is None else {adaptive_key: float(tol)})
+            for n in filter(None, args.budgets.split(",")):
+                variants[f"fixed {int(n)}"] = (base, {"iterations": int(n)})
             fixed = {adaptive_key: 0.0} if adaptive_key else {}
             results = {}
             if "independent" not in skip:
@@ -158,7 +162,7 @@ def main() -> None:
             loss_ratio = v["loss"] / short_ref["loss"] if short_ref and np.isfinite(v["loss"]) else float("nan")
             print(f"  {k:<14} {s:>10.1f} {s / ref[0]:>6.2f} {lg:>10.1f} {lg / ref[1]:>6.2f} "
                   f"{np.mean(later):>8.2f} {v['evals']:>11.1f} {loss_ratio:>10.3f}")
-        for k in ("long-term", "long-normalize"):
+        for k in ("long-term", "long-closest"):
             if k in errs and "short-term" in errs:
                 print(f"  {k} / short-term: long error {errs[k][1] / errs['short-term'][1]:.2f}x "
                       f"(target <= 0.7), short error {errs[k][0] / errs['short-term'][0]:.2f}x (target <= 1)")
@@ -166,7 +170,7 @@ def main() -> None:
             p, st = results["plain-lbfgs"], results["short-term"]
             print(f"  short-term (preconditioned L-BFGS) / plain L-BFGS: loss {st['loss'] / p['loss']:.3f}x, "
                   f"short error {errs['short-term'][0] / errs['plain-lbfgs'][0]:.2f}x")
-        for k in (k for k in results if k.startswith("adaptive")):
+        for k in (k for k in results if k.startswith(("adaptive", "fixed "))):
             if "short-term" in results:
                 a, st = results[k], results["short-term"]
                 print(f"  {k} / fixed: evaluations {st['evals'] / a['evals']:.2f}x fewer (target >= 2), "

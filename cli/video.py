@@ -84,9 +84,9 @@ def register(sub) -> None:
                    help="earlier stylised frames t-j that hold frame t (Ruder et al. 2018's long-term "
                         "loss, e.g. 1,2,4; default 1: the previous frame only)")
     s.add_argument("--long-term-weights", choices=vd.LONG_TERM_WEIGHTS, default=vd.LONG_TERM_WEIGHTS[0],
-                   help="how --temporal-frames share a pixel: closest-first (default, artistic-videos': "
-                        "its nearest reliable frame only) or normalize (every reliable frame, weights "
-                        "summing to 1, which anchors static parts to the older frames)")
+                   help="how --temporal-frames share a pixel: normalize (default: every reliable frame, "
+                        "weights summing to 1, which anchors static parts to the older frames) or "
+                        "closest-first (artistic-videos' default: its nearest reliable frame only)")
     s.add_argument("--passes", type=number("passes"), default=1,
                    help="passes over the clip, alternating forward and backward (Ruder et al. "
                         "2018's multi-pass; each later pass costs --iterations per frame; default 1)")

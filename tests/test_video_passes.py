@@ -22,7 +22,7 @@ def test_long_term_target_holds_each_pixel_by_its_nearest_reliable_frame():
     c2 = np.array([[1, 1, 0, 0]], np.float32)
     c4 = np.array([[1, 1, 1, 0]], np.float32)
     w1, w2, w4 = (np.full((1, 4, 3), v, np.float32) for v in (10.0, 20.0, 40.0))
-    image, mask = vd.long_term_target([w1, w2, w4], [c1, c2, c4])
+    image, mask = vd.long_term_target([w1, w2, w4], [c1, c2, c4], "closest-first")
     np.testing.assert_array_equal(mask, [[1, 1, 1, 0]])
     np.testing.assert_array_equal(image[0, :3, 0], [10, 20, 40])
     np.testing.assert_array_equal(image[0, 3], w1[0, 3])  # unconstrained: the nearest warp
@@ -30,7 +30,7 @@ def test_long_term_target_holds_each_pixel_by_its_nearest_reliable_frame():
     rng = np.random.default_rng(0)
     masks = [rng.integers(0, 2, (8, 9)).astype(np.float32) for _ in range(3)]
     warped = [rng.uniform(0, 255, (8, 9, 3)).astype(np.float32) for _ in range(3)]
-    image, mask = vd.long_term_target(warped, masks)
+    image, mask = vd.long_term_target(warped, masks, "closest-first")
     x = rng.uniform(0, 255, (8, 9, 3)).astype(np.float32)
     seen, expected = np.zeros((8, 9), np.float32), 0.0
     for w, c in zip(warped, masks):
@@ -39,6 +39,33 @@ def test_long_term_target_holds_each_pixel_by_its_nearest_reliable_frame():
         seen += c
     assert np.sum(mask[..., None] * (x - image) ** 2) == pytest.approx(expected, rel=1e-5)
     assert set(np.unique(mask)) <= {0.0, 1.0}
+
+
+def test_long_term_frames_share_pixels_by_normalize_unless_told_closest_first(clip6, tiny_net, style_png,
+                                                                              tmp_path):
+    """normalize is the default weighting; a work folder of a version that recorded no weighting
+    ran closest-first, so it resumes with --long-term-weights closest-first and no other way."""
+    assert vd.VideoSettings().long_term_weights == "normalize"
+    c1, c2 = np.array([[1, 0]], np.float32), np.array([[1, 1]], np.float32)
+    w1, w2 = np.full((1, 2, 3), 10.0, np.float32), np.full((1, 2, 3), 20.0, np.float32)
+    image, mask = vd.long_term_target([w1, w2], [c1, c2])
+    np.testing.assert_array_equal(image[0, :, 0], [15, 20])  # the mean where both are reliable
+    np.testing.assert_array_equal(mask, [[1, 1]])
+    folder = tmp_path / "frames"
+    closest = vd.VideoSettings(temporal_frames=(1, 2), long_term_weights="closest-first")
+
+    def stop(p):
+        if p.frame == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        vd.process(clip6, folder, maker(tiny_net, style_png), closest, progress=stop)
+    state_file = folder / "jaxdream-state.json"
+    state = json.loads(state_file.read_text())
+    assert state.pop("long_term_weights") == "closest-first"
+    state_file.write_text(json.dumps(state))  # as the older version wrote it
+    with pytest.raises(SettingsError, match=r'\(long_term_weights: was "closest-first", now "normalize"\)'):
+        vd.process(clip6, folder, maker(tiny_net, style_png), vd.VideoSettings(temporal_frames=(1, 2)), resume=True)
+    assert vd.process(clip6, folder, maker(tiny_net, style_png), closest, resume=True).frames == 6
 
 
 def test_flows_reach_back_to_each_offset():
