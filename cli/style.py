@@ -333,17 +333,12 @@ def _tag(label: dict, items) -> str:
 
 def _style_run(args, items: list[tuple[Path, Path]], in_batch: bool = False) -> int:
     """Style one content image, or a group of them at once, each into its own output."""
-    from jaxdream import media
     from jaxdream.cli.main import enable_compilation_cache
-    from jaxdream.progress import bar
-    from jaxdream.style import plan_style, stylize
+    from jaxdream.style import plan_style
 
-    if args.init_image and args.init not in ("random", args.init_image):
-        raise SettingsError("give either --init FILE or --init-image FILE, not both")
-    init = args.init_image or args.init
+    init = _init(args)
     if not (in_batch and args.dry_run):  # a batch's folder is checked (and created) by cmd_style
-        masks = [*(args.masks or []), args.content_mask, *(args.style_masks or [])]
-        items = [(c, media.check_output(out, inputs=[c, *args.style, init, *masks])) for c, out in items]
+        items = _checked_outputs(args, items, init)
     content = items[0][0] if len(items) == 1 else [c for c, _ in items]
     settings = _settings(args, init)
     plan = plan_style(content, args.style, chunk=args.chunk, **settings)
@@ -351,78 +346,148 @@ def _style_run(args, items: list[tuple[Path, Path]], in_batch: bool = False) -> 
         print(f"dry run: {plan.describe()}; writing {', '.join(str(out) for _, out in items)}")
         return 0
     settings["weights"] = args.weights
+    enable_compilation_cache()
+    from jaxdream.parallel import is_writer
+    writer = is_writer()  # in a multi-host run every process computes, process 0 writes
+    run = _StyleRun(args, items, writer)
+    run.write_results(run.stylize(content, settings))
+    return 0
+
+
+def _init(args) -> str:
+    """``--init``, or ``--init-image`` (the same as ``--init FILE``; refused when they differ)."""
+    if args.init_image and args.init not in ("random", args.init_image):
+        raise SettingsError("give either --init FILE or --init-image FILE, not both")
+    return args.init_image or args.init
+
+
+def _checked_outputs(args, items: list[tuple[Path, Path]], init: str) -> list[tuple[Path, Path]]:
+    """``items`` with each output path validated (:func:`jaxdream.media.check_output`) against
+    the run's inputs."""
+    from jaxdream import media
+    masks = [*(args.masks or []), args.content_mask, *(args.style_masks or [])]
+    return [(c, media.check_output(out, inputs=[c, *args.style, init, *masks])) for c, out in items]
+
+
+def _chunk(args) -> int:
+    """Iterations per compiled call: ``--chunk``, shortened to divide ``--print-iter`` and
+    ``--save-iter``."""
     chunk = args.chunk
     for every in (args.print_iter, args.save_iter):
         if every > 0:
             chunk = math.gcd(chunk, every)
-    enable_compilation_cache()
+    return chunk
 
-    state = {"last": None, "bar": None, "done": 0, "scale": -1}
 
-    from jaxdream.parallel import is_writer
-    writer = is_writer()  # in a multi-host run every process computes, process 0 writes
+def _prefix(p) -> str:
+    """``scale 2/3 1024x768 `` before the lines of a multi-scale run (nothing with one scale)."""
+    return f"scale {p.scale + 1}/{p.scales} {p.size[1]}x{p.size[0]} " if p.scales > 1 else ""
 
-    def save_all(images, labels, meta, extra=""):
+
+def _crossed(p, every: int) -> bool:
+    """Whether progress ``p`` is at a multiple of ``every`` iterations or the scale's last one."""
+    return every > 0 and (p.iteration % every == 0 or p.iteration == p.iterations)
+
+
+class _StyleRun:
+    """The optimisation of a style run: progress bar, loss lines, intermediate saves, the image
+    written on Ctrl-C, and the results."""
+
+    def __init__(self, args, items: list[tuple[Path, Path]], writer: bool):
+        self.args, self.items, self.writer = args, items, writer
+        self.last = None  # the progress of the last finished chunk: what Ctrl-C writes
+        self.bar, self.done, self.scale = None, 0, -1
+
+    def stylize(self, content, settings: dict):
+        """:func:`jaxdream.style.stylize` with this run's callback; Ctrl-C writes the current image."""
+        from jaxdream.style import stylize
+        try:
+            with on_abandon(self.save_current):
+                return stylize(content, self.args.style, chunk=_chunk(self.args), callback=self.callback,
+                               mesh=self.args.mesh, **settings)
+        except KeyboardInterrupt:
+            self.save_current()
+            raise
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def save(self, images, labels, meta: dict, extra: str = "") -> list[Path]:
+        """Write each image to its member's output path (in the writing process); the paths."""
+        from jaxdream import media
         paths = []
         for img, label in zip(images, labels):
             ci = label.get("content", 0)
             label = {k: v for k, v in label.items() if k != "content"}
-            paths.append(output_path(items[ci][1], label, extra))
-            if writer:
+            paths.append(output_path(self.items[ci][1], label, extra))
+            if self.writer:
                 media.save_image(paths[-1], img, {**meta, **label})
         return paths
 
-    def save_current() -> None:
+    def save_current(self) -> None:
         """On Ctrl-C: write the image of the last finished chunk (once)."""
-        last, state["last"] = state["last"], None
+        last, self.last = self.last, None
         if last is not None:
-            for path in save_all(last.images, last.labels or [{}],
-                                 {"interrupted_at_iteration": last.iteration}):
+            for path in self.save(last.images, last.labels or [{}],
+                                  {"interrupted_at_iteration": last.iteration}):
                 print(f"jaxdream: interrupted; wrote the current image to {path}", file=sys.stderr)
 
-    def callback(p):
-        if state["bar"] is None or state["scale"] != p.scale:
-            if state["bar"] is not None:
-                state["bar"].close()
-            state["bar"] = bar(total=p.iterations, desc=f"style {p.size[1]}x{p.size[0]}",
-                               unit="it", disable=True if args.quiet else None)
-            state["scale"], state["done"] = p.scale, 0
-        state["last"] = p
-        state["bar"].update(p.iteration - state["done"])
-        state["done"] = p.iteration
-        prefix = f"scale {p.scale + 1}/{p.scales} {p.size[1]}x{p.size[0]} " if p.scales > 1 else ""
-        crossed = lambda every: every > 0 and (p.iteration % every == 0 or p.iteration == p.iterations)
-        if crossed(args.print_iter) and not args.quiet:
+    def callback(self, p) -> None:
+        """After each chunk: advance the bar, print the losses, save every ``--save-iter``."""
+        self._advance(p)
+        if not self.args.quiet:
+            self._print_losses(p)
+        self._save_iteration(p)
+
+    def _advance(self, p) -> None:
+        """Move the progress bar to ``p`` (a new bar for each scale) and keep ``p`` for Ctrl-C."""
+        from jaxdream.progress import bar
+        if self.bar is None or self.scale != p.scale:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = bar(total=p.iterations, desc=f"style {p.size[1]}x{p.size[0]}",
+                           unit="it", disable=True if self.args.quiet else None)
+            self.scale, self.done = p.scale, 0
+        self.last = p
+        self.bar.update(p.iteration - self.done)
+        self.done = p.iteration
+
+    def _print_losses(self, p) -> None:
+        """The loss lines every ``--print-iter`` iterations, and a line when the scale converged."""
+        prefix = _prefix(p)
+        if _crossed(p, self.args.print_iter):
             for i, label in enumerate(p.labels or [{}]):
-                print(f"{prefix}iteration {p.iteration}/{p.iterations}{_tag(label, items)}: "
+                print(f"{prefix}iteration {p.iteration}/{p.iterations}{_tag(label, self.items)}: "
                       f"total {p.losses['total'][i]:.4g}  content {p.losses['content'][i]:.4g}  "
                       f"style {p.losses['style'][i]:.4g}  tv {p.losses['tv'][i]:.4g}", flush=True)
-        if p.converged and not args.quiet:
+        if p.converged:
             print(f"{prefix}stopped at iteration {p.iteration}/{p.iterations}: the loss changed by less "
                   f"than the --tol-loss-relative tolerance", flush=True)
-        if args.save_iter > 0 and p.iteration % args.save_iter == 0 and p.iteration < p.iterations:
+
+    def _save_iteration(self, p) -> None:
+        """Every ``--save-iter`` iterations before a scale's last: ``OUT_N.png`` (with several
+        scales ``OUT_<size>px_N.png``)."""
+        every = self.args.save_iter
+        if every > 0 and p.iteration % every == 0 and p.iteration < p.iterations:
             extra = f"{p.size[1] if p.size[1] >= p.size[0] else p.size[0]}px_{p.iteration}" \
                 if p.scales > 1 else str(p.iteration)
-            save_all(p.images, p.labels or [{}], {"iteration": p.iteration}, extra)
+            self.save(p.images, p.labels or [{}], {"iteration": p.iteration}, extra)
 
-    try:
-        with on_abandon(save_current):
-            result = stylize(content, args.style, chunk=chunk, callback=callback, mesh=args.mesh, **settings)
-    except KeyboardInterrupt:
-        save_current()
-        raise
-    finally:
-        if state["bar"] is not None:
-            state["bar"].close()
-    results = result if isinstance(result, list) else [result]
-    for ci, ((c, out), one) in enumerate(zip(items, results)):
-        meta = dict(one.settings, content=str(c), style=[str(s) for s in args.style])
-        paths = save_all(one.images, [{"content": ci, **lb} for lb in one.labels or [{}]], meta)
-        if len(one.images) > 1:
-            sheet = out.with_name(f"{out.stem}_sheet{out.suffix}")
-            if writer:
-                media.save_image(sheet, contact_sheet(one.images, one.labels), meta)
-            paths.append(sheet)
-        for path in paths if writer else []:
-            print(f"wrote {path}")
-    return 0
+    def write_results(self, result) -> None:
+        """Write each member's images (and a sweep's contact sheet), then name them."""
+        results = result if isinstance(result, list) else [result]
+        for ci, ((c, out), one) in enumerate(zip(self.items, results)):
+            meta = dict(one.settings, content=str(c), style=[str(s) for s in self.args.style])
+            paths = self.save(one.images, [{"content": ci, **lb} for lb in one.labels or [{}]], meta)
+            if len(one.images) > 1:
+                paths.append(self._save_sheet(out, one, meta))
+            for path in paths if self.writer else []:
+                print(f"wrote {path}")
+
+    def _save_sheet(self, out: Path, one, meta: dict) -> Path:
+        """Write a sweep's contact sheet beside its images (``OUT_sheet.png``); its path."""
+        from jaxdream import media
+        sheet = out.with_name(f"{out.stem}_sheet{out.suffix}")
+        if self.writer:
+            media.save_image(sheet, contact_sheet(one.images, one.labels), meta)
+        return sheet

@@ -69,99 +69,136 @@ def _guard(request: Request) -> None:
 def create_app(studio: Studio, allowed_hosts=("127.0.0.1", "localhost")) -> Starlette:
     """The studio's web application over ``studio``."""
     options = forms.describe()
+    handlers = {JaxdreamError: lambda request, e: _refused(e)}
+    app = Starlette(routes=_routes(), exception_handlers=handlers,
+                    middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
+    app.state.studio, app.state.options = studio, options
+    return app
 
-    async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
-    async def get_options(request: Request) -> Response:
-        return JSONResponse(options)
-
-    async def upload(request: Request) -> Response:
-        _guard(request)
-        incoming = Incoming(studio.uploads, request.query_params.get("name", ""), studio.max_upload_bytes)
-        try:
-            refused = None
-            length = request.headers.get("content-length")
-            try:
-                incoming.check_length(int(length) if length and length.isdigit() else None)
-            except UploadError as e:
-                refused = e
-            async for chunk in request.stream():  # read to the end even when refused, so that
-                if refused is None:               # the browser gets the answer, not a reset
-                    try:
-                        incoming.write(chunk)
-                    except UploadError as e:
-                        refused = e
-            if refused is not None:
-                raise refused
-            received = await run_in_threadpool(incoming.finish)
-        finally:
-            incoming.abort()
-        return JSONResponse(asdict(received), status_code=201)
-
-    async def submit(request: Request) -> Response:
-        _guard(request)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise UploadError("the request is not JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("values", {}), dict) \
-                or not isinstance(body.get("files", {}), dict):
-            raise UploadError("expected {command, files, values}")
-        job = await run_in_threadpool(studio.submit, str(body.get("command")), body.get("files") or {},
-                                      {str(k): v for k, v in (body.get("values") or {}).items()})
-        return JSONResponse(job.summary(), status_code=201)
-
-    async def list_jobs(request: Request) -> Response:
-        return JSONResponse({"gallery": studio.gallery(), "live": studio.live()})
-
-    async def get_job(request: Request) -> Response:
-        job = studio.job(request.path_params["job"])
-        return JSONResponse(job.summary(progress=True) | {"argv": read_json(job.folder / SETTINGS, {}).get("argv")})
-
-    async def cancel(request: Request) -> Response:
-        _guard(request)
-        return JSONResponse(studio.cancel(request.path_params["job"]).summary())
-
-    async def events(request: Request) -> Response:
-        async def stream():
-            last, quiet = None, 0.0
-            while True:
-                data = json.dumps(studio.live())
-                if data != last:
-                    last, quiet = data, 0.0
-                    yield f"data: {data}\n\n"
-                elif quiet > 15:
-                    quiet = 0.0
-                    yield ": still here\n\n"
-                await asyncio.sleep(EVENT_POLL_S)
-                quiet += EVENT_POLL_S
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    async def files(request: Request) -> Response:
-        path = studio.file(request.path_params["path"])
-        headers = dict(SECURITY_HEADERS, **{"Cache-Control": "no-cache"})
-        if request.query_params.get("download"):
-            name = "_".join(path.relative_to(studio.home.resolve()).parts)
-            return FileResponse(path, headers=headers, filename=f"jaxdream_{name}")
-        return FileResponse(path, headers=headers)
-
-    routes = [
-        Route("/", index),
-        Route("/api/options", get_options),
-        Route("/api/uploads", upload, methods=["POST"]),
-        Route("/api/jobs", list_jobs),
-        Route("/api/jobs", submit, methods=["POST"]),
-        Route("/api/jobs/{job}", get_job),
-        Route("/api/jobs/{job}/cancel", cancel, methods=["POST"]),
-        Route("/api/events", events),
-        Route("/files/{path:path}", files),
+def _routes() -> list:
+    """The studio's routes (listed in the module's docstring)."""
+    return [
+        Route("/", _index),
+        Route("/api/options", _get_options),
+        Route("/api/uploads", _upload, methods=["POST"]),
+        Route("/api/jobs", _list_jobs),
+        Route("/api/jobs", _submit, methods=["POST"]),
+        Route("/api/jobs/{job}", _get_job),
+        Route("/api/jobs/{job}/cancel", _cancel, methods=["POST"]),
+        Route("/api/events", _events),
+        Route("/files/{path:path}", _files),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    handlers = {JaxdreamError: lambda request, e: _refused(e)}
-    return Starlette(routes=routes, exception_handlers=handlers,
-                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
+
+
+def _studio(request: Request) -> Studio:
+    """The studio that the request's application serves."""
+    return request.app.state.studio
+
+
+async def _index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+
+
+async def _get_options(request: Request) -> Response:
+    return JSONResponse(request.app.state.options)
+
+
+async def _upload(request: Request) -> Response:
+    _guard(request)
+    studio = _studio(request)
+    incoming = Incoming(studio.uploads, request.query_params.get("name", ""), studio.max_upload_bytes)
+    try:
+        await _receive(request, incoming)
+        received = await run_in_threadpool(incoming.finish)
+    finally:
+        incoming.abort()
+    return JSONResponse(asdict(received), status_code=201)
+
+
+async def _receive(request: Request, incoming: Incoming) -> None:
+    """Write the request's body into ``incoming``; raise the first refusal once the body is read."""
+    refused = None
+    length = request.headers.get("content-length")
+    try:
+        incoming.check_length(int(length) if length and length.isdigit() else None)
+    except UploadError as e:
+        refused = e
+    async for chunk in request.stream():  # read to the end even when refused, so that
+        if refused is None:               # the browser gets the answer, not a reset
+            try:
+                incoming.write(chunk)
+            except UploadError as e:
+                refused = e
+    if refused is not None:
+        raise refused
+
+
+async def _submit(request: Request) -> Response:
+    _guard(request)
+    body = await _job_body(request)
+    job = await run_in_threadpool(_studio(request).submit, str(body.get("command")), body.get("files") or {},
+                                  {str(k): v for k, v in (body.get("values") or {}).items()})
+    return JSONResponse(job.summary(), status_code=201)
+
+
+async def _job_body(request: Request) -> dict:
+    """The JSON body of a job submission, refused unless it is ``{command, files, values}``."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise UploadError("the request is not JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("values", {}), dict) \
+            or not isinstance(body.get("files", {}), dict):
+        raise UploadError("expected {command, files, values}")
+    return body
+
+
+async def _list_jobs(request: Request) -> Response:
+    studio = _studio(request)
+    return JSONResponse({"gallery": studio.gallery(), "live": studio.live()})
+
+
+async def _get_job(request: Request) -> Response:
+    job = _studio(request).job(request.path_params["job"])
+    return JSONResponse(job.summary(progress=True) | {"argv": read_json(job.folder / SETTINGS, {}).get("argv")})
+
+
+async def _cancel(request: Request) -> Response:
+    _guard(request)
+    return JSONResponse(_studio(request).cancel(request.path_params["job"]).summary())
+
+
+async def _events(request: Request) -> Response:
+    return StreamingResponse(_live_events(_studio(request)), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _live_events(studio: Studio):
+    """Server-sent events: the queue and the running job's progress whenever they change, and a
+    comment after 15 quiet seconds."""
+    last, quiet = None, 0.0
+    while True:
+        data = json.dumps(studio.live())
+        if data != last:
+            last, quiet = data, 0.0
+            yield f"data: {data}\n\n"
+        elif quiet > 15:
+            quiet = 0.0
+            yield ": still here\n\n"
+        await asyncio.sleep(EVENT_POLL_S)
+        quiet += EVENT_POLL_S
+
+
+async def _files(request: Request) -> Response:
+    studio = _studio(request)
+    path = studio.file(request.path_params["path"])
+    headers = dict(SECURITY_HEADERS, **{"Cache-Control": "no-cache"})
+    if request.query_params.get("download"):
+        name = "_".join(path.relative_to(studio.home.resolve()).parts)
+        return FileResponse(path, headers=headers, filename=f"jaxdream_{name}")
+    return FileResponse(path, headers=headers)
 
 
 def _bind(host: str, port: int) -> socket.socket:
