@@ -1512,15 +1512,37 @@ def _member_content_targets(targets: dict, per_content: list[dict], owners: list
     return {**targets, "content": stacked}
 
 
-def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None = None,
-             callback: Callable[[StyleProgress], Any] | None = None, mesh=None) -> StyleResult:
-    """Carry out a checked :class:`StylePlan` with a loaded network (see :func:`stylize`)."""
-    mean = net.spec.mean_bgr
+@dataclass
+class _Run:
+    """What every scale of a run shares: the batch, where it lives and its loss weights."""
+
+    plan: StylePlan
+    net: Any
+    labels: list[dict]
+    where: _Placement
+    owners: list[int]  # content index of each (padded) member
+    seeds: list[int]  # random-init seed of each (padded) member
+    loss_weights: dict
+    params: Any
+    in_jit_loop: bool
+    lr: jax.Array
+
+    @property
+    def mean(self):
+        return self.net.spec.mean_bgr
+
+    def postprocess(self, xs, content_rgbs: list) -> np.ndarray:
+        """RGB 0..255 pictures of network-space images ``xs`` (colours post-processed)."""
+        rgb = _from_model(xs, self.mean)
+        if not self.plan.original_colors:
+            return np.clip(rgb, 0, 255)
+        return np.stack([color.original_colors(r, content_rgbs[ci]) for r, ci in zip(rgb, self.owners)])
+
+
+def _prepare_run(plan: StylePlan, net, mesh, in_jit_loop: bool | None) -> _Run:
     members, labels = _members(plan)
-    batch = len(members)
-    where = _Placement(mesh, batch)
+    where = _Placement(mesh, len(members))
     rows = where.pad([c for _, c in members])
-    owners = [ci for ci, _ in where.pad(members)]
     loss_weights = {"content": np.asarray([c[0] for c in rows], np.float32),
                     "style": np.asarray([c[1] for c in rows], np.float32),
                     "tv": np.asarray([c[2] for c in rows], np.float32)}
@@ -1528,72 +1550,96 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
         loss_weights["temporal"] = np.full((len(rows),), plan.temporal[2], np.float32)
     loss_weights = where.batched({k: jnp.asarray(v) if where.mesh is None else v
                                   for k, v in loss_weights.items()})
-    params = where.shared(net.params)
-    seeds = [c[3] for c in rows]
-    if in_jit_loop is None:
-        in_jit_loop = in_jit_loop_default()
-    lr_arr = jnp.float32(plan.lr)
+    return _Run(plan, net, labels, where, owners=[ci for ci, _ in where.pad(members)], seeds=[c[3] for c in rows],
+                loss_weights=loss_weights, params=where.shared(net.params),
+                in_jit_loop=in_jit_loop_default() if in_jit_loop is None else in_jit_loop, lr=jnp.float32(plan.lr))
+
+
+def _scale_objective(plan: StylePlan, hw) -> Objective:
+    use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if plan.remat is None else bool(plan.remat)
+    return Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers, use_remat,
+                     plan.temporal is not None, plan.precision, batched_content=len(plan.contents) > 1,
+                     style_loss=plan.style_loss)
+
+
+def _placed_targets(run: _Run, k: int, hw, content_rgbs: list, obj: Objective, band_rows) -> dict:
+    """The targets of scale ``k``, each member's own content activations in a batch of contents,
+    placed where the run lives."""
+    targets = _scale_targets(run.plan, run.net, k, hw, content_rgbs[0], obj, band_rows)
+    if not obj.batched_content:
+        return run.where.shared(targets)
+    per_content = [targets["content"]] + [
+        _target_features(run.net.params, jnp.asarray(_to_model(c, run.mean)), obj)[0] for c in content_rgbs[1:]]
+    targets = _member_content_targets(targets, per_content, run.owners)
+    return {**run.where.shared({k_: v for k_, v in targets.items() if k_ != "content"}),
+            "content": run.where.batched(targets["content"])}
+
+
+def _converged(before, now: np.ndarray, tol: float) -> bool:
+    """Every member's total loss changed by less than ``tol`` of it since ``before``."""
+    return before is not None and bool(np.all(np.abs(before - now) < tol * np.abs(before)))
+
+
+def _optimise_scale(run: _Run, k: int, hw, x0: np.ndarray, content_rgbs: list,
+                    callback: Callable[[StyleProgress], Any] | None, chunk: int):
+    """Scale ``k``'s iterations from ``x0``, in chunks, until its budget, convergence or a
+    callback's stop: (iterate (host), losses or None, iterations done)."""
+    plan, where = run.plan, run.where
+    total = plan.iterations[k]
     tol, every = plan.tol_loss_relative, plan.tol_loss_relative_interval
+    obj = _scale_objective(plan, hw)
+    band_rows = plan.band_rows[k] if plan.band_rows else None
+    targets = _placed_targets(run, k, hw, content_rgbs, obj, band_rows)
+    state, run_chunk, run_step = _optimiser_state(plan, jnp.asarray(x0, jnp.float32), hw, obj.n_losses)
+    state = where.state(state, hw)
+    x = losses = before = None
+    done = 0
+    while done < total:
+        n = min(chunk, total - done)
+        if tol > 0:  # a chunk ends at every multiple of the interval, where the loss is compared
+            n = min(n, every - done % every)
+        if band_rows:
+            state = _band_iterations(state, n, run.params, targets, run.loss_weights, run.lr, obj, band_rows,
+                                     plan.lbfgs_precondition)
+        elif run.in_jit_loop:
+            state = run_chunk(state, run.params, targets, run.loss_weights, jnp.int32(n), run.lr, spec=obj)
+        else:
+            for _ in range(n):
+                state = run_step(state, run.params, targets, run.loss_weights, run.lr, spec=obj)
+        done += n
+        losses = _losses_of(where.host(state.losses), obj.temporal)
+        x = where.host(_iterate(state, plan.ema))
+        converged = False
+        if tol > 0 and done % every == 0:
+            now = losses["total"].astype(np.float64)
+            converged, before = _converged(before, now, tol), now
+        if callback is not None and callback(StyleProgress(k, len(plan.scales), hw, done, total, losses,
+                                                           run.postprocess(x, content_rgbs), run.labels,
+                                                           converged)):
+            break
+        if converged:
+            break
+    if x is None or x.shape[1:3] != tuple(hw):
+        x = where.host(_iterate(state, plan.ema))
+    return x, losses, done
+
+
+def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None = None,
+             callback: Callable[[StyleProgress], Any] | None = None, mesh=None) -> StyleResult:
+    """Carry out a checked :class:`StylePlan` with a loaded network (see :func:`stylize`)."""
+    run = _prepare_run(plan, net, mesh, in_jit_loop)
     x = losses = None
     ran = []
-    for k, (hw, total) in enumerate(zip(plan.sizes, plan.iterations)):
+    for k, hw in enumerate(plan.sizes):
         content_rgbs = [media.resize(c, hw) for c in plan.contents]
-
-        def postprocess(xs, content_rgbs=content_rgbs):
-            rgb = _from_model(xs, mean)
-            if not plan.original_colors:
-                return np.clip(rgb, 0, 255)
-            return np.stack([color.original_colors(r, content_rgbs[ci]) for r, ci in zip(rgb, owners)])
-
-        use_remat = (hw[0] * hw[1] > REMAT_PIXELS) if plan.remat is None else bool(plan.remat)
-        obj = Objective(plan.spec.name, plan.pooling, plan.content_layers, plan.style_layers, use_remat,
-                        plan.temporal is not None, plan.precision, batched_content=len(plan.contents) > 1,
-                        style_loss=plan.style_loss)
-        band_rows = plan.band_rows[k] if plan.band_rows else None
-        targets = _scale_targets(plan, net, k, hw, content_rgbs[0], obj, band_rows)
-        if obj.batched_content:
-            per_content = [targets["content"]] + [
-                _target_features(net.params, jnp.asarray(_to_model(c, mean)), obj)[0] for c in content_rgbs[1:]]
-            targets = _member_content_targets(targets, per_content, owners)
-            targets = {**where.shared({k_: v for k_, v in targets.items() if k_ != "content"}),
-                       "content": where.batched(targets["content"])}
-        else:
-            targets = where.shared(targets)
-        x0 = _initial_batch(plan, hw, [content_rgbs[ci] for ci in owners], mean, seeds) if k == 0 else \
-            np.stack(where.pad([media.resize(xi, hw) for xi in np.asarray(x)]))
-        state, run_chunk, run_step = _optimiser_state(plan, jnp.asarray(x0, jnp.float32), hw, obj.n_losses)
-        state = where.state(state, hw)
-        done, before = 0, None
-        while done < total:
-            n = min(chunk, total - done)
-            if tol > 0:  # a chunk ends at every multiple of the interval, where the loss is compared
-                n = min(n, every - done % every)
-            if band_rows:
-                state = _band_iterations(state, n, params, targets, loss_weights, lr_arr, obj, band_rows,
-                                         plan.lbfgs_precondition)
-            elif in_jit_loop:
-                state = run_chunk(state, params, targets, loss_weights, jnp.int32(n), lr_arr, spec=obj)
-            else:
-                for _ in range(n):
-                    state = run_step(state, params, targets, loss_weights, lr_arr, spec=obj)
-            done += n
-            losses = _losses_of(where.host(state.losses), obj.temporal)
-            x = where.host(_iterate(state, plan.ema))
-            converged = False
-            if tol > 0 and done % every == 0:
-                now = losses["total"].astype(np.float64)
-                converged = before is not None and bool(np.all(np.abs(before - now) < tol * np.abs(before)))
-                before = now
-            if callback is not None and callback(StyleProgress(k, len(plan.scales), hw, done, total, losses,
-                                                               postprocess(x), labels, converged)):
-                break
-            if converged:
-                break
+        x0 = _initial_batch(plan, hw, [content_rgbs[ci] for ci in run.owners], run.mean, run.seeds) if k == 0 else \
+            np.stack(run.where.pad([media.resize(xi, hw) for xi in np.asarray(x)]))
+        x, scale_losses, done = _optimise_scale(run, k, hw, x0, content_rgbs, callback, chunk)
+        losses = scale_losses if scale_losses is not None else losses
         ran.append(done)
-        if x is None or x.shape[1:3] != tuple(hw):
-            x = where.host(_iterate(state, plan.ema))
-    images = postprocess(x)
+    images = run.postprocess(x, content_rgbs)
     if losses is None:
+        batch = len(run.labels)
         losses = {k: np.full((batch,), np.nan, np.float32) for k in ("total", "content", "style", "tv")}
-    return StyleResult(images.astype(np.float32), labels, losses, _settings_record(plan, net), ran,
-                       _from_model(x, mean).astype(np.float32))
+    return StyleResult(images.astype(np.float32), run.labels, losses, _settings_record(plan, net), ran,
+                       _from_model(x, run.mean).astype(np.float32))
