@@ -71,9 +71,10 @@ def run(clip: Path, net, style: Path, settings: vd.VideoSettings, maker_kw: dict
     outs = [media.load_image(p) for p in sorted((work / name).glob("frame_*.png"))]
     n = len(outs)
     later = [e for e in evals[-(n - 1):] if e is not None] if n > 1 else []
+    frame_losses = [v for v in losses[-(n - 1):] if v is not None] if n > 1 else []
     return {"outs": outs, "seconds": result.seconds_per_frame, "wall": wall,
-            "evals": float(np.mean(later)) if later else float("nan"),
-            "loss": float(np.mean([v for v in losses[-(n - 1):] if v is not None]))}
+            "evals": float(np.mean(later)) if later else float("nan"), "later_evals": later,
+            "loss": float(np.mean(frame_losses)) if frame_losses else float("nan"), "frame_losses": frame_losses}
 
 
 def independent(clip: Path, net, style: Path, size: int, frames: int, maker_kw: dict) -> dict:
@@ -88,6 +89,26 @@ def independent(clip: Path, net, style: Path, size: int, frames: int, maker_kw: 
     return {"outs": outs, "seconds": seconds, "evals": float(maker_kw["iterations_first"]), "loss": float("nan")}
 
 
+def along_clip(a: dict, ref: dict, parts: int = 3) -> str:
+    """Loss ratio and evaluations of run ``a`` against ``ref`` (same frames) in the first,
+    middle and last third of the later frames: does a gap build up along the clip?"""
+    ratio = np.asarray(a["frame_losses"]) / np.asarray(ref["frame_losses"])
+    evals = np.asarray(a["later_evals"], float)
+    return ", ".join(f"frames {int(i[0]) + 1}-{int(i[-1]) + 1}: loss {ratio[i].mean():.3f}x, "
+                     f"{evals[i].mean():.1f} evaluations"
+                     for i in np.array_split(np.arange(len(ratio)), parts) if len(i))
+
+
+def adaptive_variant(tol: str | None, key: str) -> tuple[str, dict]:
+    """Label and StyleFrames arguments of an adaptive run from a ``--tol`` entry: ``None`` (the
+    library's defaults), ``TOL`` or ``TOL/INTERVAL``."""
+    if tol is None:
+        return "adaptive", {}
+    value, _, every = tol.partition("/")
+    kw = {key: float(value)} | ({f"{key}_interval": int(every)} if every else {})
+    return f"adaptive {float(value):g}" + (f"/{int(every)}" if every else ""), kw
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", default="bigbuckbunny.mp4,pan.mp4,moving_object.mp4")
@@ -99,7 +120,9 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--gap", type=int, default=10, help="frames between the two of the long-term error")
     ap.add_argument("--tol", default=None, help="--tol-loss-relative of the adaptive run, or several "
-                                                "comma-separated (default: the library's video default)")
+                                                "comma-separated, each optionally TOL/INTERVAL to set "
+                                                "--tol-loss-relative-interval too (default: the library's "
+                                                "video defaults)")
     ap.add_argument("--budgets", default="", help="comma-separated smaller fixed budgets of later frames to run "
                                                   "as well (e.g. 50: is a stopping rule better than a smaller budget?)")
     ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
@@ -132,8 +155,8 @@ def main() -> None:
                 variants["plain-lbfgs"] = (base, {"lbfgs_precondition": 0.0})
             if adaptive_key:
                 for tol in (args.tol.split(",") if args.tol else [None]):
-                    label = "adaptive" if tol is None else f"adaptive {float(tol):g}"
-                    variants[label] = (base, {} if tol is None else {adaptive_key: float(tol)})
+                    label, kw = adaptive_variant(tol, adaptive_key)
+                    variants[label] = (base, kw)
             for n in filter(None, args.budgets.split(",")):
                 variants[f"fixed {int(n)}"] = (base, {"iterations": int(n)})
             fixed = {adaptive_key: 0.0} if adaptive_key else {}
@@ -146,7 +169,7 @@ def main() -> None:
                     continue
                 kw = maker_kw | (extra if label.startswith("adaptive") else fixed | extra)
                 results[label] = run(clip, net, Path(args.style), settings, kw, work,
-                                     label.replace(" ", "_").replace(".", "p"))
+                                     label.replace(" ", "_").replace(".", "p").replace("/", "_"))
                 r = results[label]
                 print(f"  done {label}: {r['evals']:.1f} evaluations per later frame, loss {r['loss']:.6g}, "
                       f"short/long error {measures(r['outs'], links, args.gap)}", flush=True)
@@ -176,6 +199,7 @@ def main() -> None:
                 print(f"  {k} / fixed: evaluations {st['evals'] / a['evals']:.2f}x fewer (target >= 2), "
                       f"short error {errs[k][0] / errs['short-term'][0]:.2f}x (target <= 1.1), "
                       f"loss {a['loss'] / st['loss']:.3f}x (target within 5%)")
+                print(f"    along the clip: {along_clip(a, st)}")
             if "plain-lbfgs" in results:
                 a, p = results[k], results["plain-lbfgs"]
                 print(f"  {k} / fixed plain L-BFGS: evaluations {p['evals'] / a['evals']:.2f}x fewer, "

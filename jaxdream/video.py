@@ -175,7 +175,7 @@ class StyleFrames:
 
     def __init__(self, styles: Sequence, *, iterations_first: int = 400, iterations: int = 100,
                  temporal_weight: float = 1e3, first_init="content", scales_first=None,
-                 tol_loss_relative: float = 0.01, tol_loss_relative_interval: int = 10,
+                 tol_loss_relative: float = 0.005, tol_loss_relative_interval: int = 10,
                  lbfgs_precondition: float = 1.0, network=None, weights=None, mesh=None, **style):
         from .network import load_network
         from .style import _load
@@ -183,8 +183,9 @@ class StyleFrames:
         options.get("iterations").check(iterations)
         options.get("temporal_weight").check(temporal_weight)
         # later frames stop once the loss changes by less than tol_loss_relative in an interval;
-        # at 160 px the defaults ran 36 of the 100 iterations per frame on bigbuckbunny (24
-        # frames, 0.26x the temporal error, 1.11x the loss; README, "Adaptive work per frame")
+        # at 160 px the defaults ran about 50 of the 100 iterations per frame on bigbuckbunny (24
+        # frames, about half the temporal error, 1.04-1.05x the loss; 0.01 ran 36 at 1.09-1.10x;
+        # README, "Adaptive work per frame")
         self.tol_loss_relative = options.get("tol_loss_relative").check(tol_loss_relative)
         self.tol_loss_relative_interval = options.get("tol_loss_relative_interval").check(tol_loss_relative_interval)
         # a later frame moves its low spatial frequencies more readily: with weight 1 the
