@@ -100,9 +100,9 @@ def along_clip(a: dict, ref: dict, parts: int = 3) -> str:
 
 
 def adaptive_variant(tol: str | None, key: str) -> tuple[str, dict]:
-    """Label and StyleFrames arguments of an adaptive run from a ``--tol`` entry: ``None`` (the
-    library's defaults), ``TOL`` or ``TOL/INTERVAL``."""
-    if tol is None:
+    """Label and StyleFrames arguments of an adaptive run from a ``--tol`` entry: ``None`` or
+    ``default`` (the library's defaults), ``TOL`` or ``TOL/INTERVAL``."""
+    if tol is None or tol == "default":
         return "adaptive", {}
     value, _, every = tol.partition("/")
     kw = {key: float(value)} | ({f"{key}_interval": int(every)} if every else {})
@@ -120,9 +120,9 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--gap", type=int, default=10, help="frames between the two of the long-term error")
     ap.add_argument("--tol", default=None, help="--tol-loss-relative of the adaptive run, or several "
-                                                "comma-separated, each optionally TOL/INTERVAL to set "
-                                                "--tol-loss-relative-interval too (default: the library's "
-                                                "video defaults)")
+                                                "comma-separated, each 'default' (the library's video "
+                                                "defaults, also when not given) or TOL or TOL/INTERVAL "
+                                                "(--tol-loss-relative-interval too)")
     ap.add_argument("--budgets", default="", help="comma-separated smaller fixed budgets of later frames to run "
                                                   "as well (e.g. 50: is a stopping rule better than a smaller budget?)")
     ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
