@@ -1088,6 +1088,40 @@ def plan_style(content, styles, *,
     Raises:
         SettingsError, LayerError, MediaError: one line naming the bad value or file.
     """
+    _check_choices(band_rows, precision, optimizer, style_loss, ema, lbfgs_precondition)
+    styles, blend = _style_list(styles, style_blend_weights)
+    sweeps = {"content_weight": _as_list(content_weight, "content weight"),
+              "style_weight": _as_list(style_weight, "style weight"),
+              "tv_weight": _as_list(tv_weight, "tv weight"),
+              "seed": _as_list(seed, "seed")}
+    _check_numbers(sweeps, style_scale, lbfgs_num_correction, chunk, learning_rate, blend,
+                   (tol_loss_relative, tol_loss_relative_interval))
+    sweeps = {k: [options.get(k).kind(v) for v in vs] for k, vs in sweeps.items()}
+    _check_sources(color_transfer, init)
+    spec = get_spec(model)
+    if pooling not in spec.poolings:
+        raise SettingsError(f"{spec.name} supports pooling {', '.join(spec.poolings)}, not '{pooling}'")
+    content_layers = spec.check_layers(content_layers)
+    style_layers = spec.check_layers(style_layers)
+    scales = check_scales(scales, size)
+    iterations = _iterations_per_scale(num_iterations, len(scales))
+    lr = DEFAULT_LEARNING_RATE[optimizer] if learning_rate is None else float(learning_rate)
+    im = _read_images(content, styles, init, scales, style_scale, color_transfer, temporal)
+    plan = StylePlan(spec, im.content_full, im.style_full, init, im.init_full, blend, sweeps, content_layers,
+                     style_layers, scales, im.sizes, im.style_sizes, iterations, optimizer, lr,
+                     int(lbfgs_num_correction), pooling, original_colors, color_transfer,
+                     _check_temporal(temporal, im.content_full), remat, float(style_scale),
+                     precision=precision, contents_full=im.contents_full if len(im.contents_full) > 1 else [],
+                     tol_loss_relative=float(tol_loss_relative),
+                     tol_loss_relative_interval=int(tol_loss_relative_interval),
+                     style_loss=style_loss, ema=float(ema), lbfgs_precondition=float(lbfgs_precondition),
+                     **_load_masks(masks, content_mask, style_masks, im.content_full, im.style_full))
+    _check_bands(plan, style_scale, band_rows)
+    return plan
+
+
+def _check_choices(band_rows, precision: str, optimizer: str, style_loss: str, ema, lbfgs_precondition) -> None:
+    """The settings chosen from a list (and the ones only one optimiser takes)."""
     if band_rows is not None:
         options.get("band_rows").check(band_rows)
     precision_mod.check(precision)
@@ -1097,6 +1131,11 @@ def plan_style(content, styles, *,
     options.get("lbfgs_precondition").check(lbfgs_precondition)
     if lbfgs_precondition and optimizer != "lbfgs":
         raise SettingsError("--lbfgs-precondition shapes L-BFGS's steps; it needs --optimizer lbfgs")
+
+
+def _style_list(styles, style_blend_weights) -> tuple[list, list]:
+    """The style images as a list (one path or array becomes a list of one) and their blend
+    weights (default equal), one per style."""
     if isinstance(styles, (str, os.PathLike)) or (isinstance(styles, np.ndarray) and styles.ndim == 3):
         styles = [styles]
     styles = list(styles)
@@ -1106,50 +1145,48 @@ def plan_style(content, styles, *,
         style_blend_weights, "style blend weights")
     if len(blend) != len(styles):
         raise SettingsError(f"{len(blend)} style blend weights for {len(styles)} style images")
-    sweeps = {"content_weight": _as_list(content_weight, "content weight"),
-              "style_weight": _as_list(style_weight, "style weight"),
-              "tv_weight": _as_list(tv_weight, "tv weight"),
-              "seed": _as_list(seed, "seed")}
-    _check_numbers(sweeps, style_scale, lbfgs_num_correction, chunk, learning_rate, blend,
-                   (tol_loss_relative, tol_loss_relative_interval))
-    sweeps = {k: [options.get(k).kind(v) for v in vs] for k, vs in sweeps.items()}
+    return styles, blend
+
+
+def _check_sources(color_transfer, init) -> None:
+    """The colour transfer is a known one and the init a known name or an existing file."""
     if color_transfer is not None and color_transfer not in color.COLOR_TRANSFERS:
         raise SettingsError(f"unknown colour transfer '{color_transfer}'; use one of "
                             f"{', '.join(color.COLOR_TRANSFERS)}")
     if isinstance(init, str) and init not in INITS and not os.path.exists(init):
         raise SettingsError(f"init must be one of {', '.join(INITS)} or an image file; "
                             f"'{init}' is neither")
-    spec = get_spec(model)
-    if pooling not in spec.poolings:
-        raise SettingsError(f"{spec.name} supports pooling {', '.join(spec.poolings)}, not '{pooling}'")
-    content_layers = spec.check_layers(content_layers)
-    style_layers = spec.check_layers(style_layers)
-    scales = check_scales(scales, size)
-    iterations = _iterations_per_scale(num_iterations, len(scales))
-    lr = DEFAULT_LEARNING_RATE[optimizer] if learning_rate is None else float(learning_rate)
 
-    # images: all read before the network loads, so a bad file fails fast
+
+class _Images(NamedTuple):
+    content_full: np.ndarray
+    contents_full: list       # every content image of a batch (the first is content_full)
+    style_full: list          # recoloured when a colour transfer is asked for
+    init_full: np.ndarray | None
+    sizes: list               # (h, w) of the content per scale
+    style_sizes: list         # per scale, (h, w) per style image
+
+
+def _read_images(content, styles: list, init, scales, style_scale, color_transfer, temporal) -> _Images:
+    """Every image of a run, read before the network loads (so a bad file fails fast), with the
+    sizes they take at each scale."""
     contents_full = _load_contents(content, scales, color_transfer, temporal)
     content_full = contents_full[0]
-    h0, w0 = content_full.shape[:2]
     style_full = [_load(s, None, f"style image {i + 1}") for i, s in enumerate(styles)]
     if color_transfer:
         style_full = [color.match_color(s, content_full, color_transfer) for s in style_full]
-    sizes = scale_sizes((h0, w0), scales)
+    sizes = scale_sizes(content_full.shape[:2], scales)
     style_sizes = [[media.fit_size(*s.shape[:2], max(1, round(sc * style_scale))) for s in style_full]
                    for sc in scales]
     init_full = None
     if not isinstance(init, str) or init not in INITS:
         init_full = _load(init, None, "init image")
-    plan = StylePlan(spec, content_full, style_full, init, init_full, blend, sweeps, content_layers,
-                     style_layers, scales, sizes, style_sizes, iterations, optimizer, lr,
-                     int(lbfgs_num_correction), pooling, original_colors, color_transfer,
-                     _check_temporal(temporal, content_full), remat, float(style_scale),
-                     precision=precision, contents_full=contents_full if len(contents_full) > 1 else [],
-                     tol_loss_relative=float(tol_loss_relative),
-                     tol_loss_relative_interval=int(tol_loss_relative_interval),
-                     style_loss=style_loss, ema=float(ema), lbfgs_precondition=float(lbfgs_precondition),
-                     **_load_masks(masks, content_mask, style_masks, content_full, style_full))
+    return _Images(content_full, contents_full, style_full, init_full, sizes, style_sizes)
+
+
+def _check_bands(plan: StylePlan, style_scale: float, band_rows) -> None:
+    """Set the plan's memory and bands per scale (:func:`_check_plan_sizes`); masks and the
+    Wasserstein loss need whole-image programs: no bands, asked for or needed."""
     if plan.masked and band_rows is not None:
         raise SettingsError("masks and --style-loss wasserstein need whole-image programs; "
                             "they cannot run band by band (--band-rows)")
@@ -1158,7 +1195,6 @@ def plan_style(content, styles, *,
         (h, w), scale = plan.sizes[-1], plan.scales[-1]
         raise SettingsError(f"style transfer at {w}x{h} (size {scale}) only fits in memory band by band, "
                             f"and masks and --style-loss wasserstein need whole-image programs; use a smaller --size")
-    return plan
 
 
 def _check_style_loss_and_ema(style_loss: str, ema, optimizer: str) -> None:
