@@ -103,8 +103,9 @@ def register(sub) -> None:
     v.add_argument("--size", type=_size,
                    help=f"longest side the frames are processed at, or 'full' for the clip's own "
                         f"(default {DEFAULT_SIZE}, or the clip's own if smaller: 256x144 for 16:9, "
-                        f"where on a 2-core laptop CPU --style takes about 47 s per frame (100 "
-                        f"iterations) and 3.5 min for the first (400), --dream about 1 s per frame; "
+                        f"where on a 2-core laptop CPU --style takes up to about 47 s per frame (100 "
+                        f"iterations; --tol-loss-relative ends most after about half) and 3.5 min for "
+                        f"the first (400), --dream about 1 s per frame; "
                         f"the time grows with the pixels: about 4x at 512)")
     p.set_defaults(func=cmd_video)
 
@@ -239,60 +240,28 @@ def _announce(args, reader, kind: str, eta: _Eta) -> None:
 def cmd_video(args) -> int:
     from jaxdream import media
     from jaxdream import video as vd
-    from jaxdream.progress import bar
 
     from .main import enable_compilation_cache
     single_process("video")
-    if args.frames is not None:
-        if args.end is not None:
-            raise SettingsError("give either --end or --frames, not both")
-        args.end = args.start + args.frames
-    size = None if args.size == FULL else args.size or DEFAULT_SIZE
-    settings = vd.VideoSettings(size=size, start=args.start, end=args.end, init=args.init,
-                                motion_boundaries=not args.no_motion_boundaries, fps=args.fps,
-                                temporal_frames=tuple(args.temporal_frames), passes=args.passes,
-                                blend_weight=args.blend_weight, long_term_weights=args.long_term_weights)
-    settings.validate()
-    if args.dream and (args.passes > 1 or tuple(args.temporal_frames) != (1,)):
-        raise SettingsError("--passes and --temporal-frames are for style transfer (--style); a dream "
-                            "video runs one pass from the previous frame")
+    settings = _video_settings(args)
     out, kind = _output(args)
     if args.output is None:
         args.output = str(out)
     # a bad clip, range, size or setting fails before any weights load; the default size
     # never enlarges a smaller clip
-    reader = media.VideoReader(args.input, size, args.start, args.end, even=kind == "mp4",
+    reader = media.VideoReader(args.input, settings.size, args.start, args.end, even=kind == "mp4",
                                upscale=args.size is not None)
     settings = dataclasses.replace(settings, size=reader.size)
     hw = reader.frame_size[::-1]
     _check_frames(args, hw, range(reader.start, reader.end))
     if args.dry_run:
         return dry_run_done(f"{'dream' if args.dream else 'style'} {reader.frames} frames", hw, out)
-    quiet = args.quiet
     eta = _Eta(args, reader)
-    if not quiet:
+    if not args.quiet:
         _announce(args, reader, kind, eta)
     enable_compilation_cache()
     maker = _maker(args)
-    pbar = None
-
-    def progress(p: vd.VideoProgress):
-        nonlocal pbar
-        if pbar is None:
-            pbar = bar(total=p.frames, desc="frames", unit="frame", disable=True if quiet else None)
-            pbar.update(p.frame - 1)
-        parts = [f"{p.seconds:.1f} s"]
-        if p.loss is not None:
-            parts.append(f"loss {p.loss:.4g}")
-        if p.temporal_error is not None:
-            parts.append(f"temporal error {p.temporal_error:.4g}")
-        if p.frame < p.frames:
-            parts.append(f"about {_clock(eta.left(p))} left")
-        pbar.set_postfix_str(", ".join(parts))
-        pbar.update(1)
-        if pbar.disable and not quiet:
-            print(f"frame {p.frame}/{p.frames}: " + ", ".join(parts), flush=True)
-
+    progress = _Progress(eta, args.quiet)
     try:
         result = vd.process(args.input, args.output, maker, settings, resume=args.resume,
                             overwrite=args.overwrite, compare_independent=args.compare_independent,
@@ -300,8 +269,63 @@ def cmd_video(args) -> int:
     except KeyboardInterrupt as e:
         report_interrupt(e, FRAMES_KEPT)
     finally:
-        if pbar is not None:
-            pbar.close()
+        progress.close()
+    _report(result, args.quiet)
+    return 0
+
+
+def _video_settings(args):
+    """The checked :class:`jaxdream.video.VideoSettings` of the command line (``--frames``
+    becomes ``--end``)."""
+    from jaxdream import video as vd
+    if args.frames is not None:
+        if args.end is not None:
+            raise SettingsError("give either --end or --frames, not both")
+        args.end = args.start + args.frames
+    settings = vd.VideoSettings(size=None if args.size == FULL else args.size or DEFAULT_SIZE,
+                                start=args.start, end=args.end, init=args.init,
+                                motion_boundaries=not args.no_motion_boundaries, fps=args.fps,
+                                temporal_frames=tuple(args.temporal_frames), passes=args.passes,
+                                blend_weight=args.blend_weight, long_term_weights=args.long_term_weights)
+    settings.validate()
+    if args.dream and (args.passes > 1 or tuple(args.temporal_frames) != (1,)):
+        raise SettingsError("--passes and --temporal-frames are for style transfer (--style); a dream "
+                            "video runs one pass from the previous frame")
+    return settings
+
+
+class _Progress:
+    """The frames' progress bar (opened at the first frame reported, so a resumed run starts
+    where it stopped), its seconds, loss, temporal error and time left; one line per frame
+    instead when the bar is off (not a terminal), nothing with --quiet."""
+
+    def __init__(self, eta: _Eta, quiet: bool):
+        self.eta, self.quiet, self.pbar = eta, quiet, None
+
+    def __call__(self, p) -> None:
+        from jaxdream.progress import bar
+        if self.pbar is None:
+            self.pbar = bar(total=p.frames, desc="frames", unit="frame", disable=True if self.quiet else None)
+            self.pbar.update(p.frame - 1)
+        parts = [f"{p.seconds:.1f} s"]
+        if p.loss is not None:
+            parts.append(f"loss {p.loss:.4g}")
+        if p.temporal_error is not None:
+            parts.append(f"temporal error {p.temporal_error:.4g}")
+        if p.frame < p.frames:
+            parts.append(f"about {_clock(self.eta.left(p))} left")
+        self.pbar.set_postfix_str(", ".join(parts))
+        self.pbar.update(1)
+        if self.pbar.disable and not self.quiet:
+            print(f"frame {p.frame}/{p.frames}: " + ", ".join(parts), flush=True)
+
+    def close(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+
+
+def _report(result, quiet: bool) -> None:
+    """What a finished run prints: the file, frames and timing; the temporal errors measured."""
     if not quiet:
         later = result.seconds_per_frame[1:]
         timing = f", {sum(later) / len(later):.2f} s per frame after the first" if later else ""
@@ -313,4 +337,3 @@ def cmd_video(args) -> int:
         ratio = result.temporal_error / result.independent_error if result.independent_error else float("nan")
         print(f"temporal error of independent per-frame processing: {result.independent_error:.4g} "
               f"(this run / independent = {ratio:.3f})")
-    return 0
