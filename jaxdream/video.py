@@ -183,9 +183,9 @@ class StyleFrames:
         options.get("iterations").check(iterations)
         options.get("temporal_weight").check(temporal_weight)
         # later frames stop once the loss changes by less than tol_loss_relative in an interval;
-        # at 160 px the defaults ran about 50 of the 100 iterations per frame on bigbuckbunny (24
-        # frames, about half the temporal error, 1.04-1.05x the loss; 0.01 ran 36 at 1.09-1.10x;
-        # README, "Adaptive work per frame")
+        # at 160 px the defaults ran 51.5 of the 100 iterations per frame on bigbuckbunny (48
+        # frames, 0.55x the temporal error, 1.052x the loss; 0.01 ran 36 at 1.09-1.10x) and 87.4
+        # on the synthetic pan, which changes more (README, "Adaptive work per frame")
         self.tol_loss_relative = options.get("tol_loss_relative").check(tol_loss_relative)
         self.tol_loss_relative_interval = options.get("tol_loss_relative_interval").check(tol_loss_relative_interval)
         # a later frame moves its low spatial frequencies more readily: with weight 1 the
