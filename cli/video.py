@@ -104,7 +104,8 @@ def register(sub) -> None:
                    help=f"longest side the frames are processed at, or 'full' for the clip's own "
                         f"(default {DEFAULT_SIZE}, or the clip's own if smaller: 256x144 for 16:9, "
                         f"where on a 2-core laptop CPU --style takes up to about 47 s per frame (100 "
-                        f"iterations; --tol-loss-relative ends most after about half) and 3.5 min for "
+                        f"iterations; --tol-loss-relative ends a settled frame early: on bigbuckbunny after "
+                        f"about half) and 3.5 min for "
                         f"the first (400), --dream about 1 s per frame; "
                         f"the time grows with the pixels: about 4x at 512)")
     p.set_defaults(func=cmd_video)

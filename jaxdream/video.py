@@ -55,8 +55,9 @@ LONG_TERM_WEIGHTS = ("normalize", "closest-first")
 
 #: Settings a work folder of an earlier jaxdream version does not record, with what its run
 #: used: no long-term terms (or closest-first weights where it had them), one pass, fixed
-#: iterations and plain L-BFGS per frame (None: moot given those). ``--resume`` compares a folder without the key at that value, so such a run
-#: resumes when given the options that reproduce it (``--lbfgs-precondition 0``).
+#: iterations and plain L-BFGS per frame (None: moot given those). ``--resume`` compares a
+#: folder without the key at that value, so such a run resumes when given the options that
+#: reproduce it (``--lbfgs-precondition 0``).
 OLDER_SETTINGS = {"temporal_frames": [1], "passes": 1, "blend_weight": None, "tol_loss_relative": 0.0,
                   "tol_loss_relative_interval": None, "lbfgs_precondition": 0.0,
                   "long_term_weights": "closest-first"}
