@@ -20,7 +20,7 @@ import numpy as np
 
 import jaxdream
 from jaxdream import media
-from jaxdream.classes import class_names
+from jaxdream.nets.classes import class_names
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

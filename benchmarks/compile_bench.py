@@ -1,6 +1,6 @@
 """Compile time against run time: XLA settings, and what a default dream spends compiling.
 
-For each XLA setting (jaxdream's, see :mod:`jaxdream.xla_flags`, and XLA's own default) a fresh
+For each XLA setting (jaxdream's, see :mod:`jaxdream.runtime.xla_flags`, and XLA's own default) a fresh
 process per repetition measures, in process CPU seconds (steadier than wall time on a shared
 machine):
 
@@ -34,7 +34,12 @@ def child() -> dict:
     import numpy as np
     from dream_bench import random_params
 
-    from jaxdream import style
+
+    from jaxdream.objectives import gatys
+
+    from jaxdream import optim
+
+    from jaxdream.style import programs
     from jaxdream.dream import Objective, Schedule, ascent_step, octave_shapes
 
     params = random_params("googlenet")
@@ -55,15 +60,15 @@ def child() -> dict:
     vparams = random_params("vgg19")
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(-120, 135, (256, 256, 3)), jnp.float32)
-    sobj = style.Objective()
-    targets = style.prepare_targets(vparams, x, [x[::-1]], [1.0], sobj)
+    sobj = gatys.Objective()
+    targets = gatys.prepare_targets(vparams, x, [x[::-1]], [1.0], sobj)
     w = {k: jnp.float32(v)[None] for k, v in {"content": 5, "style": 100, "tv": 1e-3}.items()}
-    state = style.lbfgs_init(x[None], 100)
+    state = optim.lbfgs_init(x[None], 100)
     t = time.process_time()
-    state = jax.block_until_ready(style.lbfgs_step(state, vparams, targets, w, jnp.float32(1), spec=sobj))
+    state = jax.block_until_ready(programs.lbfgs_step(state, vparams, targets, w, jnp.float32(1), spec=sobj))
     first = time.process_time() - t
     t = time.process_time()
-    state = jax.block_until_ready(style.lbfgs_step(state, vparams, targets, w, jnp.float32(1), spec=sobj))
+    state = jax.block_until_ready(programs.lbfgs_step(state, vparams, targets, w, jnp.float32(1), spec=sobj))
     return {"flags": os.environ.get("XLA_FLAGS", ""), "dream": dream, "style_first_s": first,
             "style_step_s": time.process_time() - t, "style_loss": float(state.losses[0, 0])}
 

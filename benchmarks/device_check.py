@@ -2,12 +2,12 @@
 does it compute the same numbers as the CPU?
 
 GoogLeNet and VGG-19 get RANDOM weights of the real shapes (He-initialised, from
-``jaxdream.network.param_shapes``): no weights files, no downloads. Prints and records:
+``jaxdream.nets.network.param_shapes``): no weights files, no downloads. Prints and records:
 
-* the devices (``jaxdream.parallel.describe``);
+* the devices (``jaxdream.runtime.parallel.describe``);
 * Gatys style: seconds per loss-and-gradient evaluation (``jit(value_and_grad(
-  style.objective))``) at 512, 1024 and 2048 px in float32 (rematerialised above
-  ``style.REMAT_PIXELS``, as ``stylize`` does), and in bfloat16 with the parameters and the
+  gatys.objective))``) at 512, 1024 and 2048 px in float32 (rematerialised above
+  ``gatys.REMAT_PIXELS``, as ``stylize`` does), and in bfloat16 with the parameters and the
   image cast (the Gram matrices are then bfloat16 too: not yet the planned f32-Gram mode);
 * DeepDream: seconds per ``dream.ascent_step`` (GoogLeNet to inception_4c) at 512 and 1024 px;
 * L-BFGS: 500 iterations at 512 px end to end (``lbfgs_chunk`` in chunks of 20 where the loop
@@ -53,8 +53,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jaxdream import parallel, style  # noqa: E402
-from jaxdream.network import param_shapes, unflatten  # noqa: E402
+from jaxdream.runtime import parallel  # noqa: E402
+
+from jaxdream.objectives import gatys  # noqa: E402
+
+from jaxdream import optim  # noqa: E402
+
+from jaxdream.style import programs  # noqa: E402
+from jaxdream.nets.network import param_shapes, unflatten  # noqa: E402
 
 dream = importlib.import_module("jaxdream.dream")  # the package attribute is the function
 
@@ -96,15 +102,15 @@ def smooth_image(size: int, seed: int) -> np.ndarray:
 
 def to_vgg(rgb: np.ndarray) -> np.ndarray:
     """RGB 0..255 -> VGG-19's input space (BGR, means subtracted)."""
-    from jaxdream.models.vgg19 import MEAN_BGR
+    from jaxdream.nets.vgg19 import MEAN_BGR
     return rgb[..., ::-1] - np.asarray(MEAN_BGR, np.float32)
 
 
 def style_problem(params, size: int):
     """(x, targets, weights, spec) of a style evaluation at size x size px."""
-    spec = style.Objective(remat=size * size > style.REMAT_PIXELS)
+    spec = gatys.Objective(remat=size * size > gatys.REMAT_PIXELS)
     content, style_img = to_vgg(smooth_image(size, 1)), to_vgg(smooth_image(size, 2))
-    targets = style.prepare_targets(params, content, [style_img], [1.0], spec)
+    targets = gatys.prepare_targets(params, content, [style_img], [1.0], spec)
     weights = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
     x = jnp.asarray(to_vgg(smooth_image(size, 3)))
     return x, targets, weights, spec
@@ -170,7 +176,7 @@ def rel_l2(a, b) -> float:
 # benchmarks
 # ------------------------------------------------------------------------------------------
 
-_STYLE_VG = jax.jit(jax.value_and_grad(style.objective, has_aux=True), static_argnames="spec")
+_STYLE_VG = jax.jit(jax.value_and_grad(gatys.objective, has_aux=True), static_argnames="spec")
 
 
 def bench_style(params, size: int, reps: int, dtype=jnp.float32) -> dict:
@@ -214,7 +220,7 @@ def lbfgs_run(params, size: int, iterations: int, in_loop: bool, device=None):
     """Run L-BFGS from the content image as ``stylize`` does; return (state, timings)."""
     x, targets, weights, spec = style_problem(params, size)
     weights = {k: v[None] for k, v in weights.items()}
-    state = style.lbfgs_init(x[None], CORRECTIONS, spec.n_losses)
+    state = optim.lbfgs_init(x[None], CORRECTIONS, spec.n_losses)
     lr = jnp.float32(1.0)
     if device is not None:
         state, params, targets, weights, lr = jax.device_put((state, params, targets, weights, lr),
@@ -222,7 +228,7 @@ def lbfgs_run(params, size: int, iterations: int, in_loop: bool, device=None):
     start = time.perf_counter()
     if in_loop:
         n = jnp.int32(min(LBFGS_CHUNK, iterations))
-        compiled, compile_s = compile_timed(style.lbfgs_chunk, state, params, targets, weights, n,
+        compiled, compile_s = compile_timed(programs.lbfgs_chunk, state, params, targets, weights, n,
                                             lr, spec=spec)
         done = 0
         while done < iterations:
@@ -230,7 +236,7 @@ def lbfgs_run(params, size: int, iterations: int, in_loop: bool, device=None):
             state = compiled(state, params, targets, weights, jnp.int32(k), lr)
             done += k
     else:
-        compiled, compile_s = compile_timed(style.lbfgs_step, state, params, targets, weights, lr,
+        compiled, compile_s = compile_timed(programs.lbfgs_step, state, params, targets, weights, lr,
                                             spec=spec)
         for _ in range(iterations):
             state = compiled(state, params, targets, weights, lr)
@@ -241,7 +247,7 @@ def lbfgs_run(params, size: int, iterations: int, in_loop: bool, device=None):
 
 def bench_lbfgs(params, size: int, iterations: int) -> dict:
     """``iterations`` L-BFGS iterations at ``size`` px, end to end (compile included)."""
-    in_loop = style.in_jit_loop_default()
+    in_loop = optim.in_jit_loop_default()
     state, t = lbfgs_run(params, size, iterations, in_loop)
     losses = np.asarray(state.losses)[0]
     return {"size": size, "iterations": iterations, "in_jit_loop": in_loop, **t,
@@ -278,7 +284,7 @@ def compare(vgg, googlenet, size: int, precision: str) -> dict:
                  - np.asarray(args[1]) for name, dev in (("fast", fast), ("cpu", cpu))}
         out["dream_update"] = rel_l2(steps["fast"], steps["cpu"])
 
-        in_loop = style.in_jit_loop_default()
+        in_loop = optim.in_jit_loop_default()
         runs = {name: lbfgs_run(vgg, size, COMPARE_LBFGS_ITERATIONS, in_loop, dev)[0]
                 for name, dev in (("fast", fast), ("cpu", cpu))}
         out["lbfgs_loss"] = rel(runs["fast"].losses[0, 0], runs["cpu"].losses[0, 0])

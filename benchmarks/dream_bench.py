@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdream.dream import Objective, Schedule, ascend, ascent_step, octave_shapes
-from jaxdream.network import param_shapes, unflatten
+from jaxdream.nets.network import param_shapes, unflatten
 
 CHELSEA = Path(__file__).resolve().parents[2] / "shared" / "media" / "chelsea.png"
 

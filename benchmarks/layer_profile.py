@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdream.losses import gram
-from jaxdream.models.common import pool2x2
-from jaxdream.models.vgg19 import BLOCKS, MEAN_BGR, WIDTHS
+from jaxdream.objectives.losses import gram
+from jaxdream.nets.common import pool2x2
+from jaxdream.nets.vgg19 import BLOCKS, MEAN_BGR, WIDTHS
 from jaxdream.style import STYLE_LAYERS
 
 
@@ -89,8 +89,8 @@ def googlenet_stages(size: int, repeats: int, peak: float) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from dream_bench import random_params
 
-    from jaxdream import preprocess
-    from jaxdream.models import get_spec
+    from jaxdream.nets import preprocess
+    from jaxdream.nets import get_spec
     spec = get_spec("googlenet")
     params = random_params("googlenet")
     image = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)), jnp.float32)
@@ -152,17 +152,17 @@ def main() -> None:
 
 
 def whole_evaluation(size: int, repeats: int) -> float:
-    from jaxdream import style
-    from jaxdream.network import param_shapes, unflatten
+    from jaxdream.objectives import gatys
+    from jaxdream.nets.network import param_shapes, unflatten
     rng = np.random.default_rng(0)
     flat = {n: (rng.standard_normal(s) * 0.05).astype(np.float32) for n, s in param_shapes("vgg19").items()}
     params = unflatten("vgg19", flat)
     image = rng.uniform(0, 255, (size, size, 3)).astype(np.float32)
-    obj = style.Objective()  # neural-style's layers; what stylize's L-BFGS evaluates
+    obj = gatys.Objective()  # neural-style's layers; what stylize's L-BFGS evaluates
     x = jnp.asarray(image[..., ::-1] - np.array(MEAN_BGR, np.float32))
-    targets = style.prepare_targets(params, x, [x], [1.0], obj)
+    targets = gatys.prepare_targets(params, x, [x], [1.0], obj)
     weights = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
-    f = jax.jit(jax.value_and_grad(lambda x: style.objective(x, params, targets, weights, obj), has_aux=True))
+    f = jax.jit(jax.value_and_grad(lambda x: gatys.objective(x, params, targets, weights, obj), has_aux=True))
     return timed(lambda x: f(x)[1], x, repeats=repeats)
 
 

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from peer_compare import _googlenet_params  # noqa: E402
 
-import jaxdream.models.googlenet as googlenet  # noqa: E402
+import jaxdream.nets.googlenet as googlenet  # noqa: E402
 from jaxdream.dream import Objective, Schedule, _ascent_body  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="307,512")
     ap.add_argument("--reps", type=int, default=30)
     args = ap.parse_args()
-    current = importlib.import_module("jaxdream.models.common")
+    current = importlib.import_module("jaxdream.nets.common")
     params, obj = _googlenet_params(), Objective()
     total = {"baseline": 0.0, "working tree": 0.0}
     with tempfile.TemporaryDirectory() as folder:

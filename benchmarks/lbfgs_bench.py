@@ -6,7 +6,7 @@ one process:
 
 * ``evaluation``: the objective's loss and image gradient (VGG-19 to relu5_1, random weights
   of the real shapes: the speed does not depend on the values);
-* ``update``: :func:`jaxdream.style.lbfgs_apply` (history update, two-loop recursion from the
+* ``update``: :func:`jaxdream.programs.lbfgs_apply` (history update, two-loop recursion from the
   stored inner products, step) with a full history;
 * ``pair by pair``: the same update written as the textbook recursion, one dependent vector
   step per stored pair in a ``lax.fori_loop`` (jaxdream's form until 2026-12-02),
@@ -32,7 +32,12 @@ from jax import lax
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dream_bench import random_params  # noqa: E402
 
-from jaxdream import style  # noqa: E402
+
+from jaxdream.objectives import gatys  # noqa: E402
+
+from jaxdream import optim  # noqa: E402
+
+from jaxdream.style import programs  # noqa: E402
 
 
 @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -85,24 +90,24 @@ def main() -> None:
     x = jnp.asarray(rng.uniform(-100, 100, (1, size, size, 3)), jnp.float32)
 
     params = random_params("vgg19")
-    obj = style.Objective()
-    targets = style.prepare_targets(params, x[0], [x[0, ::-1]], [1.0], obj)
+    obj = gatys.Objective()
+    targets = gatys.prepare_targets(params, x[0], [x[0, ::-1]], [1.0], obj)
     weights = {k: jnp.float32(v)[None] for k, v in {"content": 5, "style": 100, "tv": 1e-3}.items()}
-    vg = jax.jit(style._batched_vg(params, targets, weights, obj))
+    vg = jax.jit(gatys.batched_value_and_grad(params, targets, weights, obj))
     evaluation = median_seconds(lambda: jax.block_until_ready(vg(x)), max(2, args.reps // 2))
 
     s_hist = rng.standard_normal((1, m, n)).astype(np.float32)
     y_hist = (0.5 * s_hist + 0.1 * rng.standard_normal((1, m, n))).astype(np.float32)
     rho = 1.0 / np.einsum("bmn,bmn->mb", s_hist, y_hist)
     g = jnp.asarray(rng.standard_normal((1, size, size, 3)), jnp.float32)
-    state = style.lbfgs_init(x, m)._replace(
+    state = optim.lbfgs_init(x, m)._replace(
         s_hist=jnp.asarray(s_hist), y_hist=jnp.asarray(y_hist), rho=jnp.asarray(rho),
         sy=jnp.asarray(np.einsum("bin,bjn->bij", s_hist, y_hist)), count=jnp.int32(m), iteration=jnp.int32(5))
     holder = {"state": state}
 
     def update():
         holder["state"] = jax.block_until_ready(
-            style.lbfgs_apply(holder["state"], jnp.ones((1,)), jnp.ones((1, 3)), g, jnp.float32(1)))
+            programs.lbfgs_apply(holder["state"], jnp.ones((1,)), jnp.ones((1, 3)), g, jnp.float32(1)))
     new = median_seconds(update, args.reps)
     del holder
 

@@ -1,8 +1,8 @@
 """jaxdream's style evaluation against a PyTorch reference of the same objective, in one run.
 
 Interleaves, ``--reps`` times: a fresh jaxdream process that times one loss-and-gradient
-evaluation of ``style.objective`` (``jit(value_and_grad)``) and one L-BFGS iteration as
-``jaxdream style`` runs it (``style.lbfgs_step``: one evaluation, the history update and the
+evaluation of ``gatys.objective`` (``jit(value_and_grad)``) and one L-BFGS iteration as
+``jaxdream style`` runs it (``programs.lbfgs_step``: one evaluation, the history update and the
 step), then a fresh PyTorch process running ``benchmarks/peer_torch.py`` (the same objective,
 ``torch.optim.LBFGS`` as neural-style-pt calls it). Both use random weights of VGG-19's real
 shapes on random images of the same size. Prints every measurement and the ratios
@@ -35,8 +35,11 @@ def style_problem(size: int):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxdream import style
-    from jaxdream.network import param_shapes, unflatten
+
+    from jaxdream.objectives import gatys
+
+
+    from jaxdream.nets.network import param_shapes, unflatten
 
     rng = np.random.default_rng(0)
     flat = {n: (rng.standard_normal(s) * np.sqrt(2.0 / max(1, int(np.prod(s[:-1]))))).astype(np.float32)
@@ -44,10 +47,10 @@ def style_problem(size: int):
     params = unflatten("vgg19", flat)
     content = jnp.asarray(rng.uniform(-120, 135, (size, size, 3)), jnp.float32)
     style_x = jnp.asarray(rng.uniform(-120, 135, (size, size, 3)), jnp.float32)
-    obj = style.Objective(remat=size * size > style.REMAT_PIXELS)
-    targets = style.prepare_targets(params, content, [style_x], [1.0], obj)
+    obj = gatys.Objective(remat=size * size > gatys.REMAT_PIXELS)
+    targets = gatys.prepare_targets(params, content, [style_x], [1.0], obj)
     weights = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
-    vg = jax.jit(jax.value_and_grad(lambda x, p, t, w: style.objective(x, p, t, w, obj), has_aux=True))
+    vg = jax.jit(jax.value_and_grad(lambda x, p, t, w: gatys.objective(x, p, t, w, obj), has_aux=True))
     return vg, content, params, targets, weights, obj
 
 
@@ -79,7 +82,11 @@ def child(size: int, evals: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxdream import style
+
+
+    from jaxdream import optim
+
+    from jaxdream.style import programs
 
     vg, content, params, targets, weights, obj = style_problem(size)
     t0 = time.perf_counter()
@@ -91,11 +98,11 @@ def child(size: int, evals: int) -> dict:
         jax.block_until_ready(vg(content, params, targets, weights))
         times.append(time.perf_counter() - t0)
     wb = {k: v[None] for k, v in weights.items()}
-    state = style.lbfgs_init(content[None], 100)
-    state = jax.block_until_ready(style.lbfgs_step(state, params, targets, wb, jnp.float32(1), spec=obj))
+    state = optim.lbfgs_init(content[None], 100)
+    state = jax.block_until_ready(programs.lbfgs_step(state, params, targets, wb, jnp.float32(1), spec=obj))
     t0 = time.perf_counter()
     for _ in range(evals):
-        state = style.lbfgs_step(state, params, targets, wb, jnp.float32(1), spec=obj)
+        state = programs.lbfgs_step(state, params, targets, wb, jnp.float32(1), spec=obj)
     jax.block_until_ready(state)
     return {"jax": jax.__version__, "shape": [size, size], "compile_s": compile_s,
             "eval_s": sorted(times)[len(times) // 2], "eval_all": times,

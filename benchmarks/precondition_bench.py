@@ -10,7 +10,7 @@ L-BFGS on the pixels with the initial inverse Hessian
 block mean repeated over its block; ``U_k D_k = 4^k D_k^T D_k`` is symmetric, so M is
 symmetric positive definite). It lets a step move the low spatial frequencies up to
 ``1 + w * levels`` times as far as the highest ones. It is
-:func:`jaxdream.style.pyramid_preconditioner` (``--lbfgs-precondition``, the default of a
+:func:`jaxdream.optim.pyramid_preconditioner` (``--lbfgs-precondition``, the default of a
 video's later frames); here it is patched into every L-BFGS iteration of a single picture.
 
 Runs, in one process on the real VGG-19 and ``../shared/media``, plain L-BFGS for
@@ -28,27 +28,30 @@ import contextlib
 import sys
 from pathlib import Path
 
-from jaxdream import style
+
+from jaxdream import optim
+
+from jaxdream.style import programs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_picture import add_picture_arguments, load_pictures, run  # noqa: E402
 
 
 def _clear() -> None:
-    style.lbfgs_step.clear_cache()
-    style.lbfgs_chunk.clear_cache()
+    programs.lbfgs_step.clear_cache()
+    programs.lbfgs_chunk.clear_cache()
 
 
 @contextlib.contextmanager
 def preconditioned(precondition):
     """jaxdream's L-BFGS with ``precondition`` (None: neural-style's) inside the block."""
-    original = style._lbfgs_iteration
-    style._lbfgs_iteration = lambda *a, **k: original(*a, precondition=precondition, **k)
+    original = optim.lbfgs_update
+    optim.lbfgs_update = lambda *a, **k: original(*a, precondition=precondition, **k)
     _clear()  # the step and chunk programs trace the iteration they find
     try:
         yield
     finally:
-        style._lbfgs_iteration = original
+        optim.lbfgs_update = original
         _clear()
 
 
@@ -74,7 +77,7 @@ def main() -> None:
     marks = [k for k in sorted(plain) if k % max(args.evaluations // 10, 1) == 0 or k == max(plain)]
     print(f"  plain:  {' '.join(f'{k}:{plain[k]:.4g}' for k in marks)}", flush=True)
     for w in (float(v) for v in args.weights.split(",")):
-        losses = curve(pictures, args, style.pyramid_preconditioner(w, args.levels), target)
+        losses = curve(pictures, args, optim.pyramid_preconditioner(w, args.levels), target)
         last = max(losses)
         reached = losses[last] <= target
         print(f"  w={w:g}: {' '.join(f'{k}:{losses[k]:.4g}' for k in marks if k in losses)}", flush=True)

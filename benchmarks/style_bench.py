@@ -46,16 +46,17 @@ def _setup(size: int, remat: bool | None = None):
     import numpy as np
 
     import jaxdream
-    from jaxdream import media, style
+    from jaxdream import media
+    from jaxdream.objectives import gatys
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = jaxdream.load_network("vgg19", WEIGHTS)
     content = media.load_image(CONTENT, size)
     style_img = media.load_image(STYLE, size)
     hw = content.shape[:2]
-    obj = style.Objective(remat=(hw[0] * hw[1] > style.REMAT_PIXELS) if remat is None else remat)
+    obj = gatys.Objective(remat=(hw[0] * hw[1] > gatys.REMAT_PIXELS) if remat is None else remat)
     to = lambda im: jnp.asarray(im[..., ::-1] - np.array(net.spec.mean_bgr, np.float32))
-    targets = style.prepare_targets(net.params, to(content), [to(style_img)], [1.0], obj)
+    targets = gatys.prepare_targets(net.params, to(content), [to(style_img)], [1.0], obj)
     weights = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
     return net, obj, targets, weights, to(content)
 
@@ -81,9 +82,14 @@ def child_eval(size: int, iters: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxdream import style
+
+    from jaxdream.objectives import gatys
+
+    from jaxdream import optim
+
+    from jaxdream.style import programs
     net, obj, targets, weights, x = _setup(size)
-    vg = jax.jit(jax.value_and_grad(lambda x, p, t, w: style.objective(x, p, t, w, obj), has_aux=True))
+    vg = jax.jit(jax.value_and_grad(lambda x, p, t, w: gatys.objective(x, p, t, w, obj), has_aux=True))
     t = time.perf_counter()
     compiled = vg.lower(x, net.params, targets, weights).compile()
     compile_s = time.perf_counter() - t
@@ -98,13 +104,13 @@ def child_eval(size: int, iters: int) -> dict:
         times.append(time.perf_counter() - t)
     eval_s = float(np.median(times))
     wb = {k: v[None] for k, v in weights.items()}
-    state = style.lbfgs_init(x[None], 100)
+    state = optim.lbfgs_init(x[None], 100)
     lr = jnp.float32(1)
-    state = style.lbfgs_step(state, net.params, targets, wb, lr, spec=obj)  # compile
+    state = programs.lbfgs_step(state, net.params, targets, wb, lr, spec=obj)  # compile
     jax.block_until_ready(state)
     t = time.perf_counter()
     for _ in range(iters):
-        state = style.lbfgs_step(state, net.params, targets, wb, lr, spec=obj)
+        state = programs.lbfgs_step(state, net.params, targets, wb, lr, spec=obj)
     jax.block_until_ready(state)
     its = iters / (time.perf_counter() - t)
     matmul = _matmul_flops()
@@ -119,17 +125,21 @@ def child_memory(size: int, iters: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxdream import style
+
+
+    from jaxdream import optim
+
+    from jaxdream.style import programs
     net, obj, targets, weights, x = _setup(size)
-    m = min(100, max(1, int(style.LBFGS_HISTORY_BUDGET // (2 * x.size * 4))))
+    m = min(100, max(1, int(optim.LBFGS_HISTORY_BUDGET // (2 * x.size * 4))))
     wb = {k: v[None] for k, v in weights.items()}
-    state = style.lbfgs_init(x[None], m)
+    state = optim.lbfgs_init(x[None], m)
     lr = jnp.float32(1)
     t = time.perf_counter()
     times = []
     for _ in range(iters):
         s = time.perf_counter()
-        state = style.lbfgs_step(state, net.params, targets, wb, lr, spec=obj)
+        state = programs.lbfgs_step(state, net.params, targets, wb, lr, spec=obj)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - s)
     return {"size": size, "shape": list(x.shape[:2]), "remat": obj.remat, "corrections": m,
@@ -144,20 +154,25 @@ def child_c2f(n: int, max_fine: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxdream import media, style
+    from jaxdream import media
+
+
+    from jaxdream import optim
+
+    from jaxdream.style import programs
     out = {}
     lr = jnp.float32(1)
 
     def run(size, x0, iterations, target=None):
         net, obj, targets, weights, _ = _setup(size)
         wb = {k: v[None] for k, v in weights.items()}
-        init = lambda: style.lbfgs_init(jnp.asarray(x0)[None], 100)
-        jax.block_until_ready(style.lbfgs_step(init(), net.params, targets, wb, lr, spec=obj))
+        init = lambda: optim.lbfgs_init(jnp.asarray(x0)[None], 100)
+        jax.block_until_ready(programs.lbfgs_step(init(), net.params, targets, wb, lr, spec=obj))
         state = init()
         t = time.perf_counter()
         done = 0
         while done < iterations:
-            state = style.lbfgs_step(state, net.params, targets, wb, lr, spec=obj)
+            state = programs.lbfgs_step(state, net.params, targets, wb, lr, spec=obj)
             done += 1
             if target is not None and done % 5 == 0 and float(state.losses[0, 0]) <= target:
                 break
@@ -181,24 +196,29 @@ def child_c2f(n: int, max_fine: int) -> dict:
 def child_sharded_memory(size: int, devices: int) -> dict:
     """XLA's memory analysis of the style loss-and-gradient program at ``size`` px (square,
     random weights of the real shapes): unsharded on one device, and with the image's height
-    split over ``devices`` forced CPU devices (``jaxdream.bands.sharded_program``). Compiles only;
+    split over ``devices`` forced CPU devices (``jaxdream.objectives.bands.sharded_program``). Compiles only;
     nothing runs."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxdream import bands, parallel, style
-    from jaxdream.network import param_shapes, unflatten
+    from jaxdream.objectives import bands
+    from jaxdream.runtime import parallel
+
+    from jaxdream.objectives import gatys
+
+
+    from jaxdream.nets.network import param_shapes, unflatten
     rng = np.random.default_rng(0)
     params = unflatten("vgg19", {k: rng.standard_normal(v, dtype=np.float32) * 0.01
                                  for k, v in param_shapes("vgg19").items()})
-    obj = style.Objective()
+    obj = gatys.Objective()
     x = jax.ShapeDtypeStruct((size, size, 3), jnp.float32)  # shapes suffice: nothing runs
     small = np.zeros((64, 64, 3), np.float32)
-    targets = jax.eval_shape(lambda: style.prepare_targets(params, np.zeros((size, size, 3), np.float32),
+    targets = jax.eval_shape(lambda: gatys.prepare_targets(params, np.zeros((size, size, 3), np.float32),
                                                            [small], [1.0], obj))
     weights = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in ("content", "style", "tv")}
-    vg = jax.jit(jax.value_and_grad(style.objective, has_aux=True), static_argnames=("spec",))
+    vg = jax.jit(jax.value_and_grad(gatys.objective, has_aux=True), static_argnames=("spec",))
     t = time.perf_counter()
     one = vg.lower(x, params, targets, weights, spec=obj).compile().memory_analysis()
     t_one = time.perf_counter() - t

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import jaxdream
 from jaxdream import media
-from jaxdream.network import load_network
+from jaxdream.nets.network import load_network
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 DATA = Path(__file__).resolve().parent / "data" / "time_to_picture.json"

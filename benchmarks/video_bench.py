@@ -38,7 +38,7 @@ import numpy as np
 
 from jaxdream import flow, media
 from jaxdream import video as vd
-from jaxdream.network import load_network
+from jaxdream.nets.network import load_network
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 

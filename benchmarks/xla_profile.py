@@ -1,6 +1,6 @@
 """Where one compiled evaluation's time goes, op by op, from XLA's own profile.
 
-Runs the style evaluation (VGG-19, ``jit(value_and_grad(style.objective))``) or the DeepDream
+Runs the style evaluation (VGG-19, ``jit(value_and_grad(gatys.objective))``) or the DeepDream
 ascent step (GoogLeNet to inception_4c) at one size with random weights of the real shapes,
 traces two calls with ``jax.profiler``, and maps every executed XLA op back to the JAX
 operation it came from (through the optimised HLO that ``--xla_dump_to`` writes). It prints the

@@ -17,7 +17,7 @@ import importlib
 import sys
 import types
 
-from . import xla_flags
+from .runtime import xla_flags
 from ._version import __version__
 from .errors import JaxdreamError, LayerError, MediaError, SettingsError, WeightsError
 
@@ -27,8 +27,8 @@ __all__ = ["__version__", "dream", "stylize", "features", "classify", "load_netw
 xla_flags.apply()
 
 #: Public functions and classes, and the module that defines each.
-_LAZY = {"dream": "dream", "stylize": "style", "features": "network", "classify": "network", "load_network": "network",
-         "Network": "network"}
+_LAZY = {"dream": "dream", "stylize": "style", "features": "nets.network", "classify": "nets.network",
+         "load_network": "nets.network", "Network": "nets.network"}
 
 
 class _Package(types.ModuleType):

@@ -49,6 +49,7 @@ import numpy as np
 from jax import lax
 
 from .errors import SettingsError
+from .runtime import parallel
 
 __all__ = ["warp", "estimate_flow", "forward_backward", "occlusion_mask", "pair_flows", "chain_flows", "endpoint_error",
            "temporal_error", "pyramid_levels"]
@@ -530,7 +531,7 @@ def pair_flows(frames_a, frames_b, *, motion_boundaries: bool = True, mesh=None,
 
     For each pair ``(a, b)``: ``flow`` from ``a`` to ``b`` (:func:`estimate_flow`) and the mask
     of the pixels of ``a`` it carries reliably (:func:`occlusion_mask` with the flow back).
-    With a ``mesh`` of several devices (:func:`jaxdream.parallel.mesh`) the pairs are padded to
+    With a ``mesh`` of several devices (:func:`jaxdream.runtime.parallel.mesh`) the pairs are padded to
     a multiple of its size and computed as one vmapped program split over it; otherwise one
     pair after another with the compiled estimator of :func:`forward_backward`. Both give the
     same flows (to float rounding).
@@ -556,7 +557,6 @@ def pair_flows(frames_a, frames_b, *, motion_boundaries: bool = True, mesh=None,
             rows.append((fw, occlusion_mask(fw, bw, motion_boundaries=motion_boundaries), bw,
                          occlusion_mask(bw, fw, motion_boundaries=motion_boundaries) if both_ways else None))
         return tuple(np.stack([np.asarray(r[k]) for r in rows]) for k in range(want))
-    from . import parallel
     settings = _settings(kwargs)
     prepared = [_prepare(a, b, **settings) for a, b in zip(frames_a, frames_b)]
     static = prepared[0][1]

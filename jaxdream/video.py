@@ -38,9 +38,13 @@ import numpy as np
 
 from . import flow as flowlib
 from . import media, options
-from .animate import METRICS_FILE, PASSES_FILE, FrameStore, finish, frame_run, work_folder
 from .errors import SettingsError
-from .masks import mask_hashes
+from .media.frames import METRICS_FILE, PASSES_FILE, FrameStore, finish, frame_run, work_folder
+from .media.masks import MaskFrames, check_region_count, is_video, mask_hashes, mask_list, mask_name
+from .nets.network import load_network
+from .objectives.gatys import CONTENT_LAYERS, STYLE_LAYERS
+from . import style as style_transfer
+from .style.plan import load_image_or_array
 
 __all__ = ["VideoSettings", "VideoProgress", "VideoResult", "StyleFrames", "DreamFrames", "process",
            "INITS"]
@@ -168,7 +172,7 @@ class StyleFrames:
             later frames' L-BFGS (:func:`jaxdream.style.pyramid_preconditioner`; 0: plain
             L-BFGS). Frame 0 and the independent baseline run plain L-BFGS, as neural-style.
         network: a loaded VGG-19 :class:`jaxdream.Network` (loaded from ``weights`` if None).
-        mesh: a :func:`jaxdream.parallel.mesh` to split each frame's rows across.
+        mesh: a :func:`jaxdream.runtime.parallel.mesh` to split each frame's rows across.
         **style: any other :func:`jaxdream.stylize` settings (weights, layers, optimiser...).
     """
 
@@ -178,8 +182,6 @@ class StyleFrames:
                  temporal_weight: float = 1e3, first_init="content", scales_first=None,
                  tol_loss_relative: float = 0.005, tol_loss_relative_interval: int = 10,
                  lbfgs_precondition: float = 1.0, network=None, weights=None, mesh=None, **style):
-        from .network import load_network
-        from .style import _load
         options.get("iterations_first").check(iterations_first)
         options.get("iterations").check(iterations)
         options.get("temporal_weight").check(temporal_weight)
@@ -197,7 +199,7 @@ class StyleFrames:
             styles = [styles]
         self.style_names = [str(s) if isinstance(s, (str, os.PathLike)) else "array" for s in styles]
         self.style_paths = [s if isinstance(s, (str, os.PathLike)) else None for s in styles]
-        self.styles = [_load(s, None, f"style image {i + 1}") for i, s in enumerate(styles)]
+        self.styles = [load_image_or_array(s, None, f"style image {i + 1}") for i, s in enumerate(styles)]
         if not self.styles:
             raise SettingsError("give at least one --style image")
         self.iterations_first, self.iterations = int(iterations_first), int(iterations)
@@ -219,7 +221,6 @@ class StyleFrames:
     def check(self, frame_hw: tuple[int, int], frames: range | None = None) -> None:
         """Fail before any work when the frames are too small for the network, or a mask does not
         fit them; read the masks of ``frames`` (the clip's frame indices)."""
-        from .style import CONTENT_LAYERS, STYLE_LAYERS
         layers = tuple(self.style.get("content_layers", CONTENT_LAYERS)) + tuple(
             self.style.get("style_layers", STYLE_LAYERS))
         self.net.spec.check_size(*frame_hw, self.net.spec.check_layers(layers))
@@ -239,14 +240,13 @@ class StyleFrames:
                 **{k: _recordable(v) for k, v in self.style.items()}, **mask_hashes(self.style)}
 
     def _run(self, frame, init, iterations, scales, temporal, callback):
-        from .style import stylize
         size = max(frame.shape[:2])
         # the tolerance and the preconditioner apply to the later frames (those with a temporal
         # term); frame 0 and the independent baseline run their whole budget with plain L-BFGS
         later = temporal is not None
         lbfgs = self.style.get("optimizer", "lbfgs") == "lbfgs"
         style = self.style | masks_at(self._masks, self.index)
-        result = stylize(frame, self.styles, init=init, num_iterations=iterations, size=size,
+        result = style_transfer.stylize(frame, self.styles, init=init, num_iterations=iterations, size=size,
                          scales=scales, temporal=temporal, network=self.net, callback=callback, mesh=self.mesh,
                          tol_loss_relative=self.tol_loss_relative if later else 0.0,
                          tol_loss_relative_interval=self.tol_loss_relative_interval,
@@ -292,7 +292,6 @@ class DreamFrames:
     kind = "dream"
 
     def __init__(self, dreamer, blend: float = 0.6, steps_per_frame: int = 5, mask=None):
-        from .masks import MaskFrames, mask_name
         options.get("blend").check(blend)
         options.get("steps_per_frame").check(steps_per_frame)
         self.dreamer, self.blend, self.steps = dreamer, float(blend), int(steps_per_frame)
@@ -350,7 +349,6 @@ def _recordable(value):
 
 def check_mask_count(style: dict, styles: int) -> None:
     """One region mask per style; style masks (of the style images) are pictures."""
-    from .masks import check_region_count, is_video, mask_list
     check_region_count(mask_list(style.get("masks")), styles)
     if any(is_video(m) for m in mask_list(style.get("style_masks"))):
         raise SettingsError("a --style-mask is a picture of its style image, not a video")
@@ -358,9 +356,8 @@ def check_mask_count(style: dict, styles: int) -> None:
 
 def frame_masks(style: dict, frame_hw: tuple[int, int], frames: range | None) -> dict | None:
     """The region masks (``masks``) and ``content_mask`` of a styled clip as
-    :class:`jaxdream.masks.MaskFrames` (pictures or videos of masks), checked against the frames
+    :class:`jaxdream.media.masks.MaskFrames` (pictures or videos of masks), checked against the frames
     of ``frames``; None without masks."""
-    from .masks import MaskFrames, mask_list, mask_name
     regions = mask_list(style.get("masks"))
     content = style.get("content_mask")
     if not regions and content is None:

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 
 from .dream import DreamConfig, Dreamer, octave_shapes
 from .errors import SettingsError
-from .models import get_spec
-from .network import Network, param_tree
+from .nets import get_spec
+from .nets.network import Network, param_tree
 
 __all__ = ["abstract_network", "compile_dream", "aspect_sizes"]
 

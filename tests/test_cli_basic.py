@@ -7,17 +7,15 @@ started together, two at a time, by a module-scoped fixture; each test checks on
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from helpers import SCRIPT, Batch, cli_env, run_cli
 from weightfiles import REAL_WEIGHTS
 
 from jaxdream._version import __version__
@@ -25,41 +23,12 @@ from jaxdream.weights import registry
 from jaxdream.weights.keras import write_keras_h5
 
 
-def _script() -> str | None:
-    beside = Path(sys.executable).with_name("jaxdream")
-    return str(beside) if beside.is_file() else shutil.which("jaxdream")
-
-
-SCRIPT = _script()
 pytestmark = pytest.mark.skipif(SCRIPT is None, reason="the jaxdream console script is not installed")
 
 REAL_MEDIA = REAL_WEIGHTS.parent / "media"
 GOOGLENET_FILE = registry.REGISTRY["googlenet"].filename
 ERROR_PREFIX = "jaxdream: error:"
 RANKED = re.compile(r"^(\d+)\.\s+(\d+) (.+?)\s+(\d\.\d{4})$")
-
-
-def cli_env(home: Path, **extra: str | None) -> dict[str, str]:
-    """The parent environment without jaxdream settings or proxies, plus ``extra``.
-
-    ``JAXDREAM_WEIGHTS_URL`` points at an empty local folder so that a command that tries to
-    download by mistake fails at once instead of reaching the internet.
-    """
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("JAXDREAM_") and k != "XDG_CACHE_HOME" and "proxy" not in k.lower()}
-    env.update(JAXDREAM_HOME=str(home), HOME=str(home.parent / "user_home"), JAX_PLATFORMS="cpu",
-               JAXDREAM_WEIGHTS_URL=(home.parent / "no-mirror").as_uri())
-    for key, value in extra.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    return env
-
-
-def run(args: list, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([SCRIPT, *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def files_under(folder: Path) -> list[str]:
@@ -100,33 +69,6 @@ def parse_ranking(stdout: str) -> list[tuple[int, int, str, float]]:
 # --------------------------------------------------------------------------------------------
 # Inputs and the batch of independent commands
 # --------------------------------------------------------------------------------------------
-
-
-class Batch:
-    """Commands started together; ``batch[name]`` waits for one result."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.pool = ThreadPoolExecutor(max_workers=2)
-        self.futures: dict[str, Future] = {}
-        self.homes: dict[str, Path] = {}
-
-    def submit(self, name: str, args: list, setup=None, **env: str | None) -> None:
-        """Start ``jaxdream *args`` with its own ``JAXDREAM_HOME``, after ``setup(home)``."""
-        home = self.root / "homes" / name / "jaxdream"
-        home.parent.mkdir(parents=True)
-        if setup is not None:
-            setup(home)
-        self.homes[name] = home
-        self.futures[name] = self.pool.submit(run, args, cli_env(home, **env))
-
-    def __getitem__(self, name: str) -> subprocess.CompletedProcess:
-        return self.futures[name].result()
-
-    def close(self) -> None:
-        for future in self.futures.values():
-            future.cancel()
-        self.pool.shutdown(wait=True)
 
 
 def _truncation_points(data: bytes, flat: dict[str, np.ndarray]) -> list[int]:
@@ -292,7 +234,7 @@ def test_weights_list_with_empty_cache(batch):
 def test_convert_then_verify(tmp_path, inputs):
     home = tmp_path / "jaxdream"
     env = cli_env(home)
-    result = run(["weights", "convert", "googlenet", inputs["weights"]], env)
+    result = run_cli(["weights", "convert", "googlenet", inputs["weights"]], env)
     assert_ok(result)
     cached = home / "weights" / "googlenet.npz"
     assert f"googlenet: converted {inputs['weights']} -> {cached}" in result.stdout
@@ -302,7 +244,7 @@ def test_convert_then_verify(tmp_path, inputs):
     assert "differs from the published" in result.stderr
     assert files_under(home) == ["weights/googlenet.json", "weights/googlenet.npz"]
 
-    result = run(["weights", "verify", "googlenet"], env)
+    result = run_cli(["weights", "verify", "googlenet"], env)
     assert_ok(result)
     assert f"googlenet: {cached}: loads and fits googlenet" in result.stdout
 
@@ -348,12 +290,13 @@ def real_env(tmp_path_factory) -> dict[str, str]:
     return cli_env(home, JAXDREAM_WEIGHTS_DIR=str(REAL_WEIGHTS))
 
 
+@pytest.mark.realweights
 @pytest.mark.parametrize("image, expected", [("chelsea.png", "Egyptian cat"), ("coffee.png", "espresso")])
 def test_classify_real_weights(real_env, image, expected):
     path = REAL_MEDIA / image
     if not path.is_file():
         pytest.skip(f"{path} not present: real media are only in the dev/CI checkout")
-    result = run(["classify", path, "--top", "3"], real_env)
+    result = run_cli(["classify", path, "--top", "3"], real_env)
     assert_ok(result)
     rows = parse_ranking(result.stdout)
     assert len(rows) == 3 and rows[0][2] == expected, result.stdout

@@ -6,7 +6,6 @@ writes files equal to a one-process run's."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,29 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from helpers import SCRIPT, cli_env, needs_script
 
 from jaxdream import media
 
 HERE = Path(__file__).resolve().parent
 
 
-def _script() -> str | None:
-    beside = Path(sys.executable).with_name("jaxdream")
-    return str(beside) if beside.is_file() else shutil.which("jaxdream")
-
-
-SCRIPT = _script()
-needs_script = pytest.mark.skipif(SCRIPT is None, reason="the jaxdream console script is not installed")
-
-
 def _env(tmp_path: Path, devices: int | None = None) -> dict[str, str]:
-    """A clean environment for a subprocess. Run it with ``cwd`` outside the checkout: there the
-    source tree's ``jaxdream/`` (which has no ``cli``, installed from the top-level folder) would
-    shadow the installed package."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("JAXDREAM_") and k != "XDG_CACHE_HOME" and "proxy" not in k.lower()}
-    env.update(JAXDREAM_HOME=str(tmp_path / "home"), JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE),
-               JAXDREAM_WEIGHTS_URL=(tmp_path / "no-mirror").as_uri())
+    """:func:`helpers.cli_env` with the home in ``tmp_path``, the user's own ``HOME``, this folder
+    on ``PYTHONPATH`` (the scripts import ``helpers``) and, with ``devices``, that many forced
+    CPU devices. Run the subprocess with ``cwd`` outside the checkout."""
+    env = cli_env(tmp_path / "home", HOME=os.environ.get("HOME"), PYTHONPATH=str(HERE))
     if devices:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
@@ -45,10 +33,11 @@ def _env(tmp_path: Path, devices: int | None = None) -> dict[str, str]:
 
 SWEEP = r"""
 import numpy as np
-from jaxdream import parallel, style
-from jaxdream.models import get_spec
-from jaxdream.network import Network
-from test_style import vgg_layers, as_params
+from jaxdream import style
+from jaxdream.runtime import parallel
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network
+from helpers import vgg_layers, as_params
 net = Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
 rng = np.random.default_rng(0)
 c = rng.uniform(0, 255, (40, 48, 3)).astype(np.float32)
@@ -75,10 +64,11 @@ def test_sweep_split_over_four_devices_equals_one_device(tmp_path):
 
 CONTENTS = r"""
 import numpy as np
-from jaxdream import parallel, style
-from jaxdream.models import get_spec
-from jaxdream.network import Network
-from test_style import vgg_layers, as_params
+from jaxdream import style
+from jaxdream.runtime import parallel
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network
+from helpers import vgg_layers, as_params
 net = Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
 rng = np.random.default_rng(0)
 cs = [rng.uniform(0, 255, (40, 48, 3)).astype(np.float32) for _ in range(3)]
@@ -114,10 +104,11 @@ FLOWS = r"""
 import tempfile
 from pathlib import Path
 import numpy as np
-from jaxdream import flow, media, parallel, video as vd
-from test_video import maker, pan_frames, texture, write_clip, vgg_layers, as_params
-from jaxdream.models import get_spec
-from jaxdream.network import Network
+from jaxdream import flow, media, video as vd
+from jaxdream.runtime import parallel
+from helpers import maker, pan_frames, texture, write_clip, vgg_layers, as_params
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network
 frames = pan_frames(6, 2)
 m4 = parallel.mesh(4)
 for start in (0, 2):
@@ -179,7 +170,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def vgg_real_shapes(tmp_path_factory) -> Path:
-    from test_style import vgg_layers
+    from helpers import vgg_layers
 
     from jaxdream.weights.keras import write_keras_h5
     path = tmp_path_factory.mktemp("weights") / "vgg19_random.h5"
@@ -227,11 +218,11 @@ def test_band_wise_stylize_equals_whole_image():
     """The same run evaluated in 16-row bands (4 bands and halos on a 64-row image) gives the
     same losses and image, for L-BFGS and Adam (Adam divides by the gradient's running RMS, so
     float32 rounding differences show more in its image)."""
-    from test_style import as_params, vgg_layers
+    from helpers import as_params, vgg_layers
 
     from jaxdream import style
-    from jaxdream.models import get_spec
-    from jaxdream.network import Network
+    from jaxdream.nets import get_spec
+    from jaxdream.nets.network import Network
     net = Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
     rng = np.random.default_rng(0)
     content = rng.uniform(0, 255, (64, 48, 3)).astype(np.float32)
@@ -283,8 +274,8 @@ def test_style_batch_of_content_images_resumes(tmp_path, vgg_real_shapes):
 TILES = r"""
 import sys, importlib
 import jax, jax.numpy as jnp, numpy as np
-from jaxdream import parallel
-from jaxdream.network import load_network
+from jaxdream.runtime import parallel
+from jaxdream.nets.network import load_network
 dream = importlib.import_module("jaxdream.dream")
 net = load_network("googlenet", sys.argv[1])
 cfg = dream.make_config(layers="inception_3a/output", steps=2, tile_size=48, jitter=4)
@@ -309,10 +300,11 @@ def test_dream_tiles_split_over_four_devices_equal_one_device(tmp_path, googlene
 
 ROWS = r"""
 import numpy as np
-from jaxdream import parallel, style
-from jaxdream.models import get_spec
-from jaxdream.network import Network
-from test_style import vgg_layers, as_params
+from jaxdream import style
+from jaxdream.runtime import parallel
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network
+from helpers import vgg_layers, as_params
 net = Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
 rng = np.random.default_rng(0)
 c = rng.uniform(0, 255, (64, 48, 3)).astype(np.float32)

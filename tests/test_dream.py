@@ -10,10 +10,7 @@ and skip without it.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,16 +18,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cli_env, needs_script, run_cli
 
 import jaxdream
 from jaxdream import media
-from jaxdream.dream import (DreamConfig, Dreamer, Objective, Schedule, _objective_value, ascend, ascent_step, class_logit,
-                            lap_normalize, layer_objective, make_config, normalize_gradient,
-                            octave_shapes, parse_channels, parse_layers, tile_grid, tiled_gradient)
+from jaxdream.dream import (DreamConfig, Dreamer, Objective, Schedule, _objective_value, ascend, ascent_step,
+                            make_config, octave_shapes, parse_channels, parse_layers, tile_grid, tiled_gradient)
+from jaxdream.objectives.dream import class_logit, lap_normalize, layer_objective, normalize_gradient
 from jaxdream.dream import dream as dream_fn
 from jaxdream.errors import LayerError, SettingsError
-from jaxdream.models import get_spec
-from jaxdream.network import Network, unflatten
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network, unflatten
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 
@@ -660,6 +658,7 @@ def _prob(img: np.ndarray, cls: int) -> float:
     return float(prob.reshape(-1, 1000)[0, cls])
 
 
+@pytest.mark.realweights
 @real
 def test_class_dream_285_from_chelsea_above_0_9(chelsea224, isolated_home):
     before = _prob(chelsea224, 285)
@@ -668,6 +667,7 @@ def test_class_dream_285_from_chelsea_above_0_9(chelsea224, isolated_home):
     assert after > 0.9 and after > before, (before, after)
 
 
+@pytest.mark.realweights
 @real
 def test_class_dream_967_espresso_from_chelsea(chelsea224, isolated_home):
     before = _prob(chelsea224, 967)
@@ -677,11 +677,12 @@ def test_class_dream_967_espresso_from_chelsea(chelsea224, isolated_home):
     assert after > 0.5, (before, after)
 
 
+@pytest.mark.realweights
 @real
 def test_class_objective_at_224_is_googlenets_logit(chelsea224, isolated_home):
     """At 224 px the global average is the classifier's own 7x7 pool: the objective is the logit
     GoogLeNet gives (class 285, Egyptian cat)."""
-    from jaxdream.network import load_network
+    from jaxdream.nets.network import load_network
     net = load_network("googlenet", REAL_GOOGLENET)
     obj = Objective("googlenet", ("inception_5b/output",), kind="class", class_index=285)
     value = _objective_value(net.params, jnp.asarray(chelsea224)[None], jnp.ones(1), None, obj)
@@ -694,6 +695,7 @@ def test_class_objective_at_224_is_googlenets_logit(chelsea224, isolated_home):
 CLASS_DREAMS = (("goldfish", 1), ("bee", 309), ("banana", 954))
 
 
+@pytest.mark.realweights
 @real
 @pytest.mark.parametrize("name,index", CLASS_DREAMS)
 def test_class_dream_at_defaults_makes_googlenet_see_the_class(isolated_home, name, index):
@@ -711,22 +713,7 @@ def test_class_dream_at_defaults_makes_googlenet_see_the_class(isolated_home, na
 # the `jaxdream dream` command
 
 
-def _script() -> str | None:
-    beside = Path(sys.executable).with_name("jaxdream")
-    return str(beside) if beside.is_file() else shutil.which("jaxdream")
-
-
-SCRIPT = _script()
-needs_script = pytest.mark.skipif(SCRIPT is None, reason="the jaxdream console script is not installed")
 ERROR_PREFIX = "jaxdream: error:"
-
-
-def cli_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("JAXDREAM_") and k != "XDG_CACHE_HOME" and "proxy" not in k.lower()}
-    env.update(JAXDREAM_HOME=str(home), HOME=str(home.parent / "user_home"), JAX_PLATFORMS="cpu",
-               JAXDREAM_WEIGHTS_URL=(home.parent / "no-mirror").as_uri())
-    return env
 
 
 def assert_one_error(result: subprocess.CompletedProcess, *needles: str) -> str:
@@ -755,8 +742,7 @@ def cli_files(tmp_path_factory, googlenet_caffemodel):
 
 
 def _run_script(args, root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([SCRIPT, *map(str, args)], env=cli_env(root / "home"), capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL, cwd=root)
+    return run_cli(args, cli_env(root / "home"), cwd=root, timeout=600)
 
 
 def _with(args: list, flag, value) -> list:
@@ -844,6 +830,7 @@ def test_cli_dream_bad_input_in_process(cli_files, case, needles, capsys, monkey
     import warnings
 
     from jaxdream.cli import main as cli_main
+    from jaxdream.jobs import command
     root, base = cli_files
     args = {
         "channel": [*base, "--channels", "9999", "-o", root / "e_channel.png"],
@@ -860,7 +847,7 @@ def test_cli_dream_bad_input_in_process(cli_files, case, needles, capsys, monkey
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("JAXDREAM_HOME", str(root / "home_in_process"))
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
-    monkeypatch.setattr(cli_main, "enable_compilation_cache", lambda: None)  # keep this process's jax config
+    monkeypatch.setattr(command, "enable_compilation_cache", lambda: None)  # keep this process's jax config
     rc = cli_main.main([str(a) for a in args])
     err = capsys.readouterr().err
     assert_one_error(subprocess.CompletedProcess(args, rc, "", err), *needles)

@@ -40,15 +40,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import test_cli_basic
+import helpers
+from helpers import SCRIPT, cli_env, needs_script, run_cli
 
 from jaxdream import media
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 
-
-SCRIPT = test_cli_basic.SCRIPT  # the installed console script (None when not installed)
-needs_script = pytest.mark.skipif(SCRIPT is None, reason="the jaxdream console script is not installed")
 
 ERROR_PREFIX = "jaxdream: error:"
 WARNING_PREFIX = "jaxdream: warning:"
@@ -64,15 +62,6 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-cli_env = test_cli_basic.cli_env  # CPU only, own JAXDREAM_HOME, a weights URL that does not exist
-
-
-def run(args: list, env: dict[str, str], cwd: Path | None = None, timeout: float = 300
-        ) -> subprocess.CompletedProcess:
-    return subprocess.run([SCRIPT, *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 def one_error(rc, err: str, *needles, codes=(1, 2)) -> str:
@@ -158,7 +147,7 @@ def write_clip(path: Path, faststart: bool = False, frames: int = CLIP_FRAMES) -
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, googlenet_caffemodel) -> dict[str, Path]:
     """Good and bad inputs in one folder that no command may write to."""
-    from test_style import vgg_layers
+    from helpers import vgg_layers
 
     from jaxdream.weights.keras import write_keras_h5
     m = tmp_path_factory.mktemp("hostile_media")
@@ -212,6 +201,7 @@ def in_process(tmp_path, monkeypatch, capsys):
     import warnings
 
     from jaxdream.cli import main as cli_main
+    from jaxdream.jobs import command
     for name in ("JAXDREAM_HOME", "JAXDREAM_WEIGHTS_DIR", "JAXDREAM_WEIGHTS_URL", "JAXDREAM_OFFLINE",
                  "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
@@ -219,7 +209,7 @@ def in_process(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("JAXDREAM_HOME", str(home))
     monkeypatch.setenv("JAXDREAM_WEIGHTS_URL", (tmp_path / "no-mirror").as_uri())
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
-    monkeypatch.setattr(cli_main, "enable_compilation_cache", lambda: None, raising=False)
+    monkeypatch.setattr(command, "enable_compilation_cache", lambda: None)
 
     def call(argv: list) -> tuple[int, str, str]:
         try:
@@ -448,14 +438,14 @@ def test_frames_folder_of_another_run_is_refused_until_overwrite(inputs, real_en
     naming --resume and --overwrite, the frames untouched; then --overwrite leaves exactly the new
     run's frames. Every step runs even when an earlier one fails; the failures are listed."""
     out = tmp_path / "frames"
-    assert_ok(run(zoom_args(inputs, f"{out}/", 4), real_env))
+    assert_ok(run_cli(zoom_args(inputs, f"{out}/", 4), real_env))
     assert sorted(os.listdir(out)) == frame_names(4)
     before = snapshot(out)
     problems = []
     for what, args in [
             ("zoom", zoom_args(inputs, f"{out}/", 4, "--zoom", "1.2")),
             ("video", video_dream_args(inputs["clip"], f"{out}/", inputs, "--frames", 2, "--size", SIZE))]:
-        result = run(args, real_env)
+        result = run_cli(args, real_env)
         try:
             one_error(result.returncode, result.stderr, "--resume", "--overwrite", codes=(1,))
         except AssertionError as e:
@@ -463,8 +453,8 @@ def test_frames_folder_of_another_run_is_refused_until_overwrite(inputs, real_en
         if snapshot(out) != before:
             problems.append(f"{what}: the frames folder changed: {sorted(os.listdir(out))}")
             shutil.rmtree(out)
-            assert_ok(run(zoom_args(inputs, f"{out}/", 4), real_env))
-    result = run(zoom_args(inputs, f"{out}/", 2, "--overwrite"), real_env)
+            assert_ok(run_cli(zoom_args(inputs, f"{out}/", 4), real_env))
+    result = run_cli(zoom_args(inputs, f"{out}/", 2, "--overwrite"), real_env)
     left = sorted(os.listdir(out)) if out.is_dir() else None
     if result.returncode != 0 or left != frame_names(2):
         problems.append(f"--overwrite: exit {result.returncode}, folder {left}, "
@@ -487,11 +477,11 @@ def test_leftover_work_folder_is_refused(command, inputs, real_env, tmp_path):
     before = snapshot(folder)
     args = zoom_args(inputs, out, 4) if command == "zoom" else \
         video_dream_args(inputs["clip"], out, inputs, "--frames", 2, "--size", SIZE)
-    result = run(args, real_env)
+    result = run_cli(args, real_env)
     one_error(result.returncode, result.stderr, "--resume", "--overwrite", codes=(1,))
     assert snapshot(folder) == before
     if command == "zoom":
-        assert_ok(run(args + ["--overwrite"], real_env))
+        assert_ok(run_cli(args + ["--overwrite"], real_env))
         assert sorted(os.listdir(folder)) == ["out.gif"]
         assert gif_frames(out) == 4
 
@@ -511,11 +501,11 @@ def test_failed_run_leaves_nothing_and_the_rerun_works(case, inputs, real_env, t
     else:
         out = folder / "frames"
         bad = zoom_args(inputs, f"{out}/", 4, "--layer-schedule", f"0:{LAYER},2:inception_9z/output")
-    result = run(bad, real_env)
+    result = run_cli(bad, real_env)
     one_error(result.returncode, result.stderr, codes=(1,))
     assert snapshot(folder) == {}, "a failed run left files behind"
     good = zoom_args(inputs, out if out.suffix else f"{out}/", 4)
-    assert_ok(run(good, real_env))
+    assert_ok(run_cli(good, real_env))
     if out.suffix == ".gif":
         assert sorted(os.listdir(folder)) == ["out.gif"] and gif_frames(out) == 4
     else:
@@ -535,7 +525,7 @@ def test_read_only_folder_is_refused_before_computing(command, inputs, real_env,
                 "style": base_argv("style", inputs, folder),
                 "video": base_argv("video-style", inputs, folder)}[command]
         start = time.perf_counter()
-        result = run(argv, real_env)
+        result = run_cli(argv, real_env)
         one_error(result.returncode, result.stderr, "read_only", codes=(1,))
         assert time.perf_counter() - start < 60
         assert snapshot(folder) == {}
@@ -603,7 +593,7 @@ def test_zoom_interrupted_keeps_frames_and_resumes(sig, code, inputs, real_env, 
     kept = sorted(p.name for p in out.glob("frame_*.png"))
     assert 1 <= len(kept) < 12 and kept == frame_names(len(kept)), kept
     assert temp_files(out) == []
-    assert_ok(run(args + ["--resume"], real_env))
+    assert_ok(run_cli(args + ["--resume"], real_env))
     assert sorted(os.listdir(out)) == frame_names(12)
 
 
@@ -631,7 +621,7 @@ def test_sigkill_leftovers_are_cleaned_up_by_resume(inputs, real_env, tmp_path):
     proc = Started(args, real_env, tmp_path / "logs")
     proc.wait_for(folder / ".out.gif.frames" / "frame_00000.png")
     assert proc.stop(signal.SIGKILL) == -signal.SIGKILL
-    result = run(args + ["--resume"], real_env)
+    result = run_cli(args + ["--resume"], real_env)
     assert_ok(result)
     assert out.is_file() and gif_frames(out) == 12
     assert sorted(os.listdir(folder)) == ["out.gif"], "work folder or temp files left behind"
@@ -657,7 +647,7 @@ def test_resume_knows_the_input_by_another_path(how, inputs, real_env, tmp_path)
         cwd.mkdir()
         image = Path(os.path.relpath(source, cwd))
         assert not image.is_absolute()
-    result = run(zoom_args(inputs, f"{out}/", 12, "--resume", image=image, steps_per_frame=3), real_env, cwd=cwd)
+    result = run_cli(zoom_args(inputs, f"{out}/", 12, "--resume", image=image, steps_per_frame=3), real_env, cwd=cwd)
     assert_ok(result)
     assert sorted(os.listdir(out)) == frame_names(12)
 
@@ -682,7 +672,7 @@ def test_truncated_clip(faststart, inputs, real_env, tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     out = folder / "out.gif"
-    result = run(video_dream_args(clip, out, inputs, "--size", 32, "--init", "content"), real_env)
+    result = run_cli(video_dream_args(clip, out, inputs, "--size", 32, "--init", "content"), real_env)
     if result.returncode != 0:
         one_error(result.returncode, result.stderr, "cut.mp4", codes=(1,))
         assert snapshot(folder) == {}
@@ -819,9 +809,9 @@ row("video start past the end into a new folder", swap(swap(VDREAM, "--frames 2"
 row("video dream unknown layer", VDREAM + " --layers inception_9z/output", ["inception_9z/output"])
 
 
-class Batch(test_cli_basic.Batch):
+class Batch(helpers.Batch):
     """Table rows started two at a time, each in its own output folder; ``batch[name]`` waits
-    for one result (waiting and closing are test_cli_basic's)."""
+    for one result (waiting and closing are helpers.Batch's)."""
 
     def __init__(self, root: Path, inputs: dict[str, Path]) -> None:
         super().__init__(root)
@@ -852,7 +842,7 @@ class Batch(test_cli_basic.Batch):
         values = self.values(d)
         args = [a.format(**values) for a in spec["args"]]
         self.folders[name], self.homes[name], self.before[name] = d, home, snapshot(d)
-        self.futures[name] = self.pool.submit(run, args, cli_env(home), d, 300)
+        self.futures[name] = self.pool.submit(run_cli, args, cli_env(home), d, 300)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdream import style
+from jaxdream import optim
 
 
 def _numpy_lbfgs(x0, grad, m: int, iterations: int) -> list[np.ndarray]:
@@ -66,10 +66,10 @@ def test_iterates_match_numpy_two_loop(m):
         value = jnp.sum(0.5 * jnp.asarray(scales, jnp.float32) * diff ** 2 - 0.1 * jnp.cos(x), axis=(1, 2, 3))
         g = jnp.asarray(scales, jnp.float32) * diff + 0.1 * jnp.sin(x)
         return (value, jnp.zeros((2, 3))), g
-    state = style.lbfgs_init(jnp.zeros(shape, jnp.float32), m, n_losses=4)
+    state = optim.lbfgs_init(jnp.zeros(shape, jnp.float32), m, n_losses=4)
     want = [_numpy_lbfgs(np.zeros(shape[1:]), grad_np(b), m, 12) for b in range(2)]
     for it in range(12):
-        state = style._lbfgs_iteration(state, value_and_grad, jnp.float32(1))
+        state = optim.lbfgs_update(state, value_and_grad, jnp.float32(1))
         for b in range(2):
             np.testing.assert_allclose(np.asarray(state.x[b]).ravel(), want[b][it], rtol=2e-4, atol=2e-4,
                                        err_msg=f"iteration {it}, image {b}")
@@ -85,10 +85,10 @@ def test_rejected_pair_is_skipped():
     shape = (1, 2, 2, 3)
     slope = jnp.asarray(np.linspace(-1, 1, 12).reshape(shape), jnp.float32)
     vg = lambda x: ((jnp.sum(slope * x, axis=(1, 2, 3)), jnp.zeros((1, 3))), slope)  # noqa: E731
-    state = style.lbfgs_init(jnp.zeros(shape, jnp.float32), 5, n_losses=4)
+    state = optim.lbfgs_init(jnp.zeros(shape, jnp.float32), 5, n_losses=4)
     xs = []
     for _ in range(4):
-        state = style._lbfgs_iteration(state, vg, jnp.float32(1))
+        state = optim.lbfgs_update(state, vg, jnp.float32(1))
         xs.append(np.asarray(state.x))
     assert np.all(np.asarray(state.rho) == 0)
     steps = np.diff(np.stack(xs), axis=0)

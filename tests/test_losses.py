@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdream.losses import (content_loss, gaussian_moments, gram, gram_sum, masked_gram, sqrtm_newton_schulz,
+from jaxdream.objectives.losses import (content_loss, gaussian_moments, gram, gram_sum, masked_gram, sqrtm_newton_schulz,
                              trace_sqrtm, wasserstein_loss)
 
 

@@ -16,15 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
-from test_style import as_params, rand_image, vgg_layers
+from helpers import as_params, rand_image, vgg_layers
 from weightfiles import REAL_SKIP_REASON, REAL_WEIGHTS
 
+from jaxdream.objectives import gatys
+from jaxdream import optim
+import optax
 from jaxdream import media, style
 from jaxdream.dream import Dreamer, make_config, normalize_gradient
 from jaxdream.errors import MediaError, SettingsError
-from jaxdream.losses import gram, masked_gram
-from jaxdream.models import get_spec
-from jaxdream.network import Network, unflatten
+from jaxdream.objectives.losses import gram, masked_gram
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network, unflatten
 
 MEDIA = REAL_WEIGHTS.parent / "media"
 VGG_H5 = REAL_WEIGHTS / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -55,7 +58,7 @@ def halves(h=H, w=W, soft: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def value_and_grad(net, x, targets, obj):
-    f = jax.jit(jax.value_and_grad(lambda x: style.objective(x, net.params, targets, WEIGHTS, obj), has_aux=True))
+    f = jax.jit(jax.value_and_grad(lambda x: gatys.objective(x, net.params, targets, WEIGHTS, obj), has_aux=True))
     (total, parts), g = f(x)
     return float(total), np.asarray(parts), np.asarray(g)
 
@@ -69,9 +72,9 @@ def value_and_grad(net, x, targets, obj):
 def test_all_ones_masks_give_the_unmasked_objective(tiny_net, images, loss):
     c, s, _ = (to_x(tiny_net, i) for i in images)
     x = to_x(tiny_net, rand_image(H, W, 7))
-    obj = style.Objective(style_loss=loss)
-    plain = style.prepare_targets(tiny_net.params, c, [s], [1.0], obj)
-    ones = style.prepare_targets(tiny_net.params, c, [s], [1.0], obj, masks=[np.ones((H, W))],
+    obj = gatys.Objective(style_loss=loss)
+    plain = gatys.prepare_targets(tiny_net.params, c, [s], [1.0], obj)
+    ones = gatys.prepare_targets(tiny_net.params, c, [s], [1.0], obj, masks=[np.ones((H, W))],
                                  content_mask=np.ones((H, W)), style_masks=[np.ones((36, 36))])
     assert set(ones) == {"content", "gram" if loss == "gram" else "w2", "masks", "region", "content_mask"}
     t0, p0, g0 = value_and_grad(tiny_net, x, plain, obj)
@@ -86,20 +89,20 @@ def test_all_ones_masks_give_the_unmasked_objective(tiny_net, images, loss):
 def test_masked_style_and_content_terms_match_numpy(tiny_net, images):
     c, s1, s2 = (to_x(tiny_net, i) for i in images)
     x = to_x(tiny_net, rand_image(H, W, 8))
-    obj = style.Objective()
+    obj = gatys.Objective()
     left, right = halves(soft=8)
     cmask = np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W)
     smask = np.zeros((30, 30), np.float32)
     smask[5:25, 10:30] = 1.0
-    targets = style.prepare_targets(tiny_net.params, c, [s1, s2], [3.0, 1.0], obj, masks=[left, right],
+    targets = gatys.prepare_targets(tiny_net.params, c, [s1, s2], [3.0, 1.0], obj, masks=[left, right],
                                     style_masks=[None, smask], content_mask=cmask)
     _, parts, _ = value_and_grad(tiny_net, x, targets, obj)
 
     spec = get_spec("vgg19")
-    fx = {k: np.asarray(v[0], np.float64) for k, v in style.features(tiny_net.params, x[None], obj).items()}
-    f1 = style.features(tiny_net.params, s1[None], obj)
-    f2 = style.features(tiny_net.params, s2[None], obj)
-    fc = style.features(tiny_net.params, c[None], obj)
+    fx = {k: np.asarray(v[0], np.float64) for k, v in gatys.features(tiny_net.params, x[None], obj).items()}
+    f1 = gatys.features(tiny_net.params, s1[None], obj)
+    f2 = gatys.features(tiny_net.params, s2[None], obj)
+    fc = gatys.features(tiny_net.params, c[None], obj)
     region = np.array([1.5, 0.5])  # blend 3:1 normalised to an average of 1
 
     def np_gram(f, m):
@@ -125,15 +128,15 @@ def test_masked_style_and_content_terms_match_numpy(tiny_net, images):
 
 def test_style_mask_restricts_the_target_gram(tiny_net, images):
     c, s, _ = (to_x(tiny_net, i) for i in images)
-    obj = style.Objective()
+    obj = gatys.Objective()
     top = np.zeros((36, 36), np.float32)
     top[:16] = 1.0
-    targets = style.prepare_targets(tiny_net.params, c, [s], [1.0], obj, style_masks=[top])
-    crop = style.prepare_targets(tiny_net.params, c, [s[:16]], [1.0], obj)
+    targets = gatys.prepare_targets(tiny_net.params, c, [s], [1.0], obj, style_masks=[top])
+    crop = gatys.prepare_targets(tiny_net.params, c, [s[:16]], [1.0], obj)
     # relu1_1 has the image's resolution: the masked Gram is the Gram of the top rows' features
     # (the crop's own border rows differ through the convolution's padding, so compare loosely)
     k = "relu1_1"
-    feats = style.features(tiny_net.params, s[None], obj)[k][0]
+    feats = gatys.features(tiny_net.params, s[None], obj)[k][0]
     np.testing.assert_allclose(targets["gram"][k], gram(feats[:16]), rtol=1e-5)
     np.testing.assert_allclose(targets["gram"][k], crop["gram"][k], rtol=0.2)
 
@@ -221,17 +224,17 @@ def test_wasserstein_run_lowers_the_loss(tiny_net, images):
 
 def test_adam_ema_is_the_bias_corrected_average_of_the_iterates():
     decay = 0.75
-    state = style.adam_init(jnp.zeros((2, 2, 3)), 4, decay)
+    state = optim.adam_init(jnp.zeros((2, 2, 3)), 4, decay)
     grad = lambda x: ((jnp.sum(x), jnp.zeros(3)), jnp.ones_like(x) + 0.1 * x)
     iterates = []
     for _ in range(5):
-        state = style._adam_iteration(state, grad, style.optax.adam(0.5))
+        state = optim.adam_update(state, grad, optax.adam(0.5))
         iterates.append(np.asarray(state.x, np.float64))
     weights = decay ** np.arange(4, -1, -1) * (1 - decay)
     want = np.tensordot(weights, np.stack(iterates), 1) / (1 - decay ** 5)
-    np.testing.assert_allclose(style.adam_average(state), want, rtol=1e-5)
-    fresh = style.adam_init(jnp.ones((2, 2, 3)), 4, decay)
-    np.testing.assert_array_equal(style.adam_average(fresh), np.ones((2, 2, 3)))
+    np.testing.assert_allclose(optim.adam_average(state), want, rtol=1e-5)
+    fresh = optim.adam_init(jnp.ones((2, 2, 3)), 4, decay)
+    np.testing.assert_array_equal(optim.adam_average(fresh), np.ones((2, 2, 3)))
 
 
 def test_stylize_with_ema_returns_the_average(tiny_net, images):
@@ -373,11 +376,11 @@ def test_cli_style_dry_run_with_masks(files, capsys, monkeypatch):
 
 def gram_distances(net, image, masks, styles, obj) -> np.ndarray:
     """d[i, j]: sum over style layers of mean((masked Gram of region i - Gram of style j)**2)."""
-    feats = style.features(net.params, to_x(net, image)[None], obj)
-    grams = [style.features(net.params, to_x(net, s)[None], obj) for s in styles]
+    feats = gatys.features(net.params, to_x(net, image)[None], obj)
+    grams = [gatys.features(net.params, to_x(net, s)[None], obj) for s in styles]
     d = np.zeros((len(masks), len(styles)))
     for k in obj.style_layers:
-        lm = [style.layer_masks(m, obj, [k])[k] for m in masks]
+        lm = [gatys.layer_masks(m, obj, [k])[k] for m in masks]
         for i, m in enumerate(lm):
             g = masked_gram(feats[k][0], m)
             for j, s in enumerate(grams):
@@ -385,6 +388,7 @@ def gram_distances(net, image, masks, styles, obj) -> np.ndarray:
     return d
 
 
+@pytest.mark.realweights
 @pytest.mark.skipif(not (VGG_H5.is_file() and MEDIA.is_dir()), reason=REAL_SKIP_REASON)
 def test_real_two_regions_take_their_own_style():
     import jaxdream
@@ -396,5 +400,5 @@ def test_real_two_regions_take_their_own_style():
     left, right = halves(*content.shape[:2])
     r = style.stylize(content, styles, network=net, size=128, num_iterations=100, chunk=50, init="image",
                       masks=[left, right])
-    d = gram_distances(net, r.image, [left, right], styles, style.Objective())
+    d = gram_distances(net, r.image, [left, right], styles, gatys.Objective())
     assert d[0, 1] > 3 * d[0, 0] and d[1, 0] > 3 * d[1, 1], d

@@ -25,10 +25,10 @@ import npref
 from weightfiles import REAL_SKIP_REASON, REAL_WEIGHTS
 
 import jaxdream
-from jaxdream import network
+from jaxdream.nets import network
 from jaxdream.errors import LayerError, SettingsError
-from jaxdream.models import MODELS, get_spec
-from jaxdream.models.common import (
+from jaxdream.nets import MODELS, get_spec
+from jaxdream.nets.common import (
     caffe_avg_pool,
     caffe_max_pool,
     caffe_pool_size,
@@ -624,6 +624,7 @@ def real_env(tmp_path, monkeypatch):
     return REAL_WEIGHTS
 
 
+@pytest.mark.realweights
 @needs_real_googlenet
 @needs_media
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -657,6 +658,7 @@ def _read_real_vgg(path: Path) -> dict[str, np.ndarray]:
     return flat
 
 
+@pytest.mark.realweights
 @needs_real_vgg19
 @needs_media
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -116,7 +116,7 @@ def test_notebook_cells_and_install_placeholder():
 def vgg19_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Keras VGG-19 .h5 with VGG-19's real shapes (the notebook loads the real network, and
     loads are validated against it) and random weights, about 80 MB."""
-    from jaxdream.models.vgg19 import BLOCKS, WIDTHS
+    from jaxdream.nets.vgg19 import BLOCKS, WIDTHS
     from jaxdream.weights.keras import write_keras_h5
 
     rng = np.random.default_rng(0)

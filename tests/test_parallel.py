@@ -1,5 +1,5 @@
-"""Devices and meshes (jaxdream.parallel); the style objective band by band and height-sharded
-(jaxdream.bands); several devices and several processes, each in a subprocess.
+"""Devices and meshes (jaxdream.runtime.parallel); the style objective band by band and height-sharded
+(jaxdream.objectives.bands); several devices and several processes, each in a subprocess.
 
 Tolerances. Band-wise and sharded evaluations add the same float32 terms in another order (Gram
 sums band by band, convolutions on windows of another shape), so they differ from the
@@ -26,9 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdream import bands, parallel, style
+from jaxdream.objectives import gatys
+from jaxdream.objectives import bands
+from jaxdream.runtime import parallel
 from jaxdream.errors import SettingsError
-from jaxdream.models.vgg19 import BLOCKS
+from jaxdream.nets.vgg19 import BLOCKS
 
 TESTS = Path(__file__).resolve().parent
 #: VGG-19's structure with a few channels per layer: the width is not the point here.
@@ -57,14 +59,14 @@ def vgg_params(widths=NARROW, seed: int = 0) -> dict:
     return {"params": params}
 
 
-def problem(h: int, w: int, spec: style.Objective, seed: int = 0, widths=NARROW):
+def problem(h: int, w: int, spec: gatys.Objective, seed: int = 0, widths=NARROW):
     """(x, params, targets, weights) of a random style problem at h x w."""
     rng = np.random.default_rng(seed)
     params = vgg_params(widths, seed)
     content = rng.standard_normal((h, w, 3)).astype(np.float32) * 50
     # the same shape as the content: one compile of the target features, not two
     style_img = rng.standard_normal((h, w, 3)).astype(np.float32) * 80
-    targets = style.prepare_targets(params, content, [style_img], [1.0], spec)
+    targets = gatys.prepare_targets(params, content, [style_img], [1.0], spec)
     weights = {"content": jnp.float32(5.0), "style": jnp.float32(100.0), "tv": jnp.float32(1e-3)}
     if spec.temporal:
         targets["temporal"] = {
@@ -76,8 +78,8 @@ def problem(h: int, w: int, spec: style.Objective, seed: int = 0, widths=NARROW)
 
 
 def whole_image(x, params, targets, weights, spec):
-    """``jax.value_and_grad(style.objective, has_aux=True)`` on the whole image, jitted."""
-    vg = jax.jit(jax.value_and_grad(style.objective, has_aux=True), static_argnames="spec")
+    """``jax.value_and_grad(gatys.objective, has_aux=True)`` on the whole image, jitted."""
+    vg = jax.jit(jax.value_and_grad(gatys.objective, has_aux=True), static_argnames="spec")
     (total, parts), grad = vg(x, params, targets, weights, spec=spec)
     return total, parts, grad
 
@@ -108,13 +110,13 @@ def run_python(code: str, *args: str, env: dict | None = None, timeout: float = 
     return json.loads(lines[-1])
 
 
-FULL = style.Objective()  # relu1_1 .. relu5_1 style, relu4_2 content
-SHALLOW = style.Objective(content_layers=("relu3_2",),
+FULL = gatys.Objective()  # relu1_1 .. relu5_1 style, relu4_2 content
+SHALLOW = gatys.Objective(content_layers=("relu3_2",),
                           style_layers=("relu1_1", "relu2_1", "relu3_1"), temporal=True)
 
 
 # --------------------------------------------------------------------------------------------
-# jaxdream.parallel in this process (one CPU device)
+# jaxdream.runtime.parallel in this process (one CPU device)
 # --------------------------------------------------------------------------------------------
 
 
@@ -181,7 +183,7 @@ def test_initialize_distributed_is_a_no_op_without_a_cluster(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------
-# jaxdream.bands on one device
+# jaxdream.objectives.bands on one device
 # --------------------------------------------------------------------------------------------
 
 
@@ -193,7 +195,7 @@ def test_band_geometry():
     with pytest.raises(SettingsError, match="multiple of 16"):
         bands.plan_bands(64, 24, FULL)
     with pytest.raises(SettingsError, match="vgg19 only"):
-        bands.band_geometry(style.Objective(model="googlenet"))
+        bands.band_geometry(gatys.Objective(model="googlenet"))
 
 
 @pytest.mark.parametrize("height,band_rows,spec", [(256, 32, FULL), (64, 16, SHALLOW),
@@ -248,7 +250,9 @@ FOUR_DEVICES = textwrap.dedent("""
     sys.path.insert(0, ".")
     import jax, jax.numpy as jnp, numpy as np
     import test_parallel as tp
-    from jaxdream import bands, parallel, style
+    from jaxdream import style
+    from jaxdream.objectives import bands
+    from jaxdream.runtime import parallel
     from jaxdream.errors import SettingsError
 
     out = {}
@@ -281,7 +285,7 @@ FOUR_DEVICES = textwrap.dedent("""
               "style": jnp.asarray([100.0, 100.0, 1e3, 10.0]),
               "tv": jnp.asarray([1e-3, 0.0, 1e-2, 1e-3])}
         def vg(x, w, params, targets):
-            return jax.value_and_grad(style.objective, has_aux=True)(x, params, targets, w, spec)
+            return jax.value_and_grad(gatys.objective, has_aux=True)(x, params, targets, w, spec)
         sweep = jax.jit(jax.vmap(vg, in_axes=(0, 0, None, None)))
         (f0, p0), g0 = sweep(xs, ws, params, targets)
         sx, sw = parallel.shard_batch((xs, ws), m)
@@ -317,7 +321,7 @@ FOUR_DEVICES = textwrap.dedent("""
         m = parallel.mesh()
         spec = tp.FULL
         x, params, targets, weights = tp.problem(256, 256, spec)
-        vg = jax.value_and_grad(lambda x, p, t, w: style.objective(x, p, t, w, spec), has_aux=True)
+        vg = jax.value_and_grad(lambda x, p, t, w: gatys.objective(x, p, t, w, spec), has_aux=True)
         one = jax.jit(vg).lower(x, params, targets, weights).compile().memory_analysis()
         four = bands.sharded_program(spec, m).lower(x, params, targets, weights).compile()
         four = four.memory_analysis()
@@ -383,7 +387,7 @@ def test_height_sharding_cuts_memory_per_device(four_devices):
 CLUSTER_MEMBER = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from jaxdream import parallel
+    from jaxdream.runtime import parallel
     port, rank = sys.argv[1], int(sys.argv[2])
     parallel.initialize_distributed(f"127.0.0.1:{port}", 2, rank, timeout_s=60)
     import jax, jax.numpy as jnp
@@ -428,7 +432,7 @@ def test_two_processes_form_one_mesh():
 def test_missing_coordinator_is_a_settings_error():
     code = textwrap.dedent("""
         import json, sys
-        from jaxdream import parallel
+        from jaxdream.runtime import parallel
         from jaxdream.errors import SettingsError
         try:
             parallel.initialize_distributed(f"127.0.0.1:{sys.argv[1]}", 2, 1, timeout_s=2)

@@ -7,9 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_style import as_params, vgg_layers
+from helpers import as_params, vgg_layers
 
-from jaxdream import precision, style
+from jaxdream.objectives import gatys
+from jaxdream import style
+from jaxdream.runtime import precision
 from jaxdream.errors import SettingsError
 
 
@@ -25,10 +27,10 @@ def test_style_objective_in_bfloat16_matches_float32():
     weights = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
     results = {}
     for p in precision.PRECISIONS:
-        obj = style.Objective(precision=p)
-        targets = style.prepare_targets(params, content, [style_img], [1.0], obj)
+        obj = gatys.Objective(precision=p)
+        targets = gatys.prepare_targets(params, content, [style_img], [1.0], obj)
         assert all(g.dtype == jnp.float32 for g in targets["gram"].values())
-        vg = jax.jit(jax.value_and_grad(style.objective, has_aux=True), static_argnames=("spec",))
+        vg = jax.jit(jax.value_and_grad(gatys.objective, has_aux=True), static_argnames=("spec",))
         (total, parts), grad = vg(jnp.asarray(x), params, targets, weights, spec=obj)
         assert total.dtype == grad.dtype == jnp.float32
         results[p] = (float(total), np.asarray(parts), np.asarray(grad))
@@ -44,7 +46,7 @@ def test_style_objective_in_bfloat16_matches_float32():
 def test_dream_gradient_in_bfloat16_matches_float32(googlenet_caffemodel):
     import importlib
     dream = importlib.import_module("jaxdream.dream")
-    from jaxdream.network import load_network
+    from jaxdream.nets.network import load_network
     net = load_network("googlenet", googlenet_caffemodel.path)
     rgb = jnp.asarray(np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)), jnp.float32)
     grads = {}

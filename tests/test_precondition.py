@@ -6,8 +6,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_style import _quadratic, images, pngs, tiny_net  # noqa: F401 - fixtures
+from helpers import quadratic
 
+from jaxdream import optim
 from jaxdream import style
 from jaxdream.cli.main import main as cli_main
 from jaxdream.errors import SettingsError
@@ -31,16 +32,16 @@ def _numpy_pyramid(v: np.ndarray, weight: float, levels: int) -> np.ndarray:
 def test_pyramid_matches_numpy_and_is_symmetric_positive_definite():
     rng = np.random.default_rng(0)
     v = rng.standard_normal((2, 13, 10, 3)).astype(np.float32)
-    m = style.pyramid_preconditioner(0.7, levels=3)
+    m = optim.pyramid_preconditioner(0.7, levels=3)
     np.testing.assert_allclose(np.asarray(m(jnp.asarray(v))), _numpy_pyramid(v, 0.7, 3), rtol=1e-5, atol=1e-5)
     # as a dense matrix on a 5x6x1 image: symmetric, eigenvalues in [1, 1 + levels * weight]
     basis = np.eye(30, dtype=np.float32).reshape(30, 5, 6, 1)
-    dense = np.asarray(style.pyramid_preconditioner(2.0)(jnp.asarray(basis))).reshape(30, 30)
+    dense = np.asarray(optim.pyramid_preconditioner(2.0)(jnp.asarray(basis))).reshape(30, 30)
     np.testing.assert_allclose(dense, dense.T, atol=1e-6)
     eig = np.linalg.eigvalsh(dense.astype(np.float64))
-    assert eig.min() >= 1 - 1e-5 and eig.max() <= 1 + style.PYRAMID_LEVELS * 2.0 + 1e-4
+    assert eig.min() >= 1 - 1e-5 and eig.max() <= 1 + optim.PYRAMID_LEVELS * 2.0 + 1e-4
     assert eig.max() > 3  # the block means do move further
-    assert style.pyramid_preconditioner(0.0) is None  # weight 0: plain L-BFGS
+    assert optim.pyramid_preconditioner(0.0) is None  # weight 0: plain L-BFGS
 
 
 def test_pyramid_as_the_exact_inverse_hessian_lands_on_the_minimum():
@@ -49,7 +50,7 @@ def test_pyramid_as_the_exact_inverse_hessian_lands_on_the_minimum():
     rng = np.random.default_rng(1)
     shape = (1, 6, 5, 3)
     n = int(np.prod(shape))
-    m = style.pyramid_preconditioner(1.0)
+    m = optim.pyramid_preconditioner(1.0)
     dense = np.asarray(m(jnp.asarray(np.eye(n, dtype=np.float32).reshape(n, *shape[1:])))).reshape(n, n)
     hessian = jnp.asarray(np.linalg.inv(dense.astype(np.float64)), jnp.float32)
     center = jnp.asarray(rng.standard_normal(shape) * 3, jnp.float32)
@@ -59,19 +60,19 @@ def test_pyramid_as_the_exact_inverse_hessian_lands_on_the_minimum():
         return (0.5 * jnp.sum((x - center) * g, axis=(1, 2, 3)), jnp.zeros((1, 3))), g
     runs = {}
     for name, pre in {"plain": None, "pyramid": m}.items():
-        state = style.lbfgs_init(jnp.zeros(shape, jnp.float32), 10, n_losses=4)
+        state = optim.lbfgs_init(jnp.zeros(shape, jnp.float32), 10, n_losses=4)
         for _ in range(2):
-            state = style._lbfgs_iteration(state, value_and_grad, jnp.float32(1), precondition=pre)
+            state = optim.lbfgs_update(state, value_and_grad, jnp.float32(1), precondition=pre)
         runs[name] = np.asarray(state.x)
     np.testing.assert_allclose(runs["pyramid"], np.asarray(center), atol=2e-3)
     assert np.abs(runs["plain"] - np.asarray(center)).max() > 0.5
     # the identity-free fallback: with weight 0 the hook is neural-style's L-BFGS, bit for bit
-    vg = _quadratic(jnp.ones(shape), center)
-    a = style.lbfgs_init(jnp.zeros(shape, jnp.float32), 10, n_losses=4)
-    b = style.lbfgs_init(jnp.zeros(shape, jnp.float32), 10, n_losses=4)
+    vg = quadratic(jnp.ones(shape), center)
+    a = optim.lbfgs_init(jnp.zeros(shape, jnp.float32), 10, n_losses=4)
+    b = optim.lbfgs_init(jnp.zeros(shape, jnp.float32), 10, n_losses=4)
     for _ in range(3):
-        a = style._lbfgs_iteration(a, vg, jnp.float32(1))
-        b = style._lbfgs_iteration(b, vg, jnp.float32(1), precondition=style.pyramid_preconditioner(0))
+        a = optim.lbfgs_update(a, vg, jnp.float32(1))
+        b = optim.lbfgs_update(b, vg, jnp.float32(1), precondition=optim.pyramid_preconditioner(0))
     np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
 
 

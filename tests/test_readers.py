@@ -374,6 +374,7 @@ def real_file(name: str) -> Path:
     return REAL_WEIGHTS / name
 
 
+@pytest.mark.realweights
 def test_real_googlenet_caffemodel() -> None:
     path = real_file("bvlc_googlenet.caffemodel")
 
@@ -387,6 +388,7 @@ def test_real_googlenet_caffemodel() -> None:
     assert list(caffe.read_caffemodel(path, names={"loss3/classifier"})) == ["loss3/classifier"]
 
 
+@pytest.mark.realweights
 def test_real_vgg19_keras_h5() -> None:
     path = real_file("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
 

@@ -19,15 +19,14 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from test_style import as_params, vgg_layers
-from test_video import _run, vgg_h5  # noqa: F401 - a fixture
+from helpers import run_main
 from weightfiles import REAL_SKIP_REASON, REAL_WEIGHTS
 
 from jaxdream import media
 from jaxdream import video as vd
 from jaxdream.cli.main import main as cli_main
-from jaxdream.models import get_spec
-from jaxdream.network import Network
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 MEDIA = REAL_WEIGHTS.parent / "media"
@@ -104,20 +103,16 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def style_png(tmp_path_factory) -> Path:
+def noise_style_png(tmp_path_factory) -> Path:
+    """Smoothed 8x8 noise (not conftest's ``style_png`` texture)."""
     path = tmp_path_factory.mktemp("style") / "style.png"
     rng = np.random.default_rng(9)
     media.save_image(path, media.resize(rng.uniform(0, 255, (8, 8, 3)).astype(np.float32), (36, 36)))
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_net() -> Network:
-    return Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
-
-
-def maker(tiny_net, style_png) -> vd.StyleFrames:
-    return vd.StyleFrames([style_png], iterations_first=2, iterations=1, network=tiny_net, chunk=2)
+def maker(tiny_net, noise_style_png) -> vd.StyleFrames:
+    return vd.StyleFrames([noise_style_png], iterations_first=2, iterations=1, network=tiny_net, chunk=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,13 +193,13 @@ def test_audio_the_aac_encoder_refuses_is_copied(clips, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def test_process_surround_clip_from_a_later_frame(clips, tiny_net, style_png, tmp_path):
+def test_process_surround_clip_from_a_later_frame(clips, tiny_net, noise_style_png, tmp_path):
     """Frames 3..8 of the 5.1, non-square, odd-sized clip: six frames at the display aspect with
     even sides and square pixels, all six audio channels, the audio as long as the frames and
     starting at frame 3 (the burst at 0.5 s comes 0.25 s in)."""
     start, end = 3, 9
     out = tmp_path / "out.mp4"
-    result = vd.process(clips["surround"], out, maker(tiny_net, style_png), vd.VideoSettings(start=start, end=end))
+    result = vd.process(clips["surround"], out, maker(tiny_net, noise_style_png), vd.VideoSettings(start=start, end=end))
     assert result.frames == end - start and result.fps == FPS
     written = media.VideoReader(out)
     assert (written.frames, written.frame_size, written.sar) == (end - start, (94, 40), 1)
@@ -216,15 +211,15 @@ def test_process_surround_clip_from_a_later_frame(clips, tiny_net, style_png, tm
     assert onset(samples, rate) == pytest.approx(BURST - start / FPS, abs=0.01)
 
 
-def test_process_variable_rate_clip(clips, tiny_net, style_png, tmp_path):
+def test_process_variable_rate_clip(clips, tiny_net, noise_style_png, tmp_path):
     out = tmp_path / "out.mp4"
-    result = vd.process(clips["vfr"], out, maker(tiny_net, style_png), vd.VideoSettings(start=3))
+    result = vd.process(clips["vfr"], out, maker(tiny_net, noise_style_png), vd.VideoSettings(start=3))
     assert result.frames == len(VFR_MS) - 3
     assert frame_times(out) == [Fraction(ms - VFR_MS[3], 1000) for ms in VFR_MS[3:]]
     samples, rate = decoded_audio(out)
     assert len(samples) / rate == pytest.approx((1600 - VFR_MS[3]) / 1000, abs=2e-3)
     # --fps retimes: a constant rate, every frame 1/fps
-    retimed = vd.process(clips["vfr"], tmp_path / "retimed.mp4", maker(tiny_net, style_png),
+    retimed = vd.process(clips["vfr"], tmp_path / "retimed.mp4", maker(tiny_net, noise_style_png),
                          vd.VideoSettings(start=3, fps=20))
     assert frame_times(retimed.path) == [Fraction(i, 20) for i in range(len(VFR_MS) - 3)]
 
@@ -234,14 +229,14 @@ def test_process_variable_rate_clip(clips, tiny_net, style_png, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def test_cli_default_output_beside_the_clip_never_replaced_silently(clips, style_png, vgg_h5, tmp_path,
-                                                                     capsys, jaxdream_home):
+def test_cli_default_output_beside_the_clip_never_replaced_silently(clips, noise_style_png, vgg_h5,
+                                                                     tmp_path, capsys, jaxdream_home):
     folder = tmp_path / "clips"
     folder.mkdir()
     clip = shutil.copy(clips["surround"], folder / "clip.mp4")
-    argv = ["video", clip, "--style", style_png, "--weights", vgg_h5, "--frames", 2, "--size", 48,
+    argv = ["video", clip, "--style", noise_style_png, "--weights", vgg_h5, "--frames", 2, "--size", 48,
             "--iterations-first", 1, "--iterations", 1]
-    rc, out, err = _run(argv, capsys)
+    rc, out, err = run_main(argv, capsys)
     assert rc == 0, err
     made = folder / "clip_styled.mp4"
     assert media.VideoReader(made).frames == 2
@@ -252,14 +247,14 @@ def test_cli_default_output_beside_the_clip_never_replaced_silently(clips, style
                         r"|time left is shown once the first frame is done)", header), header
     assert re.search(r"^frame 1/2: .*about \d+ s left$", out, re.M), out
     before = made.read_bytes()
-    rc, out, err = _run(argv, capsys)
+    rc, out, err = run_main(argv, capsys)
     lines = err.strip().splitlines()
     assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
     assert "clip_styled.mp4 already exists" in lines[0] and "--overwrite" in lines[0] and "-o" in lines[0]
     assert made.read_bytes() == before and out == ""
-    rc, _, err = _run(argv + ["--overwrite", "--quiet"], capsys)
+    rc, _, err = run_main(argv + ["--overwrite", "--quiet"], capsys)
     assert rc == 0, err
-    rc, out, err = _run(["video", clip, "--dream", "--dry-run"], capsys)
+    rc, out, err = run_main(["video", clip, "--dream", "--dry-run"], capsys)
     assert rc == 0 and str(folder / "clip_dream.mp4") in out, err
     assert sorted(p.name for p in folder.iterdir()) == ["clip.mp4", "clip_styled.mp4"]
 
@@ -270,9 +265,9 @@ def test_cli_help_states_default_size_and_its_cost(capsys):
     assert re.search(r"--size SIZE longest side .* 'full' .*\(default 256\b.* s per frame", text), text
 
 
-def test_cli_size_full_runs_at_the_clips_own_size(clips, style_png, tmp_path, capsys):
-    rc, out, err = _run(["video", clips["vfr"], "--style", style_png, "--size", "full", "-o",
-                         tmp_path / "o.mp4", "--dry-run"], capsys)
+def test_cli_size_full_runs_at_the_clips_own_size(clips, noise_style_png, tmp_path, capsys):
+    rc, out, err = run_main(["video", clips["vfr"], "--style", noise_style_png, "--size", "full", "-o",
+                            tmp_path / "o.mp4", "--dry-run"], capsys)
     assert rc == 0 and "at 48x40" in out, err
 
 
@@ -281,12 +276,13 @@ def test_cli_size_full_runs_at_the_clips_own_size(clips, style_png, tmp_path, ca
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.realweights
 @pytest.mark.skipif(not BUNNY.is_file(), reason="../shared/media/bigbuckbunny.mp4 not present (dev/CI only)")
-def test_bigbuckbunny_keeps_51_audio_in_sync(tiny_net, style_png, tmp_path):
+def test_bigbuckbunny_keeps_51_audio_in_sync(tiny_net, noise_style_png, tmp_path):
     """Frames 50..54 of the real 1280x720 25 fps clip with 5.1 AAC: five frames, six channels,
     audio 0.2 s long and equal to the source's samples from 2.0 s on."""
     out = tmp_path / "bunny.mp4"
-    result = vd.process(BUNNY, out, maker(tiny_net, style_png), vd.VideoSettings(size=64, start=50, end=55))
+    result = vd.process(BUNNY, out, maker(tiny_net, noise_style_png), vd.VideoSettings(size=64, start=50, end=55))
     assert result.frames == 5 and result.fps == 25
     assert media.VideoReader(out).frame_size == (64, 36)
     samples, rate = decoded_audio(out)
@@ -301,13 +297,14 @@ def test_bigbuckbunny_keeps_51_audio_in_sync(tiny_net, style_png, tmp_path):
     assert corr > 0.9
 
 
+@pytest.mark.realweights
 @pytest.mark.skipif(not BUNNY.is_file() or not REAL_WEIGHTS.is_dir(), reason=REAL_SKIP_REASON)
 def test_bigbuckbunny_card_command_with_real_weights(tmp_path, capsys, jaxdream_home, monkeypatch):
     """The card's command, as typed, on a copy of the real clip (few frames, small size)."""
     monkeypatch.setenv("JAXDREAM_WEIGHTS_DIR", str(REAL_WEIGHTS))
     clip = shutil.copy(BUNNY, tmp_path / "bigbuckbunny.mp4")
-    rc, out, err = _run(["video", clip, "--style", MEDIA / "hubble_deep_field.png", "--size", 64,
-                         "--frames", 3, "--iterations-first", 5, "--iterations", 2], capsys)
+    rc, out, err = run_main(["video", clip, "--style", MEDIA / "hubble_deep_field.png", "--size", 64,
+                            "--frames", 3, "--iterations-first", 5, "--iterations", 2], capsys)
     assert rc == 0, err
     assert out.startswith("bigbuckbunny.mp4: 3 frames (0.12 s, 25 fps) at 64x36, 5.1 audio kept; ")
     made = tmp_path / "bigbuckbunny_styled.mp4"

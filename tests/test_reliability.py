@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdream import animate, media, memory, options
+from jaxdream import media, options
+from jaxdream import zoom as zoom_loop
+from jaxdream.media import frames
+from jaxdream.runtime import memory
 from jaxdream.errors import MediaError, SettingsError
 
 BAD_NUMBERS = ["nan", "inf", "-inf", str(10**30)]
@@ -92,11 +95,11 @@ def test_library_refuses_what_the_cli_refuses():
         parse_channels("20-10")
     assert parse_channels("10-12,5") == (10, 11, 12, 5)
     with pytest.raises(SettingsError, match="zoom"):
-        animate.ZoomSettings(zoom=math.inf).validate()
+        zoom_loop.ZoomSettings(zoom=math.inf).validate()
     with pytest.raises(SettingsError, match="rotate"):
-        animate.ZoomSettings(rotate=math.nan).validate()
+        zoom_loop.ZoomSettings(rotate=math.nan).validate()
     with pytest.raises(SettingsError, match="translate"):
-        animate.ZoomSettings(translate=(0.0, math.inf)).validate()
+        zoom_loop.ZoomSettings(translate=(0.0, math.inf)).validate()
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,20 +181,20 @@ def _frame(value: float) -> np.ndarray:
 
 
 def _finished_folder(folder: Path, n: int) -> None:
-    store = animate.FrameStore(folder, {"run": "old"}, resume=False)
+    store = frames.FrameStore(folder, {"run": "old"}, resume=False)
     for i in range(n):
         store.save(i, _frame(10 * i), _frame(10 * i))
-    animate.finish(store, folder, "frames", n, 10.0)
+    frames.finish(store, folder, "frames", n, 10.0)
 
 
 def test_store_creates_nothing_until_the_first_frame(tmp_path):
     folder = tmp_path / "frames"
-    store = animate.FrameStore(folder, {"a": 1}, resume=False)
+    store = frames.FrameStore(folder, {"a": 1}, resume=False)
     assert not folder.exists()
     with pytest.raises(RuntimeError):
-        with animate.frame_run(store):
+        with frames.frame_run(store):
             store.start()
-            assert (folder / animate.STATE_FILE).is_file()
+            assert (folder / frames.STATE_FILE).is_file()
             raise RuntimeError("a bad setting found late")
     assert not folder.exists()
 
@@ -200,9 +203,9 @@ def test_failed_run_in_an_existing_folder_keeps_the_folder_but_nothing_of_ours(t
     folder = tmp_path / "frames"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
-    store = animate.FrameStore(folder, {"a": 1}, resume=False)
+    store = frames.FrameStore(folder, {"a": 1}, resume=False)
     with pytest.raises(KeyboardInterrupt):
-        with animate.frame_run(store):
+        with frames.frame_run(store):
             store.start()
             raise KeyboardInterrupt
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
@@ -210,13 +213,13 @@ def test_failed_run_in_an_existing_folder_keeps_the_folder_but_nothing_of_ours(t
 
 def test_interrupted_after_a_frame_keeps_it(tmp_path):
     folder = tmp_path / "frames"
-    store = animate.FrameStore(folder, {"a": 1}, resume=False)
+    store = frames.FrameStore(folder, {"a": 1}, resume=False)
     with pytest.raises(KeyboardInterrupt):
-        with animate.frame_run(store):
+        with frames.frame_run(store):
             store.save(0, _frame(1), _frame(1))
             raise KeyboardInterrupt
-    assert (folder / "frame_00000.png").is_file() and (folder / animate.STATE_FILE).is_file()
-    assert animate.FrameStore(folder, {"a": 1}, resume=True).count() == 1
+    assert (folder / "frame_00000.png").is_file() and (folder / frames.STATE_FILE).is_file()
+    assert frames.FrameStore(folder, {"a": 1}, resume=True).count() == 1
 
 
 def test_folder_with_another_runs_frames_is_refused(tmp_path):
@@ -224,22 +227,22 @@ def test_folder_with_another_runs_frames_is_refused(tmp_path):
     _finished_folder(folder, 4)
     before = sorted(p.name for p in folder.iterdir())
     with pytest.raises(SettingsError, match="--overwrite"):
-        animate.FrameStore(folder, {"run": "new"}, resume=False)
+        frames.FrameStore(folder, {"run": "new"}, resume=False)
     with pytest.raises(SettingsError, match="finished run.*--overwrite"):
-        animate.FrameStore(folder, {"run": "new"}, resume=True)
+        frames.FrameStore(folder, {"run": "new"}, resume=True)
     with pytest.raises(SettingsError, match="not both"):
-        animate.FrameStore(folder, {"run": "new"}, resume=True, overwrite=True)
+        frames.FrameStore(folder, {"run": "new"}, resume=True, overwrite=True)
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
 def test_overwrite_with_fewer_frames_leaves_only_the_new_ones(tmp_path):
     folder = tmp_path / "frames"
     _finished_folder(folder, 4)
-    store = animate.FrameStore(folder, {"run": "new"}, resume=False, overwrite=True)
+    store = frames.FrameStore(folder, {"run": "new"}, resume=False, overwrite=True)
     assert store.count() == 0
     for i in range(2):
         store.save(i, _frame(200), _frame(200))
-    animate.finish(store, folder, "frames", 2, 10.0)
+    frames.finish(store, folder, "frames", 2, 10.0)
     assert sorted(p.name for p in folder.iterdir()) == ["frame_00000.png", "frame_00001.png"]
     assert media.read_settings(folder / "frame_00001.png")["run"] == "new"
     np.testing.assert_array_equal(media.load_image(folder / "frame_00000.png"), _frame(200))
@@ -247,21 +250,21 @@ def test_overwrite_with_fewer_frames_leaves_only_the_new_ones(tmp_path):
 
 def test_unfinished_work_folder_needs_resume_or_overwrite(tmp_path):
     folder = tmp_path / ".out.gif.frames"
-    store = animate.FrameStore(folder, {"a": 1}, resume=False)
+    store = frames.FrameStore(folder, {"a": 1}, resume=False)
     store.save(0, _frame(1), _frame(1))
     with pytest.raises(SettingsError, match="--resume.*--overwrite"):
-        animate.FrameStore(folder, {"a": 1}, resume=False)
+        frames.FrameStore(folder, {"a": 1}, resume=False)
     with pytest.raises(SettingsError, match="settings differ.*\\(a: was 1, now 2\\)"):
-        animate.FrameStore(folder, {"a": 2}, resume=True)
-    assert animate.FrameStore(folder, {"a": 1}, resume=True).count() == 1
+        frames.FrameStore(folder, {"a": 2}, resume=True)
+    assert frames.FrameStore(folder, {"a": 1}, resume=True).count() == 1
 
 
 def test_resume_refusal_names_the_differing_settings_with_both_values(tmp_path):
     folder = tmp_path / ".out.gif.frames"
-    store = animate.FrameStore(folder, {"a": 1, "b": "x", "c": [1, 2]}, resume=False)
+    store = frames.FrameStore(folder, {"a": 1, "b": "x", "c": [1, 2]}, resume=False)
     store.save(0, _frame(1), _frame(1))
     with pytest.raises(SettingsError) as e:
-        animate.FrameStore(folder, {"a": 2, "b": "x", "d": 0.5}, resume=True)
+        frames.FrameStore(folder, {"a": 2, "b": "x", "d": 0.5}, resume=True)
     assert str(e.value) == ("cannot resume: settings differ from the interrupted run (a: was 1, now 2; "
                             "c: was [1, 2], now not set; d: was not set, now 0.5); give the same options, "
                             "or start over with --overwrite")
@@ -270,7 +273,7 @@ def test_resume_refusal_names_the_differing_settings_with_both_values(tmp_path):
 def test_settings_an_older_version_did_not_record_compare_at_their_old_value():
     older = {"new": 0.0, "moot": None}
     saved = {"a": 1}  # a folder of a version before "new" and "moot"
-    diff = animate.settings_differences
+    diff = frames.settings_differences
     assert diff(saved, {"a": 1, "new": 0.0, "moot": 10}, older) == []
     assert diff(saved, {"a": 1, "new": 1.0, "moot": 10}, older) == ["new: was 0.0, now 1.0"]
     assert diff(saved, {"a": 1}, older) == []  # neither records it (another kind of run)
@@ -286,26 +289,26 @@ def test_resume_compares_content_hashes_not_typed_paths(tmp_path, monkeypatch):
     link.symlink_to(clip)
     folder = tmp_path / "work"
     record = {"input": str(clip), "input_sha256": media.file_sha256(clip)}
-    animate.FrameStore(folder, record, resume=False).save(0, _frame(1), _frame(1))
+    frames.FrameStore(folder, record, resume=False).save(0, _frame(1), _frame(1))
     monkeypatch.chdir(tmp_path)
     for typed in ("clip.png", str(link), f"./{clip.name}"):
         same = {"input": typed, "input_sha256": media.file_sha256(typed)}
-        assert animate.FrameStore(folder, same, resume=True).count() == 1
+        assert frames.FrameStore(folder, same, resume=True).count() == 1
     Image.new("RGB", (4, 4), "blue").save(tmp_path / "other.png")
     other = {"input": str(clip), "input_sha256": media.file_sha256(tmp_path / "other.png")}
     with pytest.raises(SettingsError, match="input_sha256"):
-        animate.FrameStore(folder, other, resume=True)
+        frames.FrameStore(folder, other, resume=True)
 
 
 def test_kill_leftovers_in_a_work_folder_are_removed_on_resume(tmp_path):
     folder = tmp_path / "work"
-    store = animate.FrameStore(folder, {"a": 1}, resume=False)
+    store = frames.FrameStore(folder, {"a": 1}, resume=False)
     store.save(0, _frame(1), _frame(1))
     stale = folder / f".frame_00001.png.{media.TEMP_TAG}-999999999-x.png"
     stale.write_bytes(b"half a png")
     state_tmp = folder / f".state_00001.npy.{media.TEMP_TAG}-999999999-y.npy"
     state_tmp.write_bytes(b"half")
-    resumed = animate.FrameStore(folder, {"a": 1}, resume=True)
+    resumed = frames.FrameStore(folder, {"a": 1}, resume=True)
     resumed.save(1, _frame(2), _frame(2))
     assert not stale.exists() and not state_tmp.exists()
 
@@ -398,6 +401,6 @@ def test_style_plan_refuses_a_size_the_machine_cannot_hold(tmp_path, monkeypatch
 
 
 def test_state_file_is_json(tmp_path):
-    store = animate.FrameStore(tmp_path / "f", {"a": [1, 2]}, resume=False)
+    store = frames.FrameStore(tmp_path / "f", {"a": [1, 2]}, resume=False)
     store.start()
-    assert json.loads((tmp_path / "f" / animate.STATE_FILE).read_text()) == {"a": [1, 2]}
+    assert json.loads((tmp_path / "f" / frames.STATE_FILE).read_text()) == {"a": [1, 2]}

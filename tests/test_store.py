@@ -545,7 +545,7 @@ def test_keras_original_for_vgg19(tmp_path, monkeypatch):
 
 
 def test_full_size_googlenet_layout(googlenet_caffemodel):
-    from jaxdream.network import param_shapes
+    from jaxdream.nets.network import param_shapes
 
     got, _ = store.load_flat("googlenet", param_shapes("googlenet"), weights=googlenet_caffemodel.path)
     assert_flat_equal(got, googlenet_caffemodel.flat)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_style import rand_image, vgg_h5  # noqa: F401 - vgg_h5: a full-shape random VGG-19 .h5 (a fixture)
+from helpers import rand_image
 
 from jaxdream import media, options
 from jaxdream.dream import DreamConfig
@@ -62,7 +62,7 @@ def env(tmp_path_factory, googlenet_caffemodel):
     weights.mkdir()
     (weights / "bvlc_googlenet.caffemodel").symlink_to(googlenet_caffemodel.path)
     values = {"JAXDREAM_HOME": str(root / "home"), "JAXDREAM_WEIGHTS_DIR": str(weights), "JAXDREAM_OFFLINE": "1"}
-    from jaxdream import network
+    from jaxdream.nets import network
     with pytest.MonkeyPatch.context() as mp:
         for name in ("JAXDREAM_WEIGHTS_URL", "XDG_CACHE_HOME"):
             mp.delenv(name, raising=False)
@@ -294,12 +294,13 @@ def test_files_outside_the_studio_folder_are_refused(tmp_path, name):
 
 def test_studio_dream_equals_the_cli_and_previews_every_step(env, photo, tmp_path):
     from jaxdream.cli.main import main as cli_main
+    from jaxdream.jobs.command import run
     # the weights are found as the studio's runs find them (converted and compiled once for both)
     common = [str(photo), "--octaves", "2", "--steps", "3", "--octave-scale", "1.3", "--size", "64", "--quiet"]
     assert cli_main(["dream", *common, "-o", str(tmp_path / "cli.png")]) == 0
     args = forms.parse(["dream", *common, "-o", str(tmp_path / "studio.png")])
     report = runner.Reporter(tmp_path)
-    assert runner.dream(args, report) == 0
+    assert run(args, runner.Observer(report)) == 0
     assert np.array_equal(media.load_image(tmp_path / "cli.png"), media.load_image(tmp_path / "studio.png"))
     assert media.read_settings(tmp_path / "cli.png") == media.read_settings(tmp_path / "studio.png")
     progress = json.loads((tmp_path / jobs.PROGRESS).read_text())
@@ -309,16 +310,15 @@ def test_studio_dream_equals_the_cli_and_previews_every_step(env, photo, tmp_pat
     assert Image.open(tmp_path / jobs.PREVIEW).size == (64, 48)
 
 
-def test_style_sweep_previews_its_contact_sheet(env, tmp_path, vgg_h5):  # noqa: F811 - the fixture
-    from jaxdream.cli.main import run
+def test_style_sweep_previews_its_contact_sheet(env, tmp_path, vgg_h5):
+    from jaxdream.jobs.command import run
     for name, seed in (("content.png", 2), ("style.png", 3)):
         (tmp_path / name).write_bytes(png_bytes(32, 32, seed))
     args = forms.parse(["style", str(tmp_path / "content.png"), "--style", str(tmp_path / "style.png"),
                         "-o", str(tmp_path / "out.png"), "--size", "32", "--num-iterations", "4",
                         "--style-weight", "100,1000", "--print-iter", "2", "--weights", str(vgg_h5), "--quiet"])
     report = runner.Reporter(tmp_path)
-    with runner.observing(args, report):
-        assert run(args) == 0
+    assert run(args, runner.Observer(report)) == 0
     progress = json.loads((tmp_path / jobs.PROGRESS).read_text())
     assert progress["previews"] == 2  # a chunk of 2 iterations each
     assert progress["curve"]["names"] == ["total", "content", "style", "tv"]
@@ -394,6 +394,7 @@ def _start_dream(page, octaves: int, steps: int) -> str:
     return page.inner_text("#message").split()[2]  # "dream run ID queued"
 
 
+@pytest.mark.browser
 @needs_browser
 def test_dream_in_the_browser_previews_and_downloads(page, photo, tmp_path):
     _upload_photo(page, photo)
@@ -413,6 +414,7 @@ def test_dream_in_the_browser_previews_and_downloads(page, photo, tmp_path):
     assert "--steps=24" in page.text_content("#argv")  # the same run on the command line
 
 
+@pytest.mark.browser
 @needs_browser
 def test_reopened_page_shows_the_run_a_second_waits_and_stop_keeps_the_image(page, browser, server, photo, env):
     _upload_photo(page, photo)
@@ -436,6 +438,7 @@ def test_reopened_page_shows_the_run_a_second_waits_and_stop_keeps_the_image(pag
     context.close()
 
 
+@pytest.mark.browser
 @needs_browser
 @pytest.mark.parametrize("name, data, needle", [
     ("huge.png", b"\x89PNG" + b"\0" * 1_200_000, "too large"),

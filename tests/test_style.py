@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,68 +11,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from helpers import as_params, cli_env, quadratic, rand_image, vgg_layers
 from weightfiles import REAL_SKIP_REASON, REAL_WEIGHTS
 
-from jaxdream import color, media, style
+from jaxdream.objectives import gatys
+from jaxdream import optim
+from jaxdream.style import programs
+from jaxdream import media, style
+from jaxdream.media import color
 from jaxdream.cli.main import main as cli_main
-from jaxdream.losses import content_loss, gram, style_loss, total_variation
-from jaxdream.models import get_spec
-from jaxdream.models.vgg19 import BLOCKS, WIDTHS
-from jaxdream.network import Network
+from jaxdream.objectives.losses import content_loss, gram, style_loss, total_variation
+from jaxdream.nets import get_spec
+from jaxdream.nets.vgg19 import BLOCKS, WIDTHS
+from jaxdream.nets.network import Network
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REAL_WEIGHTS.parent / "media"
 VGG_H5 = REAL_WEIGHTS / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-
-
-def vgg_layers(widths=WIDTHS, seed=0, dtype=np.float32) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Random He-initialised VGG-19 conv weights ``convB_I -> (HWIO kernel, bias)``."""
-    rng = np.random.default_rng(seed)
-    layers, cin = {}, 3
-    for b, (n, width) in enumerate(zip(BLOCKS, widths), start=1):
-        for i in range(1, n + 1):
-            kernel = rng.standard_normal((3, 3, cin, width), dtype=np.float32) * np.sqrt(2 / (9 * cin))
-            layers[f"conv{b}_{i}"] = (kernel.astype(dtype),
-                                      (0.1 * rng.standard_normal(width)).astype(dtype))
-            cin = width
-    return layers
-
-
-def as_params(layers) -> dict:
-    return {"params": {k: {"kernel": jnp.asarray(w), "bias": jnp.asarray(b)}
-                       for k, (w, b) in layers.items()}}
-
-
-@pytest.fixture(scope="module")
-def tiny_net() -> Network:
-    """VGG-19's structure with 4-8 channels per layer: the real width is not the point here."""
-    return Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
-
-
-@pytest.fixture(scope="module")
-def vgg_h5(tmp_path_factory) -> Path:
-    """A full-shape VGG-19 Keras .h5 with random weights (blockB_convI: kernel, bias)."""
-    from jaxdream.weights.keras import write_keras_h5
-    path = tmp_path_factory.mktemp("weights") / "vgg19_random.h5"
-    layers = {f"block{k[4]}_conv{k[6]}": list(v) for k, v in vgg_layers().items()}
-    write_keras_h5(path, layers)
-    return path
-
-
-def rand_image(h, w, seed) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0, 255, (h // 4 + 1, w // 4 + 1, 3)).astype(np.float32)
-    return np.clip(media.resize(base, (h, w)), 0, 255)
-
-
-@pytest.fixture(scope="module")
-def images():
-    return rand_image(32, 40, 1), rand_image(36, 36, 2)
+# The fixtures tiny_net, vgg_h5, images and pngs are in conftest.py, the helpers in helpers.py.
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,8 +87,8 @@ def test_total_variation_matches_numpy():
 def test_blockwise_vgg_equals_flax_module():
     params = as_params(vgg_layers())
     x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 32, 32, 3)) * 50, jnp.float32)
-    obj = style.Objective()
-    mine = style.features(params, x, obj)
+    obj = gatys.Objective()
+    mine = gatys.features(params, x, obj)
     flax = get_spec("vgg19").make(obj.layers, "max").apply(params, x)
     for k in obj.layers:
         np.testing.assert_allclose(mine[k], flax[k], rtol=1e-4, atol=1e-4 * float(jnp.abs(flax[k]).max()))
@@ -145,10 +102,10 @@ def test_objective_gradient_finite_differences():
         c = jnp.asarray(rng.standard_normal((16, 16, 3)) * 30)
         s = jnp.asarray(rng.standard_normal((16, 16, 3)) * 30)
         for remat in (False, True):
-            obj = style.Objective(remat=remat)
-            targets = style.prepare_targets(params, c, [s], [1.0], obj)
+            obj = gatys.Objective(remat=remat)
+            targets = gatys.prepare_targets(params, c, [s], [1.0], obj)
             weights = {"content": jnp.float64(5), "style": jnp.float64(100), "tv": jnp.float64(1e-3)}
-            f = jax.jit(lambda x: style.objective(x, params, targets, weights, obj)[0])
+            f = jax.jit(lambda x: gatys.objective(x, params, targets, weights, obj)[0])
             g = jax.grad(f)(x)
             for k in range(2):
                 d = jnp.asarray(rng.standard_normal(x.shape))
@@ -159,13 +116,13 @@ def test_objective_gradient_finite_differences():
 
 def test_objective_is_sum_of_terms(tiny_net, images):
     c, s = (jnp.asarray(i[..., ::-1] - np.array(tiny_net.spec.mean_bgr, np.float32)) for i in images)
-    obj = style.Objective()
-    targets = style.prepare_targets(tiny_net.params, c, [s], [1.0], obj)
+    obj = gatys.Objective()
+    targets = gatys.prepare_targets(tiny_net.params, c, [s], [1.0], obj)
     w = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
-    total, parts = style.objective(c, tiny_net.params, targets, w, obj)
+    total, parts = gatys.objective(c, tiny_net.params, targets, w, obj)
     assert float(parts[0]) == 0.0  # content term vanishes at the content image
     assert float(total) == pytest.approx(float(parts.sum()), rel=1e-6)
-    feats = style.features(tiny_net.params, c[None], obj)
+    feats = gatys.features(tiny_net.params, c[None], obj)
     want_style = sum(100 * np.mean((np.asarray(gram(feats[k][0])) - np.asarray(targets["gram"][k])) ** 2)
                      for k in obj.style_layers)
     assert float(parts[1]) == pytest.approx(want_style, rel=1e-4)
@@ -174,10 +131,10 @@ def test_objective_is_sum_of_terms(tiny_net, images):
 def test_style_blend_targets(tiny_net, images):
     c, s = images
     to = lambda im: jnp.asarray(im[..., ::-1] - np.array(tiny_net.spec.mean_bgr, np.float32))
-    obj = style.Objective()
-    t1 = style.prepare_targets(tiny_net.params, to(c), [to(c)], [1.0], obj)["gram"]
-    t2 = style.prepare_targets(tiny_net.params, to(c), [to(s)], [1.0], obj)["gram"]
-    tb = style.prepare_targets(tiny_net.params, to(c), [to(c), to(s)], [3.0, 1.0], obj)["gram"]
+    obj = gatys.Objective()
+    t1 = gatys.prepare_targets(tiny_net.params, to(c), [to(c)], [1.0], obj)["gram"]
+    t2 = gatys.prepare_targets(tiny_net.params, to(c), [to(s)], [1.0], obj)["gram"]
+    tb = gatys.prepare_targets(tiny_net.params, to(c), [to(c), to(s)], [3.0, 1.0], obj)["gram"]
     for k in obj.style_layers:
         np.testing.assert_allclose(tb[k], 0.75 * t1[k] + 0.25 * t2[k], rtol=1e-5)
 
@@ -199,23 +156,23 @@ def test_loss_falls(tiny_net, images, optimizer):
 def test_no_retrace_across_chunks(tiny_net, images):
     kwargs = dict(network=tiny_net, size=40, chunk=3)
     style.stylize(images[0], images[1], num_iterations=3, **kwargs)
-    before = style.lbfgs_step._cache_size()
+    before = programs.lbfgs_step._cache_size()
     calls = []
     # 4 chunks of 3, 3, 3 and 1 iterations, other weights: all reuse the compiled program
     style.stylize(images[0], images[1], num_iterations=10, style_weight=1e3, tv_weight=0.5,
                   callback=lambda p: calls.append(p.iteration), **kwargs)
     assert calls == [3, 6, 9, 10]
-    assert style.lbfgs_step._cache_size() == before
+    assert programs.lbfgs_step._cache_size() == before
 
 
 def test_in_jit_loop_matches_python_loop(tiny_net, images):
     kwargs = dict(network=tiny_net, size=40, num_iterations=4, chunk=2, init="image")
     a = style.stylize(images[0], images[1], in_jit_loop=True, **kwargs)
-    before = style.lbfgs_chunk._cache_size()
+    before = programs.lbfgs_chunk._cache_size()
     b = style.stylize(images[0], images[1], in_jit_loop=False, **kwargs)
     c = style.stylize(images[0], images[1], in_jit_loop=True, num_iterations=[5], style_weight=7.0,
                       **{k: v for k, v in kwargs.items() if k != "num_iterations"})
-    assert style.lbfgs_chunk._cache_size() == before  # chunks of 2 and 1, new weights: no retrace
+    assert programs.lbfgs_chunk._cache_size() == before  # chunks of 2 and 1, new weights: no retrace
     np.testing.assert_allclose(a.image, b.image, atol=0.05)
     assert c.losses["total"][0] > 0
 
@@ -302,18 +259,10 @@ def test_color_transfer_histogram_matches_distribution():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def pngs(tmp_path, images):
-    content, style_img = tmp_path / "content.png", tmp_path / "style.png"
-    media.save_image(content, images[0])
-    media.save_image(style_img, images[1])
-    return content, style_img
-
-
 def test_cli_smoke_two_chunks_sweep(tmp_path, pngs, vgg_h5):
     content, style_img = pngs
     out = tmp_path / "out.png"
-    env = {**os.environ, "JAXDREAM_HOME": str(tmp_path / "home"), "JAXDREAM_OFFLINE": "1"}
+    env = cli_env(tmp_path / "home", JAXDREAM_OFFLINE="1")
     proc = subprocess.run(
         [sys.executable, "-m", "jaxdream.cli.main", "style", str(content), "--style", str(style_img),
          "-o", str(out), "--size", "32", "--num-iterations", "4", "--chunk", "2", "--save-iter", "2",
@@ -400,6 +349,7 @@ def test_cli_ctrl_c_writes_current_image(tmp_path, pngs, capsys, monkeypatch):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.realweights
 @pytest.mark.skipif(not VGG_H5.is_file(), reason=REAL_SKIP_REASON)
 def test_real_weights_astronaut_hubble():
     import warnings
@@ -413,26 +363,17 @@ def test_real_weights_astronaut_hubble():
     seen = []
     r = style.stylize(content, style_img, network=net, size=128, num_iterations=100, chunk=50,
                       init="image", callback=lambda p: seen.append(p.losses))
-    obj = style.Objective()
+    obj = gatys.Objective()
     to = lambda im: jnp.asarray(im[..., ::-1] - np.array(net.spec.mean_bgr, np.float32))
-    targets = style.prepare_targets(net.params, to(content), [to(style_img)], [1.0], obj)
+    targets = gatys.prepare_targets(net.params, to(content), [to(style_img)], [1.0], obj)
     w = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
-    _, start = style.objective(to(content), net.params, targets, w, obj)
-    _, end = style.objective(to(r.image), net.params, targets, w, obj)
+    _, start = gatys.objective(to(content), net.params, targets, w, obj)
+    _, end = gatys.objective(to(r.image), net.params, targets, w, obj)
     noise = to(np.random.default_rng(0).uniform(0, 255, content.shape).astype(np.float32))
-    _, rand = style.objective(noise, net.params, targets, w, obj)
+    _, rand = gatys.objective(noise, net.params, targets, w, obj)
     assert float(end[1]) < float(start[1]) / 10, (float(start[1]), float(end[1]))
     assert float(end[0]) < float(rand[0])
     assert seen[-1]["total"][0] < seen[0]["total"][0]
-
-
-def _quadratic(scales, center):
-    """``0.5 * sum(scales * (x - center)^2)`` and its gradient, as _lbfgs_iteration takes them."""
-    def value_and_grad(x):
-        diff = x - center
-        value = 0.5 * jnp.sum(scales * diff * diff, axis=(1, 2, 3))
-        return (value, jnp.zeros((x.shape[0], 3))), scales * diff
-    return value_and_grad
 
 
 def test_lbfgs_preconditioner():
@@ -442,12 +383,12 @@ def test_lbfgs_preconditioner():
     rng = np.random.default_rng(0)
     scales = jnp.asarray(10.0 ** rng.uniform(-2, 2, (1, 4, 5, 3)), jnp.float32)
     center = jnp.asarray(rng.standard_normal((1, 4, 5, 3)) * 3, jnp.float32)
-    vg = _quadratic(scales, center)
+    vg = quadratic(scales, center)
     runs = {}
     for name, m in {"none": None, "identity": lambda v: v, "inverse": lambda v: v / scales}.items():
-        state = style.lbfgs_init(jnp.zeros((1, 4, 5, 3), jnp.float32), 10, n_losses=4)
+        state = optim.lbfgs_init(jnp.zeros((1, 4, 5, 3), jnp.float32), 10, n_losses=4)
         for _ in range(2):
-            state = style._lbfgs_iteration(state, vg, jnp.float32(1), precondition=m)
+            state = optim.lbfgs_update(state, vg, jnp.float32(1), precondition=m)
         runs[name] = np.asarray(state.x)
     np.testing.assert_array_equal(runs["none"], runs["identity"])
     np.testing.assert_allclose(runs["inverse"], np.asarray(center), rtol=1e-4, atol=1e-4)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_style import images, pngs, tiny_net  # noqa: F401 - fixtures
 
+from jaxdream.style import programs
 from jaxdream import style
 from jaxdream.cli.main import main as cli_main
 from jaxdream.errors import SettingsError
@@ -47,7 +47,7 @@ def test_stops_where_the_relative_change_falls_below_tol(tiny_net, images, in_ji
     assert want == _expected_stop(losses[:, None], tol, every) < 30
 
     calls = []
-    before = style.lbfgs_chunk._cache_size() if in_jit_loop else style.lbfgs_step._cache_size()
+    before = programs.lbfgs_chunk._cache_size() if in_jit_loop else programs.lbfgs_step._cache_size()
     r = style.stylize(images[0], images[1], network=tiny_net, size=40, num_iterations=30, chunk=2,
                       init="image", in_jit_loop=in_jit_loop, tol_loss_relative=tol,
                       tol_loss_relative_interval=every,
@@ -57,7 +57,7 @@ def test_stops_where_the_relative_change_falls_below_tol(tiny_net, images, in_ji
     # program is reused
     assert [i for i, _ in calls] == [i for i in range(1, want + 1) if i % 3 != 1]
     assert [i for i, c in calls if c] == [want]
-    after = style.lbfgs_chunk._cache_size() if in_jit_loop else style.lbfgs_step._cache_size()
+    after = programs.lbfgs_chunk._cache_size() if in_jit_loop else programs.lbfgs_step._cache_size()
     assert after == before
     assert r.losses["total"][0] == pytest.approx(losses[want - 1], rel=1e-5)
     assert r.settings["tol_loss_relative"] == tol and r.settings["tol_loss_relative_interval"] == every

@@ -16,74 +16,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
-from test_style import as_params, vgg_layers
+from helpers import FPS, H, N, W, maker, pan_frames, read_folder, run_main, texture, write_clip
 from weightfiles import REAL_SKIP_REASON, REAL_WEIGHTS
 
+from jaxdream.objectives import gatys
 from jaxdream import media, style
 from jaxdream import video as vd
 from jaxdream.cli.main import main as cli_main
 from jaxdream.errors import SettingsError
-from jaxdream.models import get_spec
-from jaxdream.network import Network
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network
 
 MEDIA = REAL_WEIGHTS.parent / "media"
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-H, W, N, FPS = 40, 48, 6, 12
-
-
-def texture(h: int, w: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0, 255, (h // 6 + 2, w // 6 + 2, 3)).astype(np.float32)
-    return np.clip(media.resize(base, (h, w)), 0, 255)
-
-
-def pan_frames(n: int = N, step: int = 2) -> list[np.ndarray]:
-    """A camera pan: a fixed texture seen through a window moving ``step`` px per frame."""
-    big = texture(H, W + step * n, 3)
-    return [big[:, i * step: i * step + W] for i in range(n)]
-
-
-def write_clip(path: Path, frames, fps: int = FPS, audio: bool = False) -> Path:
-    """An H.264 clip of the frames, optionally with a 440 Hz AAC track."""
-    target = path if not audio else path.with_name("noaudio_" + path.name)
-    writer = imageio_ffmpeg.write_frames(str(target), (W, H), fps=fps, codec="libx264",
-                                         pix_fmt_out="yuv420p", macro_block_size=1,
-                                         output_params=["-crf", "10"], ffmpeg_log_level="error")
-    writer.send(None)
-    for f in frames:
-        writer.send(np.ascontiguousarray(np.clip(f, 0, 255).astype(np.uint8)))
-    writer.close()
-    if audio:
-        subprocess.run([FFMPEG, "-y", "-loglevel", "error", "-i", str(target), "-f", "lavfi", "-i",
-                        f"sine=frequency=440:duration={len(frames) / fps}", "-c:v", "copy",
-                        "-c:a", "aac", "-shortest", str(path)], check=True)
-    return path
+# The synthetic clip's helpers (H, W, N, FPS, texture, pan_frames, write_clip, maker, read_folder)
+# are in helpers.py; the fixtures tiny_net, style_png and vgg_h5 in conftest.py.
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return write_clip(tmp_path_factory.mktemp("clip") / "pan.mp4", pan_frames(), audio=True)
-
-
-@pytest.fixture(scope="module")
-def style_png(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("style") / "style.png"
-    media.save_image(path, texture(36, 36, 9))
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_net() -> Network:
-    return Network(get_spec("vgg19"), as_params(vgg_layers(widths=(4, 6, 8, 8, 8))), "max")
-
-
-def maker(tiny_net, style_png, **kw) -> vd.StyleFrames:
-    settings = dict(iterations_first=6, iterations=3, network=tiny_net, chunk=3)
-    return vd.StyleFrames([style_png], **(settings | kw))
-
-
-def read_folder(folder: Path) -> list[np.ndarray]:
-    return [media.load_image(p) for p in sorted(folder.glob("frame_*.png"))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,13 +48,13 @@ def test_temporal_term_matches_numpy(tiny_net):
     x = rng.normal(0, 30, (24, 28, 3)).astype(np.float32)
     prev = rng.normal(0, 30, (24, 28, 3)).astype(np.float32)
     mask = (rng.uniform(size=(24, 28, 1)) > 0.3).astype(np.float32)
-    plain = style.Objective()
-    temporal = style.Objective(temporal=True)
-    targets = style.prepare_targets(tiny_net.params, x + 1.0, [x[::-1]], [1.0], plain)
+    plain = gatys.Objective()
+    temporal = gatys.Objective(temporal=True)
+    targets = gatys.prepare_targets(tiny_net.params, x + 1.0, [x[::-1]], [1.0], plain)
     w = {"content": jnp.float32(5), "style": jnp.float32(100), "tv": jnp.float32(1e-3)}
-    total0, parts0 = style.objective(jnp.asarray(x), tiny_net.params, targets, w, plain)
+    total0, parts0 = gatys.objective(jnp.asarray(x), tiny_net.params, targets, w, plain)
     targets_t = targets | {"temporal": {"image": jnp.asarray(prev), "mask": jnp.asarray(mask)}}
-    total1, parts1 = style.objective(jnp.asarray(x), tiny_net.params, targets_t,
+    total1, parts1 = gatys.objective(jnp.asarray(x), tiny_net.params, targets_t,
                                      w | {"temporal": jnp.float32(1e3)}, temporal)
     want = 1e3 * np.mean(mask * (x.astype(np.float64) - prev) ** 2)  # mean over H*W*3
     assert parts1.shape == (4,) and parts0.shape == (3,)
@@ -243,25 +195,11 @@ def test_dream_video_warps_the_previous_dream(clip, googlenet_caffemodel, tmp_pa
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def vgg_h5(tmp_path_factory) -> Path:
-    from jaxdream.weights.keras import write_keras_h5
-    path = tmp_path_factory.mktemp("weights") / "vgg19_random.h5"
-    write_keras_h5(path, {f"block{k[4]}_conv{k[6]}": list(v) for k, v in vgg_layers().items()})
-    return path
-
-
-def _run(argv, capsys):
-    rc = cli_main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
 def test_cli_style_video(clip, style_png, vgg_h5, tmp_path, capsys, jaxdream_home):
     out = tmp_path / "out.mp4"
-    rc, stdout, err = _run(["video", clip, "--style", style_png, "-o", out, "--weights", vgg_h5,
-                            "--frames", 3, "--iterations-first", 2, "--iterations", 1,
-                            "--compare-independent"], capsys)
+    rc, stdout, err = run_main(["video", clip, "--style", style_png, "-o", out, "--weights", vgg_h5,
+                               "--frames", 3, "--iterations-first", 2, "--iterations", 1,
+                               "--compare-independent"], capsys)
     assert rc == 0, err
     assert "frame 3/3:" in stdout and "temporal error" in stdout
     assert "independent per-frame processing" in stdout
@@ -271,9 +209,9 @@ def test_cli_style_video(clip, style_png, vgg_h5, tmp_path, capsys, jaxdream_hom
 
 def test_cli_dream_video(clip, googlenet_caffemodel, tmp_path, capsys, jaxdream_home):
     out = tmp_path / "dream.gif"
-    rc, stdout, err = _run(["video", clip, "--dream", "-o", out, "--weights", googlenet_caffemodel.path,
-                            "--frames", 3, "--octaves", 1, "--steps", 1, "--layers",
-                            "inception_3a/output", "--quiet"], capsys)
+    rc, stdout, err = run_main(["video", clip, "--dream", "-o", out, "--weights", googlenet_caffemodel.path,
+                               "--frames", 3, "--octaves", 1, "--steps", 1, "--layers",
+                               "inception_3a/output", "--quiet"], capsys)
     assert rc == 0, err
     assert len(imageio.mimread(out)) == 3
 
@@ -324,7 +262,7 @@ def test_cli_video_bad_inputs(case, clip, bad_media, style_png, tmp_path, capsys
     elif case == "too small":
         argv += ["--size", "8"]
     try:
-        rc, _, err = _run(argv, capsys)
+        rc, _, err = run_main(argv, capsys)
     except SystemExit as e:  # argparse usage errors
         rc, err = e.code, capsys.readouterr().err
     assert rc != 0
@@ -340,11 +278,12 @@ def test_cli_video_bad_inputs(case, clip, bad_media, style_png, tmp_path, capsys
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.realweights
 @pytest.mark.skipif(not (MEDIA / "pan.mp4").is_file() or not REAL_WEIGHTS.is_dir(), reason=REAL_SKIP_REASON)
 def test_real_pan_clip_warped_beats_independent(tmp_path, jaxdream_home):
     """pan.mp4 at 64 px, 8 frames, with the real VGG-19: prev-warped + temporal loss is at least
     twice as smooth as stylising each frame independently."""
-    from jaxdream.network import load_network
+    from jaxdream.nets.network import load_network
     vgg = REAL_WEIGHTS / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
     net = load_network("vgg19", vgg)
     m = vd.StyleFrames([MEDIA / "hubble_deep_field.png"], iterations_first=40, iterations=15,

@@ -13,16 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_style import as_params, vgg_layers
-from test_video import H, N, W, pan_frames, read_folder, write_clip
+from helpers import H, N, W, as_params, pan_frames, read_folder, vgg_layers, write_clip
 
 from jaxdream import media
 from jaxdream import video as vd
 from jaxdream.dream import Dreamer, make_config
 from jaxdream.errors import MediaError, SettingsError
-from jaxdream.masks import MaskFrames, load_mask
-from jaxdream.models import get_spec
-from jaxdream.network import Network, unflatten
+from jaxdream.media.masks import MaskFrames, load_mask
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network, unflatten
 
 DREAM = dict(layers="inception_3a/output", steps=2, octaves=1, jitter=2, seed=0)
 

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from test_video import maker, pan_frames, style_png, tiny_net, write_clip  # noqa: F401 - fixtures
+from helpers import maker, pan_frames, run_main, vgg_layers, write_clip
 
 from jaxdream import flow, media
 from jaxdream import video as vd
@@ -166,17 +166,14 @@ def test_chain_flows_adds_up_and_keeps_only_pixels_reliable_all_along():
     assert mask[2, 3] == 0 and mask[2, 4] == 0 and mask[1, 3] == 1
 
 
-def test_cli_long_term_two_passes_and_bad_values(clip4, style_png, tmp_path, capsys, jaxdream_home):  # noqa: F811
-    from test_video import _run
-    from test_style import vgg_layers
-
+def test_cli_long_term_two_passes_and_bad_values(clip4, style_png, tmp_path, capsys, jaxdream_home):
     from jaxdream.weights.keras import write_keras_h5
     weights = tmp_path / "vgg.h5"
     write_keras_h5(weights, {f"block{k[4]}_conv{k[6]}": list(v) for k, v in vgg_layers().items()})
     out = tmp_path / "frames"
-    rc, stdout, err = _run(["video", clip4, "--style", style_png, "-o", f"{out}/", "--weights", weights,
-                            "--iterations-first", 2, "--iterations", 1, "--temporal-frames", "1,2",
-                            "--passes", 2, "--quiet"], capsys)
+    rc, stdout, err = run_main(["video", clip4, "--style", style_png, "-o", f"{out}/", "--weights", weights,
+                               "--iterations-first", 2, "--iterations", 1, "--temporal-frames", "1,2",
+                               "--passes", 2, "--quiet"], capsys)
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == [f"frame_{t:05d}.png" for t in range(4)]
     saved = media.read_settings(out / "frame_00000.png")
@@ -184,18 +181,17 @@ def test_cli_long_term_two_passes_and_bad_values(clip4, style_png, tmp_path, cap
     for argv, needle in [(["--temporal-frames", "0"], "temporal-frames"), (["--passes", "0"], "--passes"),
                          (["--temporal-frames", "2,4"], "must include 1"),
                          (["--blend-weight", "-1"], "--blend-weight")]:
-        rc, _, err = _run(["video", clip4, "--style", style_png, "-o", tmp_path / "x.mp4", *argv], capsys)
+        rc, _, err = run_main(["video", clip4, "--style", style_png, "-o", tmp_path / "x.mp4", *argv], capsys)
         lines = err.strip().splitlines()
         assert rc != 0 and len(lines) == 1 and needle in lines[0], err
         assert not (tmp_path / "x.mp4").exists()
-    rc, _, err = _run(["video", clip4, "--dream", "-o", tmp_path / "d.mp4", "--passes", "2"], capsys)
+    rc, _, err = run_main(["video", clip4, "--dream", "-o", tmp_path / "d.mp4", "--passes", "2"], capsys)
     assert rc != 0 and "for style transfer" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_cli_video_passes_the_tolerance_to_the_frames(monkeypatch, clip4, style_png, tmp_path, capsys, jaxdream_home):  # noqa: F811
+def test_cli_video_passes_the_tolerance_to_the_frames(monkeypatch, clip4, style_png, tmp_path, capsys, jaxdream_home):
     """``video --tol-loss-relative`` and ``--lbfgs-precondition`` reach the frame maker (and
     their defaults stay the library's)."""
-    from test_video import _run
     seen = []
 
     class Stop(Exception):
@@ -209,7 +205,7 @@ def test_cli_video_passes_the_tolerance_to_the_frames(monkeypatch, clip4, style_
     monkeypatch.setattr(vd.StyleFrames, "__init__", functools.wraps(vd.StyleFrames.__init__)(fake))
     for extra in ([], ["--tol-loss-relative", "0.05", "--tol-loss-relative-interval", "5", "--lbfgs-precondition", "0"]):
         with pytest.raises(Stop):
-            _run(["video", clip4, "--style", style_png, "-o", tmp_path / "t.mp4", *extra], capsys)
+            run_main(["video", clip4, "--style", style_png, "-o", tmp_path / "t.mp4", *extra], capsys)
     assert seen == [(None, None, None), (0.05, 5, 0.0)]
 
 

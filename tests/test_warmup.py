@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SCRIPT, cli_env
 
 from jaxdream.errors import SettingsError
 
@@ -27,16 +26,11 @@ print(json.dumps({"rc": rc, "hits": len(hits)}))
 """
 
 
-def _jaxdream() -> str:
-    beside = Path(sys.executable).with_name("jaxdream")
-    return str(beside) if beside.is_file() else shutil.which("jaxdream")
-
-
 def _cli(args, home, *, count=False):
     """Run ``jaxdream ARGS`` (with ``count``: in-process behind a cache-hit counter) outside the
     checkout, so that the installed package is the one imported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAXDREAM_")} | {"JAXDREAM_HOME": str(home)}
-    cmd = [sys.executable, "-c", COUNT_HITS, *args] if count else [_jaxdream(), *args]
+    env = cli_env(Path(home))
+    cmd = [sys.executable, "-c", COUNT_HITS, *args] if count else [SCRIPT, *args]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=Path(home).parent)
     return out, (json.loads(out.stdout.strip().splitlines()[-1]) if count and out.returncode == 0 else None)
 
@@ -98,7 +92,7 @@ def test_aspect_sizes():
 def test_abstract_network_has_the_real_parameter_shapes():
     import jax
 
-    from jaxdream.network import param_shapes
+    from jaxdream.nets.network import param_shapes
     from jaxdream.warmup import abstract_network
     net = abstract_network("googlenet")
     leaves = jax.tree_util.tree_leaves_with_path(net.params)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jaxdream import xla_flags
+from jaxdream.runtime import xla_flags
 
 FLAG = xla_flags.CPU_FLAGS[0][0]
 

@@ -7,10 +7,7 @@ shallow ``inception_3a/output`` layer; one ascent step per frame keeps every run
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -18,13 +15,17 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cli_env, needs_script, run_cli
 
-from jaxdream import animate, media
-from jaxdream.animate import FrameStore, ZoomSettings, affine_about_centre, loop_blend
+from jaxdream import media
+from jaxdream import zoom as zoom_loop
+from jaxdream.media import frames
+from jaxdream.media.frames import FrameStore, loop_blend
+from jaxdream.zoom import ZoomSettings, affine_about_centre
 from jaxdream.dream import Dreamer, make_config
 from jaxdream.errors import LayerError, SettingsError
-from jaxdream.models import get_spec
-from jaxdream.network import Network, unflatten
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network, unflatten
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 
@@ -151,12 +152,12 @@ def test_zoom_settings_validate(settings, needle):
 
 
 def test_parse_layer_schedule():
-    assert animate.parse_layer_schedule("60:inception_4d/output, 0:inception_4c/output") == [
+    assert zoom_loop.parse_layer_schedule("60:inception_4d/output, 0:inception_4c/output") == [
         (0, "inception_4c/output"), (60, "inception_4d/output")]
-    assert animate.parse_layer_schedule(None) == []
+    assert zoom_loop.parse_layer_schedule(None) == []
     for bad in ("inception_4c/output", "x:conv2/3x3", "3:"):
         with pytest.raises(SettingsError, match="layer-schedule"):
-            animate.parse_layer_schedule(bad)
+            zoom_loop.parse_layer_schedule(bad)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def frame_arrays(folder: Path) -> list[np.ndarray]:
 def uninterrupted(dreamer, tmp_path_factory) -> list[np.ndarray]:
     out = tmp_path_factory.mktemp("zoom_full") / "frames"
     reports = []
-    assert animate.zoom(dreamer, smooth_image(SIZE, SIZE), out, ZS, progress=reports.append) == out
+    assert zoom_loop.zoom(dreamer, smooth_image(SIZE, SIZE), out, ZS, progress=reports.append) == out
     assert [(r.frame, r.frames) for r in reports] == [(i, 5) for i in range(1, 6)]
     return frame_arrays(out)
 
@@ -201,23 +202,23 @@ def test_resume_continues_bit_for_bit(dreamer, uninterrupted, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        animate.zoom(dreamer, image, out, ZS, progress=stop_after_two)
+        zoom_loop.zoom(dreamer, image, out, ZS, progress=stop_after_two)
     assert sorted(p.name for p in out.glob("frame_*.png")) == ["frame_00000.png", "frame_00001.png"]
-    assert (out / animate.STATE_FILE).is_file()
+    assert (out / frames.STATE_FILE).is_file()
 
     # without resume, an unfinished folder is refused (and left alone)
     with pytest.raises(SettingsError, match="unfinished run"):
-        animate.zoom(dreamer, image, out, ZS)
+        zoom_loop.zoom(dreamer, image, out, ZS)
     # resuming with other settings is refused, naming the difference
     with pytest.raises(SettingsError, match="zoom"):
-        animate.zoom(dreamer, image, out, replace(ZS, zoom=1.2), resume=True)
+        zoom_loop.zoom(dreamer, image, out, replace(ZS, zoom=1.2), resume=True)
     other = Dreamer(make_config(layers=LAYER, steps=1, octaves=1, jitter=4, seed=1), network=dreamer.net)
     with pytest.raises(SettingsError, match="seed"):
-        animate.zoom(other, image, out, ZS, resume=True)
+        zoom_loop.zoom(other, image, out, ZS, resume=True)
     assert len(list(out.glob("frame_*.png"))) == 2
 
     reports = []
-    animate.zoom(dreamer, image, out, ZS, resume=True, progress=reports.append)
+    zoom_loop.zoom(dreamer, image, out, ZS, resume=True, progress=reports.append)
     assert [r.frame for r in reports] == [3, 4, 5]  # only the missing frames were made
     resumed = frame_arrays(out)
     assert len(resumed) == len(uninterrupted)
@@ -255,7 +256,7 @@ def test_resume_without_state_file_is_refused(tmp_path):
 
 def test_zoom_layer_schedule_and_unknown_layer(dreamer, tmp_path):
     with pytest.raises(LayerError, match="inception_4x/output"):
-        animate.zoom(dreamer, smooth_image(SIZE, SIZE), tmp_path / "bad", ZS, [(2, "inception_4x/output")])
+        zoom_loop.zoom(dreamer, smooth_image(SIZE, SIZE), tmp_path / "bad", ZS, [(2, "inception_4x/output")])
     assert not (tmp_path / "bad").exists()
 
 
@@ -263,22 +264,7 @@ def test_zoom_layer_schedule_and_unknown_layer(dreamer, tmp_path):
 # the `jaxdream zoom` command
 
 
-def _script() -> str | None:
-    beside = Path(sys.executable).with_name("jaxdream")
-    return str(beside) if beside.is_file() else shutil.which("jaxdream")
-
-
-SCRIPT = _script()
-needs_script = pytest.mark.skipif(SCRIPT is None, reason="the jaxdream console script is not installed")
 ERROR_PREFIX = "jaxdream: error:"
-
-
-def cli_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("JAXDREAM_") and k != "XDG_CACHE_HOME" and "proxy" not in k.lower()}
-    env.update(JAXDREAM_HOME=str(home), HOME=str(home.parent / "user_home"), JAX_PLATFORMS="cpu",
-               JAXDREAM_WEIGHTS_URL=(home.parent / "no-mirror").as_uri())
-    return env
 
 
 def assert_one_error(rc: int, err: str, *needles: str) -> str:
@@ -306,8 +292,7 @@ def zoom_cli(tmp_path_factory, googlenet_caffemodel):
     env = cli_env(root / "home")
 
     def run(*args):
-        return subprocess.run([SCRIPT, *map(str, base), *map(str, args)], env=env, capture_output=True, text=True,
-                              timeout=600, stdin=subprocess.DEVNULL, cwd=root)
+        return run_cli([*base, *args], env, cwd=root, timeout=600)
 
     results = {"gif": run("-o", root / "out.gif", "--fps", "10")}
     with ThreadPoolExecutor(2) as pool:
@@ -392,6 +377,7 @@ def test_cli_zoom_bad_input_in_process(args, needles, tmp_path, googlenet_caffem
     import warnings
 
     from jaxdream.cli import main as cli_main
+    from jaxdream.jobs import command
     media.save_image(tmp_path / "in.png", smooth_image(48, 64))
     argv = ["zoom", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.gif"), "--frames", "4", "--size", "64",
             "--layers", LAYER, "--weights", str(googlenet_caffemodel.path), "--quiet"]
@@ -400,7 +386,7 @@ def test_cli_zoom_bad_input_in_process(args, needles, tmp_path, googlenet_caffem
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("JAXDREAM_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
-    monkeypatch.setattr(cli_main, "enable_compilation_cache", lambda: None)
+    monkeypatch.setattr(command, "enable_compilation_cache", lambda: None)
     before = sorted(p.name for p in tmp_path.iterdir())
     rc = cli_main.main(argv)
     assert_one_error(rc, capsys.readouterr().err, *needles)
@@ -427,11 +413,11 @@ def test_resume_compares_the_masks_content(dreamer, tmp_path):
 
     out, image = tmp_path / "frames", smooth_image(SIZE, SIZE)
     with pytest.raises(KeyboardInterrupt):
-        animate.zoom(masked(mask), image, out, ZS, progress=stop_after_two)
+        zoom_loop.zoom(masked(mask), image, out, ZS, progress=stop_after_two)
     media.save_image(mask, 255.0 - left)
     with pytest.raises(SettingsError, match="mask_sha256"):
-        animate.zoom(masked(mask), image, out, ZS, resume=True)
+        zoom_loop.zoom(masked(mask), image, out, ZS, resume=True)
     copy = tmp_path / "copy.png"
     media.save_image(copy, left)
-    animate.zoom(masked(copy), image, out, ZS, resume=True)
+    zoom_loop.zoom(masked(copy), image, out, ZS, resume=True)
     assert len(list(out.glob("frame_*.png"))) == ZS.frames

@@ -3,7 +3,7 @@
 Pieces, each small and testable on its own:
 
 * :mod:`.forms`: the page's options, read from the command line's own argparse parser (one
-  definition: defaults, ranges, choices and help come from :mod:`jaxdream.cli`), and a
+  definition: defaults, ranges, choices and help come from :mod:`jaxdream.jobs`), and a
   submitted form turned back into a command line for that same parser;
 * :mod:`.uploads`: uploads checked like command-line inputs and stored under random names;
 * :mod:`.jobs`: one job folder per run and the worker that runs the jobs one at a time;

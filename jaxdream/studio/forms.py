@@ -1,7 +1,7 @@
 """The page's options, read from the command line's own parser, and a form turned back into argv.
 
 There is one definition of every option: the argparse parser of ``jaxdream dream``, ``style``,
-``zoom`` and ``video`` (:func:`jaxdream.cli.main.build_parser`), whose numeric types are the
+``zoom`` and ``video`` (:func:`jaxdream.jobs.command.build_parser`), whose numeric types are the
 :class:`jaxdream.options.Number` definitions. This module lists which of those options the page
 shows (:data:`MAIN`) and reads everything else about them (flag, default, help, choices, range)
 from the parser; a submitted form becomes a command line that the same parser checks, so a value
@@ -235,7 +235,7 @@ def _raise(message: str):
 def cli_parser() -> argparse.ArgumentParser:
     """The command line's parser (built once), made to raise on a bad command line instead of
     exiting."""
-    from jaxdream.cli.main import build_parser
+    from ..jobs.command import build_parser
     parser = build_parser()
     for p in (parser, *subparsers(parser).values()):
         p.error = _raise

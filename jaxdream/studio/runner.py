@@ -1,21 +1,16 @@
 """What runs in a job's process: ``python -m jaxdream.studio.runner JOB_FOLDER``.
 
-The job's command line (``settings.json``) is parsed by the command line's own parser and run
-as the command line runs it (:func:`jaxdream.cli.main.run_interruptibly`: SIGINT stops it and
-it keeps what it finished), in the job folder, with a :class:`Reporter` that writes
-``progress.json`` (what is done, an estimate of the time left, the loss curve) and
-``preview.jpg`` (the current image) as the run goes:
-
-* ``dream`` runs here step by step (:func:`dream`), so the preview changes after every ascent
-  step of every octave; the result is the command line's (the same step program and keys);
-* ``style``, ``zoom`` and ``video`` run the command line's own functions, with their progress
-  callbacks chained to the reporter (:func:`observing`): a style preview after every chunk of
-  L-BFGS iterations (a sweep shows its contact sheet), a zoom or video preview after every frame.
+The job's command line (``settings.json``) is parsed by the commands' own parser and run as the
+command line runs it (:func:`jaxdream.jobs.command.run_interruptibly`: SIGINT stops it and it
+keeps what it finished), in the job folder, with an :class:`Observer`: the command calls its
+hooks (:class:`jaxdream.jobs.common.Observer`), which write ``progress.json`` (what is done, an
+estimate of the time left, the loss curve) and ``preview.jpg`` (the current image) through a
+:class:`Reporter` as the run goes. Nothing here imports the command line or replaces a library
+function: the commands and the studio share :mod:`jaxdream.jobs`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shlex
@@ -26,6 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from PIL import Image
+
+from .. import media
+from ..errors import JaxdreamError
+from ..jobs import common
+from ..jobs.command import parse, run_interruptibly
+from ..jobs.style import contact_sheet
 from .jobs import PREVIEW, PROGRESS, SETTINGS, read_json, write_json
 
 #: Longest side of a preview image, and the most points a loss curve keeps.
@@ -84,9 +86,6 @@ class Reporter:
 
     def preview(self, image) -> None:
         """Write the current image (an (H, W, 3) 0..255 array or a PIL image) as the preview."""
-        from PIL import Image
-
-        from .. import media
         img = image if isinstance(image, Image.Image) else Image.fromarray(media.to_uint8(np.asarray(image)))
         img = img.convert("RGB")
         img.thumbnail((PREVIEW_PX, PREVIEW_PX))
@@ -97,7 +96,6 @@ class Reporter:
 
     def frame(self, path: Path) -> None:
         """Preview a frame file a run wrote (zoom, video)."""
-        from PIL import Image
         try:
             with Image.open(path) as img:
                 img.load()
@@ -113,49 +111,63 @@ class Reporter:
 
 
 # ----------------------------------------------------------------------------------------------
-# dream, step by step
+# the command's progress hooks
 
 
-def dream(args, report: Reporter) -> int:
-    """``jaxdream dream`` with a preview after every ascent step: the command's checks, steps,
-    keys and saved settings (:func:`jaxdream.cli.dream.cmd_dream`), its octave loop
-    (:meth:`jaxdream.dream.Dreamer.run`) written out here so that the steps of an octave can be
-    watched. On the CPU the result equals the command line's bit for bit (both call the same
-    one-step program); a stopped run writes the image it has, marked ``interrupted_at_step``."""
-    from jaxdream import media
-    from jaxdream.cli.common import on_abandon, output_size, single_process
-    from jaxdream.cli.dream import check_dream_size, dream_config, make_dreamer
-    from jaxdream.cli.main import enable_compilation_cache
+class Observer(common.Observer):
+    """The hooks a command calls (:class:`jaxdream.jobs.common.Observer`), reported to ``report``:
 
-    single_process("dream")
-    cfg = dream_config(args)
-    out = Path(args.output)
-    hw = output_size(args.input, args.size)
-    media.check_output(out, inputs=[args.input, args.guide])
-    check_dream_size(args, cfg, hw)
-    image = media.load_image(args.input, size=args.size)
-    enable_compilation_cache()
-    dreamer = make_dreamer(args, cfg)
-    settings = cfg.to_dict() | {"input": str(args.input), "weights_sha256": dreamer.net.weights_id,
-                                "jaxdream": "dream"}
-    current: dict = {}
+    * ``dream`` runs step by step here (:meth:`dream`), so the preview changes after every ascent
+      step of every octave; the result is the command line's (the same step program and keys),
+      and a stopped run writes the image it has, marked ``interrupted_at_step``;
+    * ``style`` previews after every chunk of iterations (a sweep shows its contact sheet), with
+      the losses on the curve;
+    * ``zoom`` and ``video`` preview the newest frame after every frame (a video's loss on the curve).
+    """
 
-    def save_current() -> None:
-        """On a stop: write the image of the last finished step (once)."""
-        if current:
-            image, step = current.pop("image"), current.pop("step")
-            media.save_image(out, image, settings | {"interrupted_at_step": step})
-            print(f"jaxdream: interrupted; wrote the current image to {out}", file=sys.stderr)
+    def __init__(self, report: Reporter):
+        self.report = report
+        self.work, self.offset = [1], {"scale": 0, "x": 0, "last": 0}
 
-    try:
-        with on_abandon(save_current):
-            result = dream_octaves(dreamer, image, report, current)
-    except KeyboardInterrupt:
-        save_current()
-        raise
-    media.save_image(out, result, settings)
-    print(f"wrote {out} ({result.shape[1]}x{result.shape[0]})")
-    return 0
+    def dream(self, dreamer, image, on_stop):
+        current: dict = {}
+
+        def save_current() -> None:
+            """On a stop: write the image of the last finished step (once)."""
+            if current:
+                on_stop(current.pop("image"), current.pop("step"))
+
+        try:
+            with common.on_abandon(save_current):
+                return dream_octaves(dreamer, image, self.report, current)
+        except KeyboardInterrupt:
+            save_current()
+            raise
+
+    def style_plan(self, plan) -> None:
+        """Pixels x iterations of each scale (for the time left)."""
+        self.work = [h * w * n for (h, w), n in zip(plan.sizes, plan.iterations)] or [1]
+
+    def style(self, p) -> None:
+        work, offset, report = self.work, self.offset, self.report
+        if p.scale != offset["scale"]:
+            offset.update(scale=p.scale, x=offset["x"] + offset["last"])
+        offset["last"] = p.iteration
+        losses = {k: p.losses[k].tolist() for k in ("total", "content", "style", "tv")}
+        report.point(offset["x"] + p.iteration, losses, "loss")
+        labels = [{k: v for k, v in lb.items() if k != "content"} for lb in (p.labels or [{}])]
+        report.preview(p.images[0] if len(p.images) == 1 else contact_sheet(p.images, labels))
+        done = sum(work[:p.scale]) + (work[p.scale] if p.scale < len(work) else 0) * p.iteration / p.iterations
+        scale = f"scale {p.scale + 1}/{p.scales} " if p.scales > 1 else ""
+        report.progress(done / sum(work), f"{scale}{p.size[1]}x{p.size[0]}, iteration {p.iteration}/{p.iterations}")
+
+    def frame(self, p, folder) -> None:
+        frames = list(Path(folder).glob("frame_*.png"))
+        if frames:
+            self.report.frame(max(frames, key=lambda f: f.stat().st_mtime_ns))
+        if getattr(p, "loss", None) is not None:
+            self.report.point(p.frame, {"loss": p.loss}, "loss per frame")
+        self.report.progress(p.frame / p.frames, f"frame {p.frame}/{p.frames}")
 
 
 def dream_octaves(dreamer, image: np.ndarray, report: Reporter, current: dict | None = None) -> np.ndarray:
@@ -186,114 +198,12 @@ def dream_octaves(dreamer, image: np.ndarray, report: Reporter, current: dict | 
     return dreamer.run(image, on_step=on_step)
 
 
-# ----------------------------------------------------------------------------------------------
-# style, zoom and video: the command line's functions, their progress callbacks chained
-
-
-@contextlib.contextmanager
-def chained(module, name: str, keyword: str, make_hook):
-    """Replace ``module.name`` for the block by a function that passes ``keyword`` (a progress
-    callback) as both the caller's callback and ``make_hook(args, kwargs)``'s."""
-    original = getattr(module, name)
-
-    def observed(*a, **kw):
-        theirs, ours = kw.get(keyword), make_hook(a, kw)
-
-        def both(p):
-            if theirs is not None:
-                theirs(p)
-            ours(p)
-        kw[keyword] = both
-        return original(*a, **kw)
-
-    setattr(module, name, observed)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
-
-
-def _style_work(a, kw) -> tuple[list[int], int]:
-    """Pixels x iterations of each scale of a style run (for the time left), and its total."""
-    from jaxdream.style import plan_style
-    settings = {k: v for k, v in kw.items() if k not in ("weights", "network", "in_jit_loop", "callback", "mesh")}
-    try:
-        plan = plan_style(*a, **settings)
-        work = [h * w * n for (h, w), n in zip(plan.sizes, plan.iterations)]
-    except Exception:  # noqa: BLE001 - the run itself reports a bad setting
-        work = [1]
-    return work, sum(work)
-
-
-def style_hook(report: Reporter):
-    """The style callback: losses on the curve, the current image (a sweep's contact sheet)."""
-    def make(a, kw):
-        from jaxdream.cli.style import contact_sheet
-        work, total = _style_work(a, kw)
-        offset = {"scale": 0, "x": 0, "last": 0}
-
-        def hook(p):
-            if p.scale != offset["scale"]:
-                offset.update(scale=p.scale, x=offset["x"] + offset["last"])
-            offset["last"] = p.iteration
-            losses = {k: p.losses[k].tolist() for k in ("total", "content", "style", "tv")}
-            report.point(offset["x"] + p.iteration, losses, "loss")
-            labels = [{k: v for k, v in lb.items() if k != "content"} for lb in (p.labels or [{}])]
-            report.preview(p.images[0] if len(p.images) == 1 else contact_sheet(p.images, labels))
-            done = sum(work[:p.scale]) + (work[p.scale] if p.scale < len(work) else 0) * p.iteration / p.iterations
-            scale = f"scale {p.scale + 1}/{p.scales} " if p.scales > 1 else ""
-            report.progress(done / total, f"{scale}{p.size[1]}x{p.size[0]}, iteration {p.iteration}/{p.iterations}")
-        return hook
-    return make
-
-
-def frames_hook(report: Reporter, output: Path):
-    """The zoom and video callback: the newest frame as the preview, the loss (video style) on
-    the curve."""
-    from jaxdream import media
-    from jaxdream.animate import work_folder
-
-    def make(a, kw):
-        out, kind = media.check_animation_output(output)
-        folder = work_folder(out, kind)
-
-        def hook(p):
-            frames = list(folder.glob("frame_*.png"))
-            if frames:
-                report.frame(max(frames, key=lambda f: f.stat().st_mtime_ns))
-            if getattr(p, "loss", None) is not None:
-                report.point(p.frame, {"loss": p.loss}, "loss per frame")
-            report.progress(p.frame / p.frames, f"frame {p.frame}/{p.frames}")
-        return hook
-    return make
-
-
-@contextlib.contextmanager
-def observing(args, report: Reporter):
-    """Point the command of ``args`` at the reporter for the block."""
-    from jaxdream import animate, style
-    from jaxdream import video as vd
-    with contextlib.ExitStack() as stack:
-        if args.command == "dream":
-            args.func = lambda a: dream(a, report)
-        elif args.command == "style":
-            stack.enter_context(chained(style, "stylize", "callback", style_hook(report)))
-        elif args.command == "zoom":
-            stack.enter_context(chained(animate, "zoom", "progress", frames_hook(report, Path(args.output))))
-        elif args.command == "video":
-            stack.enter_context(chained(vd, "process", "progress", frames_hook(report, Path(args.output))))
-        args.func = _reporting_errors(args.func)
-        yield
-
-
 def _reporting_errors(func):
     """``func`` with an unexpected exception printed (traceback, then one error line for the
     page) and turned into exit status 1, before the process ends."""
-    from jaxdream.errors import JaxdreamError
-
-    def guarded(args) -> int:
+    def guarded(args, **hooks) -> int:
         try:
-            return func(args)
+            return func(args, **hooks)
         except (JaxdreamError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - shown on the page instead of lost with the thread
@@ -318,7 +228,6 @@ def _record_signals() -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the job in folder ``argv[0]``; returns the command's exit status."""
-    from jaxdream.cli.main import parse, run_interruptibly
     folder = Path((argv or sys.argv[1:])[0]).resolve()
     received = _record_signals()
     command = read_json(folder / SETTINGS)["argv"]
@@ -335,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         if received:
             status = 130
         else:
-            with observing(args, report):
-                status = run_interruptibly(args, received)
+            args.func = _reporting_errors(args.func)
+            status = run_interruptibly(args, received, Observer(report))
     report.end(status)
     return status
 

@@ -75,7 +75,8 @@ def check_image(path: Path, name: str) -> tuple[int, int]:
     before anything is decoded (a decompression bomb is refused)."""
     from PIL import Image
 
-    from .. import media, memory
+    from .. import media
+    from ..runtime import memory
     try:
         h, w = media.image_shape(path)
         memory.check_pixels(h, w, name)
@@ -94,7 +95,8 @@ def check_image(path: Path, name: str) -> tuple[int, int]:
 
 def check_video(path: Path, name: str) -> tuple[int, int]:
     """(width, height) of an uploaded clip that ffmpeg can decode."""
-    from .. import media, memory
+    from .. import media
+    from ..runtime import memory
     try:
         info = media.probe_video(path)
         memory.check_pixels(info.height, info.width, name)

@@ -1,0 +1,219 @@
+"""``jaxdream dream`` and ``jaxdream zoom``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from jaxdream.dream import DreamConfig, objective_layers
+from jaxdream.errors import SettingsError
+
+from .common import (FRAMES_KEPT, add_device_flags, add_dry_run, add_frames_flags, add_precision, dry_run_done,
+                     number, output_size, pair, report_interrupt, single_process)
+
+_D = DreamConfig()
+
+
+def add_dream_options(p: argparse.ArgumentParser, steps: int = _D.steps, octaves: int = _D.octaves) -> None:
+    """The DeepDream options shared by ``dream``, ``zoom`` and ``video --dream``."""
+    g = p.add_argument_group("dream")
+    g.add_argument("--model", default=_D.model, help=f"network (default {_D.model})")
+    g.add_argument("--weights", help="weights file (default: the cache, downloading if needed)")
+    g.add_argument("--layers", default=f"{_D.layers[0][0]}",
+                   help="layers with optional weights, e.g. inception_4c/output:1,inception_4d/output:0.5 "
+                        f"(default {_D.layers[0][0]})")
+    g.add_argument("--channels", help="channel(s) to amplify on every layer: 139, 10,20 or 10-19")
+    g.add_argument("--class", dest="class_index", metavar="CLASS",
+                   help="dream an ImageNet class: index (285) or name ('Egyptian cat')")
+    g.add_argument("--guide", help="guide image: push features toward the guide's (objective_guide)")
+    g.add_argument("--guide-size", type=number("guide-size"), default=_D.guide_size,
+                   help=f"longest side the guide is scaled to (default {_D.guide_size})")
+    g.add_argument("--steps", type=number("steps"), default=steps, help=f"ascent steps per octave (default {steps})")
+    g.add_argument("--octaves", type=number("octaves"), default=octaves, help=f"number of octaves (default {octaves})")
+    g.add_argument("--octave-scale", type=number("octave-scale"), default=_D.octave_scale,
+                   help=f"size ratio between octaves (default {_D.octave_scale})")
+    g.add_argument("--step-size", type=number("step-size"), default=_D.step_size, help=f"(default {_D.step_size})")
+    g.add_argument("--jitter", type=number("jitter"), default=_D.jitter,
+                   help=f"max random shift in px (default {_D.jitter})")
+    g.add_argument("--normalize", choices=("auto", "mean", "std", "lapnorm"), default="auto",
+                   help="gradient normalisation: mean (step / mean|g|), std, lapnorm (Laplacian "
+                        "pyramid); default auto: lapnorm with 5 levels for --class, else mean")
+    g.add_argument("--lapnorm", type=number("lapnorm"), metavar="LEVELS",
+                   help="Laplacian pyramid normalisation with this many levels (sets --normalize lapnorm)")
+    g.add_argument("--tile-size", type=number("tile-size"), default=_D.tile_size,
+                   help=f"gradients of larger images are computed in tiles (default {_D.tile_size})")
+    g.add_argument("--seed", type=number("seed"), default=_D.seed, help=f"random seed (default {_D.seed})")
+    g.add_argument("--size", type=number("size"), help="scale the input so its longest side is N px first")
+    g.add_argument("--mask", dest="masks", action="append", metavar="IMAGE",
+                   help="dream only where this picture is white (grey levels scale the step; the "
+                        "input's aspect ratio; one image for every frame of zoom; in video a picture "
+                        "or a video of masks, frame k for the clip's frame k). With video --style: "
+                        "one mask per --style, the region each style paints")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+    add_precision(g)
+    add_dry_run(p)
+    add_device_flags(p)
+
+
+def dream_config(args):
+    from jaxdream.dream import make_config
+    normalize = "lapnorm" if args.lapnorm else args.normalize
+    return make_config(model=args.model, layers=args.layers, channels=args.channels,
+                       class_index=args.class_index, guide=args.guide, guide_size=args.guide_size,
+                       steps=args.steps, octaves=args.octaves, octave_scale=args.octave_scale,
+                       step_size=args.step_size, jitter=args.jitter, normalize=normalize,
+                       lapnorm_levels=args.lapnorm, tile_size=args.tile_size,
+                       seed=args.seed, precision=args.precision, mask=dream_mask(args))
+
+
+def dream_mask(args) -> str | None:
+    """The one ``--mask`` of a dream (None without)."""
+    masks = getattr(args, "masks", None) or []
+    if len(masks) > 1:
+        raise SettingsError(f"{len(masks)} masks given: a dream takes one --mask")
+    return masks[0] if masks else None
+
+
+def make_dreamer(args, cfg, with_mask: bool = True):
+    """The Dreamer of ``cfg``, with its ``--mask`` unless ``with_mask`` is False (video sets a
+    mask per frame)."""
+    from jaxdream import media
+    from jaxdream.dream import Dreamer
+    guide = media.load_image(args.guide) if args.guide else None
+    return Dreamer(cfg, weights=args.weights, guide_image=guide, mesh=getattr(args, "mesh", None),
+                   mask=_read_mask(cfg.mask) if with_mask else None)
+
+
+def _read_mask(path):
+    from jaxdream.media.masks import load_mask, mask_name
+    return None if path is None else load_mask(path, mask_name(path))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dream", help="DeepDream an image",
+                       description="DeepDream an image (google/deepdream defaults on BVLC GoogLeNet).")
+    p.add_argument("input", help="image to dream on")
+    p.add_argument("-o", "--output", help="output image (default: INPUT_dream.png)")
+    add_dream_options(p)
+    p.set_defaults(func=cmd_dream)
+
+    p = sub.add_parser("zoom", help="infinite-zoom DeepDream animation (GIF, MP4 or frames folder)")
+    p.add_argument("input", help="start image")
+    p.add_argument("-o", "--output", required=True, help="out.gif, out.mp4 or a folder/ for PNG frames")
+    p.add_argument("--frames", type=number("frames"), default=120, help="number of frames (default 120)")
+    p.add_argument("--zoom", type=number("zoom"), default=1.05, help="zoom factor per frame (default 1.05)")
+    p.add_argument("--rotate", type=number("rotate"), default=0.0, help="degrees per frame, counter-clockwise")
+    p.add_argument("--translate", type=pair("translate"), default=(0.0, 0.0), metavar="DX,DY",
+                   help="pixels per frame")
+    p.add_argument("--steps-per-frame", type=number("steps-per-frame"), default=5,
+                   help="dream steps per frame (default 5)")
+    p.add_argument("--fps", type=number("fps"), default=24.0, help="frames per second (default 24)")
+    p.add_argument("--loop", action="store_true", help="cross-fade the end into the start for a seamless loop")
+    p.add_argument("--layer-schedule", help="switch layers during the run: '0:inception_4c/output,60:inception_4d/output'")
+    add_frames_flags(p)
+    add_dream_options(p)
+    p.set_defaults(func=cmd_zoom)
+
+
+def check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
+    """Before any image is loaded: big enough for the layers, within the memory the device has."""
+    from jaxdream.runtime import memory
+    from jaxdream.nets import get_spec
+    h, w = hw
+    get_spec(cfg.model).check_size(h, w, objective_layers(cfg))
+    need = memory.dream_bytes(h, w, cfg.tile_size, cfg.tile_batch)
+    if args.guide:
+        gh, gw = output_size(args.guide, cfg.guide_size, "guide")
+        need = max(need, memory.forward_bytes(gh, gw))
+    memory.check_fits(need, f"DeepDream at {w}x{h}")
+    if cfg.mask is not None and not getattr(args, "dream", False):  # video checks its masks itself
+        from jaxdream.media.masks import check_aspect, mask_name
+        check_aspect(_read_mask(cfg.mask), hw, mask_name(cfg.mask), f"the input {Path(args.input).name}")
+
+
+def cmd_dream(args, observer=None) -> int:
+    from jaxdream import media
+
+    from .command import enable_compilation_cache
+    single_process("dream")
+    cfg = dream_config(args)
+    out = Path(args.output) if args.output else Path(args.input).with_name(Path(args.input).stem + "_dream.png")
+    hw = output_size(args.input, args.size)
+    media.check_output(out, inputs=[args.input, args.guide, cfg.mask])
+    check_dream_size(args, cfg, hw)
+    if args.dry_run:
+        return dry_run_done(f"dream ({cfg.octaves} octaves x {cfg.steps} steps)", hw, out)
+    image = media.load_image(args.input, size=args.size)
+    enable_compilation_cache()
+    dreamer = make_dreamer(args, cfg)
+    settings = cfg.to_dict() | {"input": str(args.input), "weights_sha256": dreamer.net.weights_id,
+                                "jaxdream": "dream"}
+    start = time.perf_counter()
+
+    def on_stop(image, step: int) -> None:
+        media.save_image(out, image, settings | {"interrupted_at_step": step})
+        print(f"jaxdream: interrupted; wrote the current image to {out}", file=sys.stderr)
+
+    result = observer.dream(dreamer, image, on_stop) if observer is not None else None
+    if result is None:
+        result = _dream_with_bar(dreamer, image, cfg, args.quiet)
+    media.save_image(out, result, settings)
+    if not args.quiet:
+        print(f"wrote {out} ({result.shape[1]}x{result.shape[0]}, {time.perf_counter() - start:.1f} s)",
+              file=sys.stderr)
+    return 0
+
+
+def _dream_with_bar(dreamer, image, cfg, quiet: bool):
+    """:meth:`jaxdream.dream.Dreamer.run` with a progress bar of its octaves."""
+    from jaxdream.progress import bar
+    with bar(total=cfg.octaves, desc="octaves", unit="oct", disable=True if quiet else None) as pbar:
+        def progress(p):
+            pbar.total = p.octaves
+            pbar.set_postfix_str(f"{p.shape[1]}x{p.shape[0]}")
+            pbar.update(1)
+        return dreamer.run(image, progress)
+
+
+def cmd_zoom(args, observer=None) -> int:
+    from jaxdream import media
+    from jaxdream import zoom as zoom_loop
+    from jaxdream.media import frames
+
+    from .command import enable_compilation_cache
+    single_process("zoom")
+    cfg = dream_config(args)
+    zs = zoom_loop.ZoomSettings(frames=args.frames, zoom=args.zoom, rotate=args.rotate,
+                              translate=args.translate, steps_per_frame=args.steps_per_frame,
+                              fps=args.fps, loop=args.loop)
+    zs.validate()
+    schedule = zoom_loop.parse_layer_schedule(args.layer_schedule)
+    hw = output_size(args.input, args.size or 512)
+    out, kind = media.check_animation_output(args.output, inputs=[args.input, args.guide, cfg.mask])
+    frames.check_work_folder(frames.work_folder(out, kind), args.resume, args.overwrite)
+    check_dream_size(args, cfg, hw)
+    if args.dry_run:
+        return dry_run_done(f"zoom ({zs.frames} frames)", hw, out)
+    image = media.load_image(args.input, size=args.size or 512)
+    enable_compilation_cache()
+    dreamer = make_dreamer(args, cfg)
+    from jaxdream.progress import bar
+    total = zs.frames + zs.loop_overlap()
+    with bar(total=total, desc="frames", unit="frame", disable=True if args.quiet else None) as pbar:
+        def progress(p):
+            pbar.n = p.frame
+            pbar.refresh()
+            if observer is not None:
+                observer.frame(p, frames.work_folder(out, kind))
+        try:
+            zoom_loop.zoom(dreamer, image, out, zs, schedule, resume=args.resume, overwrite=args.overwrite,
+                         progress=progress,
+                         metadata={"input": str(args.input), "input_sha256": media.file_sha256(args.input),
+                                   "weights_sha256": dreamer.net.weights_id})
+        except KeyboardInterrupt as e:
+            report_interrupt(e, FRAMES_KEPT)
+    if not args.quiet:
+        print(f"wrote {out} ({zs.frames} frames)", file=sys.stderr)
+    return 0

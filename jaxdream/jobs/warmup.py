@@ -1,0 +1,59 @@
+"""``jaxdream warmup``: compile the programs of a dream ahead, into the compilation cache."""
+
+from __future__ import annotations
+
+import sys
+
+from .common import output_size
+from .dream import add_dream_options, dream_config
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "warmup", help="compile a dream's programs ahead so that the dream itself starts at once",
+        description="Compile the XLA programs that 'jaxdream dream' with the same options will run, into "
+                    "the compilation cache (no weights needed, nothing computed). With images: the "
+                    "programs for their sizes (after --size). Without: the given --size (default 512) "
+                    "at the usual aspect ratios.")
+    p.add_argument("images", nargs="*", help="images whose dreams to prepare")
+    p.add_argument("--aspects", default=None,
+                   help="W:H ratios to prepare without images (default 1:1,4:3,3:4,3:2,2:3,16:9,9:16)")
+    add_dream_options(p)
+    p.set_defaults(func=cmd_warmup)
+
+
+def _sizes(args) -> list[tuple[int, int]]:
+    from jaxdream.warmup import ASPECTS, aspect_sizes
+    if args.images:
+        if args.aspects:
+            from jaxdream.errors import SettingsError
+            raise SettingsError("--aspects is for a warmup without images; give one or the other")
+        return list(dict.fromkeys(output_size(path, args.size) for path in args.images))
+    aspects = args.aspects.split(",") if args.aspects else ASPECTS
+    return list(dict.fromkeys(aspect_sizes(args.size or 512, aspects)))
+
+
+def cmd_warmup(args) -> int:
+    from jaxdream.warmup import compile_dream
+
+    from .dream import _read_mask
+    from .command import enable_compilation_cache
+    cfg = dream_config(args)
+    if (args.devices or 1) > 1 or args.coordinator or args.num_processes:
+        from jaxdream.errors import SettingsError
+        raise SettingsError("warmup prepares one-device dreams; leave out --devices and the cluster flags")
+    sizes = _sizes(args)
+    if args.dry_run:
+        print("would compile the dream programs for " + ", ".join(f"{w}x{h}" for h, w in sizes), file=sys.stderr)
+        return 0
+    enable_compilation_cache()
+
+    def progress(size, shape):
+        if not args.quiet:
+            print(f"compiling {size[1]}x{size[0]}: octave {shape[1]}x{shape[0]}", file=sys.stderr, flush=True)
+    done = compile_dream(cfg, sizes, mask=_read_mask(cfg.mask), progress=progress)
+    if not args.quiet:
+        total = sum(seconds for *_, seconds in done)
+        print(f"ready: {sum(len(shapes) for _, shapes, _ in done)} programs for {len(done)} sizes "
+              f"in {total:.1f} s", file=sys.stderr)
+    return 0
