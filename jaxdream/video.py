@@ -217,6 +217,7 @@ class StyleFrames:
         self.picture = None  # of the last frame: the picture to write (see the class docstring)
         self.index = 0  # the frame being made (set by process), which picks a video mask's frame
         self._masks: dict | None = None  # the region and content masks per frame (set by check)
+        self._targets: dict = {}  # the style targets of the clip, computed once (stylize's targets_cache)
 
     def check(self, frame_hw: tuple[int, int], frames: range | None = None) -> None:
         """Fail before any work when the frames are too small for the network, or a mask does not
@@ -248,6 +249,7 @@ class StyleFrames:
         style = self.style | masks_at(self._masks, self.index)
         result = style_transfer.stylize(frame, self.styles, init=init, num_iterations=iterations, size=size,
                          scales=scales, temporal=temporal, network=self.net, callback=callback, mesh=self.mesh,
+                         targets_cache=self._targets,
                          tol_loss_relative=self.tol_loss_relative if later else 0.0,
                          tol_loss_relative_interval=self.tol_loss_relative_interval,
                          lbfgs_precondition=self.lbfgs_precondition if later and lbfgs else 0.0, **style)

@@ -169,9 +169,28 @@ def _style_targets(per_style: list[dict], blend: np.ndarray, objective: Objectiv
     return {"gram": grams}
 
 
+def style_targets(params: Params, style_xs, blend, objective: Objective, *, regions: bool = False,
+                  style_masks: Sequence | None = None) -> dict:
+    """The style part of :func:`prepare_targets` (``{"gram": ...}`` or ``{"w2": ...}``): what
+    depends only on the style images, so that a run over many content images (a video's frames)
+    computes it once."""
+    blend = np.asarray(blend, np.float64)
+    blend = blend / blend.sum()
+    style_masks = list(style_masks) if style_masks is not None else [None] * len(style_xs)
+    per_style = []
+    for sx, sm in zip(style_xs, style_masks):
+        if sm is None and objective.style_loss == "gram":
+            per_style.append(_target_features(params, jnp.asarray(sx), objective)[1])
+        else:
+            sm = None if sm is None else layer_masks(np.asarray(sm), objective, objective.style_layers,
+                                                     np.shape(sx)[:2])
+            per_style.append(_style_statistics(params, jnp.asarray(sx), sm, objective))
+    return _style_targets(per_style, blend, objective, regions)
+
+
 def prepare_targets(params: Params, content_x, style_xs, blend, objective: Objective, *,
                     masks: Sequence[np.ndarray] | None = None, style_masks: Sequence | None = None,
-                    content_mask: np.ndarray | None = None) -> dict:
+                    content_mask: np.ndarray | None = None, style: dict | None = None) -> dict:
     """Content activations and blended style Gram matrices, the objective's fixed targets.
 
     Args:
@@ -189,6 +208,8 @@ def prepare_targets(params: Params, content_x, style_xs, blend, objective: Objec
         style_masks: per style image, None or a mask of it: its target comes from the
             positions the mask weights.
         content_mask: a mask weighting the content term's positions.
+        style: the style part computed already (:func:`style_targets` of the same styles,
+            blend, objective, style masks and regions): ``style_xs`` are then not read.
 
         Masks are (h, w) arrays in 0..1 of their image's aspect ratio, any size: each is
         resized to every layer's resolution.
@@ -203,16 +224,9 @@ def prepare_targets(params: Params, content_x, style_xs, blend, objective: Objec
     content, _ = _target_features(params, jnp.asarray(content_x), objective)
     blend = np.asarray(blend, np.float64)
     blend = blend / blend.sum()
-    style_masks = list(style_masks) if style_masks is not None else [None] * len(style_xs)
-    per_style = []
-    for sx, sm in zip(style_xs, style_masks):
-        if sm is None and objective.style_loss == "gram":
-            per_style.append(_target_features(params, jnp.asarray(sx), objective)[1])
-        else:
-            sm = None if sm is None else layer_masks(np.asarray(sm), objective, objective.style_layers,
-                                                     np.shape(sx)[:2])
-            per_style.append(_style_statistics(params, jnp.asarray(sx), sm, objective))
-    targets = {"content": content, **_style_targets(per_style, blend, objective, masks is not None)}
+    if style is None:
+        style = style_targets(params, style_xs, blend, objective, regions=masks is not None, style_masks=style_masks)
+    targets = {"content": content, **style}
     if masks is not None:
         hw = np.shape(content_x)[:2]
         by_style = [layer_masks(np.asarray(m), objective, objective.style_layers, hw) for m in masks]

@@ -5,6 +5,7 @@ of iterations with progress reported through a callback."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import os
 import warnings
@@ -18,7 +19,7 @@ import numpy as np
 from ..media import color, images as media
 from ..nets.network import load_network
 from ..objectives.bands import band_targets, band_value_and_grad
-from ..objectives.gatys import REMAT_PIXELS, Objective, _target_features, prepare_targets
+from ..objectives.gatys import REMAT_PIXELS, Objective, _target_features, prepare_targets, style_targets
 from ..optim.adam import AdamState, adam_average, adam_init
 from ..optim.driver import in_jit_loop_default
 from ..optim.lbfgs import LbfgsState, history_cap, lbfgs_init
@@ -96,6 +97,7 @@ def stylize(content, styles, *,
             in_jit_loop: bool | None = None,
             callback: Callable[[StyleProgress], Any] | None = None,
             mesh=None,
+            targets_cache: dict | None = None,
             **settings) -> StyleResult:
     """Gatys style transfer with neural-style's defaults, coarse-to-fine and sweeps.
 
@@ -150,6 +152,9 @@ def stylize(content, styles, *,
         mesh: a :func:`jaxdream.runtime.parallel.mesh`; a sweep's images (or a batch of content images)
             are split across its devices, one image's rows when there is one (default: one
             device).
+        targets_cache: a dict kept across calls with the same style images (a video's frames):
+            each scale's style targets (Gram matrices or Gaussian moments) are computed once and
+            found there by what they depend on (style pixels, sizes, layers, blend, masks).
         band_rows: evaluate band by band with this many rows per band (default: only where the
             whole image would not fit in memory; see :func:`plan_style`).
         precision: ``float32`` (default) or ``bfloat16`` convolutions; Gram matrices, losses
@@ -181,7 +186,7 @@ def stylize(content, styles, *,
     plan = plan_style(content, styles, **settings)
     net = network if network is not None else load_network(plan.spec.name, weights, plan.pooling)
     result = run_plan(plan, net, chunk=settings.get("chunk", 20), in_jit_loop=in_jit_loop, callback=callback,
-                      mesh=mesh)
+                      mesh=mesh, targets_cache=targets_cache)
     return split_contents(result) if isinstance(content, (list, tuple)) else result
 
 
@@ -256,15 +261,36 @@ def _scale_masks(plan: StylePlan) -> dict:
             "style_masks": plan.style_masks or None}
 
 
+def _style_key(plan: StylePlan, k: int, obj: Objective):
+    """What the style targets of scale ``k`` depend on besides the style images themselves (the
+    key of :func:`stylize`'s ``targets_cache``); None when they depend on the content too (a
+    colour transfer recolours the styles to each content image)."""
+    if plan.color_transfer:
+        return None
+    static = (obj.model, obj.pooling, obj.style_layers, obj.precision, obj.style_loss)
+    images = tuple(_digest(s) for s in plan.style_full)
+    masks = tuple(None if m is None else _digest(m) for m in plan.style_masks)
+    return (k, tuple(map(tuple, plan.style_sizes[k])), static, tuple(plan.blend), bool(plan.masks), images, masks)
+
+
+def _digest(array) -> str:
+    a = np.ascontiguousarray(array)
+    return f"{a.shape}{a.dtype}" + hashlib.sha256(a.tobytes()).hexdigest()
+
+
 def _scale_targets(plan: StylePlan, net, k: int, hw, content_rgb, obj: Objective,
-                   band_rows: int | None = None) -> dict:
+                   band_rows: int | None = None, cache: dict | None = None) -> dict:
     mean = net.spec.mean_bgr
     styles_x = [_to_model(media.resize(s, shw), mean) for s, shw in zip(plan.style_full, plan.style_sizes[k])]
+    key = None if cache is None or band_rows else _style_key(plan, k, obj)
+    if key is not None and key not in cache:
+        cache[key] = style_targets(net.params, styles_x, plan.blend, obj, regions=bool(plan.masks),
+                                   style_masks=plan.style_masks or None)
     if band_rows:
         targets = band_targets(net.params, _to_model(content_rgb, mean), styles_x, plan.blend, obj, band_rows)
     else:
         targets = prepare_targets(net.params, _to_model(content_rgb, mean), styles_x, plan.blend, obj,
-                                  **_scale_masks(plan))
+                                  **_scale_masks(plan), style=None if key is None else cache[key])
     if plan.temporal is not None:
         t_image, t_mask, _ = plan.temporal
         mask_k = media.resize(t_mask[..., None], hw, "bilinear")
@@ -398,6 +424,7 @@ class _Run:
     params: Any
     in_jit_loop: bool
     lr: jax.Array
+    targets_cache: dict | None = None
 
     @property
     def mean(self):
@@ -411,7 +438,7 @@ class _Run:
         return np.stack([color.original_colors(r, content_rgbs[ci]) for r, ci in zip(rgb, self.owners)])
 
 
-def _prepare_run(plan: StylePlan, net, mesh, in_jit_loop: bool | None) -> _Run:
+def _prepare_run(plan: StylePlan, net, mesh, in_jit_loop: bool | None, targets_cache: dict | None = None) -> _Run:
     members, labels = _members(plan)
     where = _Placement(mesh, len(members))
     rows = where.pad([c for _, c in members])
@@ -424,7 +451,8 @@ def _prepare_run(plan: StylePlan, net, mesh, in_jit_loop: bool | None) -> _Run:
                                   for k, v in loss_weights.items()})
     return _Run(plan, net, labels, where, owners=[ci for ci, _ in where.pad(members)], seeds=[c[3] for c in rows],
                 loss_weights=loss_weights, params=where.shared(net.params),
-                in_jit_loop=in_jit_loop_default() if in_jit_loop is None else in_jit_loop, lr=jnp.float32(plan.lr))
+                in_jit_loop=in_jit_loop_default() if in_jit_loop is None else in_jit_loop, lr=jnp.float32(plan.lr),
+                targets_cache=targets_cache)
 
 
 def _scale_objective(plan: StylePlan, hw) -> Objective:
@@ -437,7 +465,7 @@ def _scale_objective(plan: StylePlan, hw) -> Objective:
 def _placed_targets(run: _Run, k: int, hw, content_rgbs: list, obj: Objective, band_rows) -> dict:
     """The targets of scale ``k``, each member's own content activations in a batch of contents,
     placed where the run lives."""
-    targets = _scale_targets(run.plan, run.net, k, hw, content_rgbs[0], obj, band_rows)
+    targets = _scale_targets(run.plan, run.net, k, hw, content_rgbs[0], obj, band_rows, run.targets_cache)
     if not obj.batched_content:
         return run.where.shared(targets)
     per_content = [targets["content"]] + [
@@ -497,9 +525,10 @@ def _optimise_scale(run: _Run, k: int, hw, x0: np.ndarray, content_rgbs: list,
 
 
 def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None = None,
-             callback: Callable[[StyleProgress], Any] | None = None, mesh=None) -> StyleResult:
+             callback: Callable[[StyleProgress], Any] | None = None, mesh=None,
+             targets_cache: dict | None = None) -> StyleResult:
     """Carry out a checked :class:`StylePlan` with a loaded network (see :func:`stylize`)."""
-    run = _prepare_run(plan, net, mesh, in_jit_loop)
+    run = _prepare_run(plan, net, mesh, in_jit_loop, targets_cache)
     x = losses = None
     ran = []
     for k, hw in enumerate(plan.sizes):
