@@ -1,13 +1,14 @@
 """The L-BFGS update against one evaluation of the style objective, at a full history.
 
-neural-style keeps 100 corrections; once the history is full, every iteration's two-loop
-recursion reads all of it (2 x 100 x B x H x W x 3 floats, 630 MB at 512 px). This times, in
+neural-style keeps 100 corrections; once the history is full, every iteration's direction
+reads all of it (2 x 100 x B x H x W x 3 floats, 630 MB at 512 px). This times, in
 one process:
 
 * ``evaluation``: the objective's loss and image gradient (VGG-19 to relu5_1, random weights
   of the real shapes: the speed does not depend on the values);
-* ``update``: :func:`jaxdream.programs.lbfgs_apply` (history update, two-loop recursion from the
-  stored inner products, step) with a full history;
+* ``update``: :func:`jaxdream.style.programs.lbfgs_apply` (history update, the direction in
+  compact form from the stored inner products, :func:`jaxdream.optim.compact_direction`,
+  step) with a full history;
 * ``pair by pair``: the same update written as the textbook recursion, one dependent vector
   step per stored pair in a ``lax.fori_loop`` (jaxdream's form until 2026-12-02),
 
@@ -102,7 +103,8 @@ def main() -> None:
     g = jnp.asarray(rng.standard_normal((1, size, size, 3)), jnp.float32)
     state = optim.lbfgs_init(x, m)._replace(
         s_hist=jnp.asarray(s_hist), y_hist=jnp.asarray(y_hist), rho=jnp.asarray(rho),
-        sy=jnp.asarray(np.einsum("bin,bjn->bij", s_hist, y_hist)), count=jnp.int32(m), iteration=jnp.int32(5))
+        sy=jnp.asarray(np.einsum("bin,bjn->bij", s_hist, y_hist)), yy=jnp.asarray(np.einsum("bin,bjn->bij", y_hist, y_hist)),
+        count=jnp.int32(m), iteration=jnp.int32(5))
     holder = {"state": state}
 
     def update():
@@ -125,9 +127,9 @@ def main() -> None:
     print(f"{size}x{size} px, {m} corrections (history {2 * m * n * 4 / 2**20:.0f} MB), jax {jax.__version__}, "
           f"{jax.devices()[0].platform}")
     print(f"  evaluation (loss and gradient)     {evaluation:8.3f} s")
-    print(f"  update, from stored inner products {new:8.3f} s  ({new / (evaluation + new):.0%} of an iteration)")
+    print(f"  update, compact form               {new:8.3f} s  ({new / (evaluation + new):.0%} of an iteration)")
     print(f"  update, pair by pair               {old:8.3f} s  ({old / (evaluation + old):.0%} of an iteration)")
-    print(f"  pair by pair / stored products: {old / new:.2f}x; L-BFGS iteration "
+    print(f"  pair by pair / compact form: {old / new:.2f}x; L-BFGS iteration "
           f"{(evaluation + new) / (evaluation + old):.2f} of the pair-by-pair one")
 
 

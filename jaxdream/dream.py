@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
@@ -210,10 +212,12 @@ def ascent_step(params, image: jax.Array, key: jax.Array, i: jax.Array, weights:
 
 
 @functools.partial(jax.jit, static_argnames=("obj", "sched"))
-def _ascend_in_jit(params, image, key, weights, step_size, guides, mask=None, *, obj: Objective,
+def _ascend_in_jit(params, image, key, steps, weights, step_size, guides, mask=None, *, obj: Objective,
                    sched: Schedule):
-    return lax.fori_loop(0, sched.steps, lambda i, img: _ascent_body(params, img, key, i, weights, step_size,
-                                                                      guides, obj, sched, mask), image)
+    """``steps`` (traced: every step count shares the program) ascent steps in one
+    ``lax.fori_loop``; ``sched.steps`` is ignored."""
+    return lax.fori_loop(0, steps, lambda i, img: _ascent_body(params, img, key, i, weights, step_size,
+                                                                guides, obj, sched, mask), image)
 
 
 def ascend(params, image: jax.Array, key: jax.Array, weights: jax.Array, step_size: jax.Array,
@@ -245,7 +249,7 @@ def ascend(params, image: jax.Array, key: jax.Array, weights: jax.Array, step_si
     if fn is _ascend_in_jit:
         return fn(*args, **kwargs)
     for i in range(sched.steps):
-        image = fn(params, image, key, np.int32(i), weights, step_size, guides, **kwargs)
+        image = fn(params, image, key, jax.device_put(np.int32(i)), weights, step_size, guides, **kwargs)
         if on_step is not None:
             on_step(i, image)
     return image
@@ -255,18 +259,19 @@ def ascent_program(params, image, key, weights, step_size, guides, *, obj: Objec
                    in_jit_loop: bool | None = None, mask=None) -> tuple[Callable, tuple, dict]:
     """``(jitted function, args, kwargs)`` of the first call :func:`ascend` makes.
 
-    On CPU (``in_jit_loop`` False by default) that is :func:`ascent_step` for step 0 with a
-    one-step schedule (the program every step and step count shares); otherwise the whole
-    ``lax.fori_loop``. ``jaxdream warmup`` lowers the same call, so the programs it compiles
+    On CPU (``in_jit_loop`` False by default) that is :func:`ascent_step` for step 0; otherwise
+    the whole ``lax.fori_loop`` with the step count traced. Either way the schedule passed is a
+    one-step one, so every step count shares the program of a shape. ``jaxdream warmup`` lowers the same call, so the programs it compiles
     are the ones :func:`ascend` loads.
     """
     if in_jit_loop is None:
         in_jit_loop = in_jit_loop_default()
     kwargs = {"obj": obj, "sched": sched} | ({} if mask is None else {"mask": jnp.asarray(mask, jnp.float32)})
+    one = kwargs | {"sched": replace(sched, steps=1)}  # the programs do not depend on the step count
     if in_jit_loop:
-        return _ascend_in_jit, (params, image, key, weights, step_size, guides), kwargs
-    return (ascent_step, (params, image, key, np.int32(0), weights, step_size, guides),
-            kwargs | {"sched": replace(sched, steps=1)})
+        return _ascend_in_jit, (params, image, key, jax.device_put(np.int32(sched.steps)), weights, step_size,
+                                guides), one
+    return ascent_step, (params, image, key, jax.device_put(np.int32(0)), weights, step_size, guides), one
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,24 +356,24 @@ class StepProgress:
 class DreamConfig:
     """Every DeepDream setting, validated; ``to_dict`` goes into the output's metadata."""
 
-    model: str = "googlenet"
+    model: str = options.default("model")
     layers: tuple[tuple[str, float], ...] = (("inception_4c/output", 1.0),)
     channels: tuple[int, ...] | None = None
     class_index: int | None = None
     guide: str | None = None
-    guide_size: int = 224
-    steps: int = 10
-    octaves: int = 4
-    octave_scale: float = 1.4
-    step_size: float = 1.5
-    jitter: int = 32
+    guide_size: int = options.default("guide-size")
+    steps: int = options.default("steps")
+    octaves: int = options.default("octaves")
+    octave_scale: float = options.default("octave-scale")
+    step_size: float = options.default("step-size")
+    jitter: int = options.default("jitter")
     normalize: str = "mean"
     lapnorm_levels: int = 4
-    tile_size: int = 512
+    tile_size: int = options.default("tile-size")
     tile_batch: int = 4
     pooling: str = "max"
-    seed: int = 0
-    precision: str = "float32"
+    seed: int = options.default("seed")
+    precision: str = options.default("precision")
     mask: str | None = None  # the mask's file, for the record (the Dreamer gets its pixels)
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -483,9 +488,11 @@ class Dreamer:
         kind = "class" if cfg.class_index is not None else ("guide" if guide_image is not None else "l2")
         self.obj = Objective(cfg.model, self.layer_names, cfg.channels, kind, cfg.class_index, cfg.pooling,
                              cfg.precision)
-        self.weights = jnp.asarray([w for _, w in cfg.layers], jnp.float32)
+        self.weights = jax.device_put(np.asarray([w for _, w in cfg.layers], np.float32))
+        self.step_size = jax.device_put(np.float32(cfg.step_size))
         self.guides = guide_features(self.net, guide_image, cfg) if guide_image is not None else None
         self.key = jax.random.key(cfg.seed)
+        self.compile_seconds = 0.0  # spent compiling ahead (:meth:`compile`), all runs together
 
     def set_mask(self, mask) -> None:
         """Dream only where ``mask`` is white from now on: (H, W) weights in 0..1, a path or an
@@ -515,18 +522,42 @@ class Dreamer:
         """The (h, w) of every octave of an image of size ``hw``, smallest first."""
         return octave_shapes(hw[0], hw[1], self.cfg.octaves, self.cfg.octave_scale, self.min_size)
 
-    def program(self, image, key):
+    def program(self, image, key, layers=None, in_jit_loop: bool | None = None):
         """``(jitted function, args, kwargs)`` of the first call :meth:`step` makes on ``image``
         (an array or a ``jax.ShapeDtypeStruct``): lower it to compile ahead."""
-        args, kwargs = self._ascent_arguments(image, key, None, None)
-        return ascent_program(*args, **kwargs)
+        args, kwargs = self._ascent_arguments(image, key, None, layers)
+        return ascent_program(*args, **kwargs, in_jit_loop=in_jit_loop)
+
+    def compile(self, shapes, layers=None, per_step: bool = False) -> float:
+        """Compile the programs :meth:`run` will run on octaves of these (h, w) ``shapes`` (the
+        ascent of each shape, the start image of each octave), all at once (XLA compiles
+        outside the GIL, one thread per distinct program), before any of them runs; each is
+        compiled once (later calls find it compiled, or in the persistent cache). ``per_step``:
+        the one-step program of a run that reports every step. Returns the seconds spent (also
+        added to :attr:`compile_seconds`)."""
+        shapes = [tuple(int(v) for v in s) for s in shapes]
+        image = lambda hw: jax.ShapeDtypeStruct((*hw, 3), jnp.float32)  # noqa: E731
+        programs = {}
+        for shape in shapes:
+            self.mask_at(shape)  # resized and placed here, not inside the loops
+            fn, args, kwargs = self.program(image(shape), self.key, layers, False if per_step else None)
+            programs.setdefault(("ascent", shape), (fn, args, kwargs))
+        starts = [(image(shapes[0]),)] + [(image(b), image(a), image(a)) for a, b in zip(shapes, shapes[1:])]
+        for args in starts:  # the octaves' start images (run)
+            programs.setdefault(("start", tuple(a.shape for a in args)), (_octave_start, args, {}))
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=len(programs)) as pool:
+            list(pool.map(lambda p: p[0].lower(*p[1], **p[2]).compile(), programs.values()))
+        seconds = time.perf_counter() - start
+        self.compile_seconds += seconds
+        return seconds
 
     def _ascent_arguments(self, image, key, steps, layers) -> tuple[tuple, dict]:
         obj, weights = self.obj, self.weights
         if layers is not None:
             obj = replace(obj, layers=tuple(n for n, _ in layers))
-            weights = jnp.asarray([w for _, w in layers], jnp.float32)
-        return ((self.net.params, image, key, weights, jnp.float32(self.cfg.step_size), self.guides),
+            weights = jax.device_put(np.asarray([w for _, w in layers], np.float32))
+        return ((self.net.params, image, key, weights, self.step_size, self.guides),
                 {"obj": obj, "sched": self.schedule(steps), "mask": self.mask_at(image.shape[:2])})
 
     def mask_at(self, hw: tuple[int, int]) -> jax.Array | None:
@@ -535,7 +566,7 @@ class Dreamer:
             return None
         hw = tuple(hw)
         if hw not in self._masks:
-            self._masks[hw] = jnp.asarray(resize_mask(self.mask, hw))
+            self._masks[hw] = jax.device_put(np.asarray(resize_mask(self.mask, hw), np.float32))
         return self._masks[hw]
 
     def run(self, image: np.ndarray, progress: Callable[[DreamProgress], None] | None = None,
@@ -547,29 +578,39 @@ class Dreamer:
         ``progress`` is called after every octave, ``on_step`` after every ascent step (with the
         image so far: a preview, or what to keep when the run is stopped).
         """
-        import time
         image = np.asarray(image, np.float32)
         h, w = image.shape[:2]
         self.net.spec.check_size(h, w, self.layer_names)
         shapes = self.octave_shapes((h, w))
-        bases = [image if s == (h, w) else media.resize(image, s, "bilinear") for s in shapes]
-        detail = np.zeros_like(bases[0])
-        result = bases[0]
+        self.compile(shapes, layers, per_step=on_step is not None)
+        # the octave images go to the device once; the detail carried between octaves, the
+        # start images and the steps stay there; only the result comes back
+        bases = [jax.device_put(image if s == (h, w) else media.resize(image, s, "bilinear")) for s in shapes]
+        keys = [jax.random.fold_in(self.key, jax.device_put(np.uint32(octave))) for octave in range(len(shapes))]
+        result = None
         for octave, base in enumerate(bases):
             start = time.perf_counter()
-            if detail.shape != base.shape:
-                detail = np.asarray(jax.image.resize(detail, base.shape, "linear"))
-            key = jax.random.fold_in(self.key, octave)
             hook = None if on_step is None else (
                 lambda i, x, octave=octave, shape=base.shape[:2]: on_step(
                     StepProgress(octave + 1, len(bases), i + 1, self.cfg.steps, shape, x)))
-            start_image = np.clip(base + detail, 0, 255)
-            result = np.asarray(self.step(start_image, key, layers=layers) if hook is None else
-                                self.step(start_image, key, layers=layers, on_step=hook))
-            detail = result - base
+            start_image = _octave_start(base) if octave == 0 else _octave_start(base, result, bases[octave - 1])
+            result = self.step(start_image, keys[octave], layers=layers, on_step=hook)
             if progress is not None:
+                jax.block_until_ready(result)  # the octave's seconds, not its dispatch's
                 progress(DreamProgress(octave + 1, len(bases), base.shape[:2], time.perf_counter() - start))
-        return result
+        return np.asarray(jax.device_get(result))
+
+
+@jax.jit
+def _octave_start(base: jax.Array, previous: jax.Array | None = None, previous_base: jax.Array | None = None):
+    """An octave's start image: the detail the previous octave dreamed (its result less its
+    base; none before the first octave) resized to this base, added and clipped to 0..255."""
+    if previous is None:
+        return jnp.clip(base, 0.0, 255.0)
+    detail = previous - previous_base
+    if detail.shape != base.shape:
+        detail = jax.image.resize(detail, base.shape, "linear")
+    return jnp.clip(base + detail, 0.0, 255.0)
 
 
 def dream(image: np.ndarray, *, weights=None, guide: np.ndarray | None = None, mask=None,

@@ -15,14 +15,15 @@ from jax import lax
 from ..runtime.memory import LBFGS_HISTORY_BUDGET
 
 __all__ = ["LbfgsState", "lbfgs_init", "lbfgs_update", "pyramid_preconditioner", "PYRAMID_LEVELS",
-           "LBFGS_HISTORY_BUDGET", "history_cap"]
+           "LBFGS_HISTORY_BUDGET", "history_cap", "compact_direction"]
 
 class LbfgsState(NamedTuple):
     """L-BFGS state of a batch of B images.
 
     The history is a ring buffer of ``m`` slots shared by the batch (one scalar ``head``, so
     every update is an in-place slice write); a pair one member rejects (``y.s <= 1e-10``) is
-    stored with ``rho = 0``, which makes the two-loop recursion skip it for that member.
+    stored with ``rho = 0``, which makes the direction (:func:`compact_direction`) skip it for
+    that member.
     """
 
     x: jax.Array          # (B, H, W, 3) the next points to evaluate
@@ -31,7 +32,8 @@ class LbfgsState(NamedTuple):
     s_hist: jax.Array     # (B, m, n)
     y_hist: jax.Array     # (B, m, n)
     rho: jax.Array        # (m, B) 1 / (y.s), 0 for a rejected pair
-    sy: jax.Array         # (B, m, m) s_i . y_j of every two slots (the two-loop's inner products)
+    sy: jax.Array         # (B, m, m) s_i . y_j of every two slots (the compact form's inner products)
+    yy: jax.Array         # (B, m, m) y_i . M y_j (M: the preconditioner, or the identity)
     head: jax.Array       # next slot to write
     count: jax.Array      # slots written (at most m)
     h_diag: jax.Array     # (B,) initial Hessian scale y.s / y.y
@@ -48,7 +50,7 @@ def lbfgs_init(x: jax.Array, corrections: int, n_losses: int = 4) -> LbfgsState:
     step scaled by ``min(1, 1/|g|_1)``, 100 corrections. That costs exactly one loss-and-gradient
     evaluation per iteration, where optax's zoom line search spends about four (and took 31 s to
     compile here), so 1000 iterations mean the same work and the same numbers as there. The
-    Gatys objective is smooth enough that unit steps along the two-loop direction work well.
+    Gatys objective is smooth enough that unit steps along the L-BFGS direction work well.
     """
     b, n = x.shape[0], x[0].size
     return LbfgsState(
@@ -56,6 +58,7 @@ def lbfgs_init(x: jax.Array, corrections: int, n_losses: int = 4) -> LbfgsState:
         s_hist=jnp.zeros((b, corrections, n), x.dtype),
         y_hist=jnp.zeros((b, corrections, n), x.dtype),
         rho=jnp.zeros((corrections, b), x.dtype), sy=jnp.zeros((b, corrections, corrections), x.dtype),
+        yy=jnp.zeros((b, corrections, corrections), x.dtype),
         head=jnp.int32(0), count=jnp.int32(0), h_diag=jnp.ones((b,), jnp.float32), iteration=jnp.int32(0),
         losses=jnp.zeros((b, n_losses), jnp.float32))
 
@@ -85,41 +88,54 @@ class _Ring(NamedTuple):
         return out + c[:, self.head, None] * self.new
 
 
-def _two_loop(q0, s_ring: _Ring, y_ring: _Ring, rho, sy, head, count, initial):
-    """The L-BFGS two-loop recursion ``d = H q0`` (Nocedal and Wright, algorithm 7.4) over the
-    ``count`` newest slots of the ring (next slot ``head``), with ``initial`` as H0.
+def _chronological(m: int, head, count, rho):
+    """Slots oldest first (the next one to write, ``head``, is the oldest of a full ring) and
+    which of them hold a pair each batch member uses: (order (m,), live (B, m) float)."""
+    order = (head + jnp.arange(m)) % m
+    written = jnp.arange(m) >= m - count                      # a partial ring fills its newest slots
+    return order, (written[None, :] & (rho[order].T != 0)).astype(rho.dtype)
 
-    Written with the history's inner products ``sy`` (``s_i . y_j``): the first loop's
-    ``alpha_i = rho_i s_i . (q0 - sum_{j newer} alpha_j y_j)`` is a triangular recurrence in
-    ``s_i . q0`` and ``sy``, and the second loop's ``beta_i`` likewise in ``y_i . r0``; so the
-    history is read in four matrix-vector products instead of 2m dependent vector steps. Same
-    arithmetic up to rounding (relative 4e-7 on the direction).
+
+def compact_direction(q, s_ring: _Ring, y_ring: _Ring, rho, sy, yy, head, count, gamma, apply):
+    """``d = H q`` for the L-BFGS inverse Hessian of the stored pairs with ``H0 = gamma M``, in
+    Byrd, Nocedal and Schnabel's compact form (1994, eq. 3.1):
+
+        H = H0 + [S, H0 Y] [[R^-T (D + Y^T H0 Y) R^-1, -R^-T], [-R^-1, 0]] [S^T; Y^T H0]
+
+    with ``R`` the upper triangle of ``S^T Y`` (pairs oldest first) and ``D`` its diagonal. So
+    ``u = R^-1 S^T q``, ``p = R^-T (D u + gamma Y^T M Y u - gamma Y^T M q)`` and
+    ``d = gamma M (q - Y u) + S p``: four reads of the history (matrix-vector products), two
+    triangular solves of size m and the stored inner products ``sy`` (``s_i . y_j``) and ``yy``
+    (``y_i . M y_j``), where the two-loop recursion takes 2m dependent vector steps. The same
+    direction up to rounding. A pair a member does not use (not written yet, or rejected with
+    ``rho = 0``) gets a unit diagonal and zero rows and columns, so it drops out exactly.
+
+    Args:
+        q: (B, n) the vector (``-g``).
+        s_ring, y_ring: the histories, read as if slot ``head - 1`` held the newest pair.
+        rho, sy, yy: (m, B), (B, m, m), (B, m, m) as in :class:`LbfgsState`.
+        head, count: the next slot to write and the slots written.
+        gamma: (B,) the initial inverse Hessian's scale.
+        apply: ``M``, a symmetric positive definite map of (B, n) vectors (the identity, or a
+            preconditioner).
     """
-    m, batch = rho.shape
-    order = (head - 1 - jnp.arange(m)) % m                       # slots, newest first
-    live = jnp.arange(m) < count
-    r_ = jnp.where(live[:, None], rho[order], 0.0).T               # (B, m)
-    b_ = jnp.take(jnp.take(sy, order, axis=1), order, axis=2)      # (B, m, m) s_i . y_j
-    sq = s_ring.dot(q0)[:, order]
-
-    def newest_first(i, alpha):                                    # alpha_i over newer j < i
-        newer = jnp.arange(m) < i
-        a = r_[:, i] * (sq[:, i] - jnp.sum(jnp.where(newer, b_[:, i, :] * alpha, 0.0), -1))
-        return alpha.at[:, i].set(a)
-
-    alpha = lax.fori_loop(0, m, newest_first, jnp.zeros((batch, m), q0.dtype))
-    in_slots = lambda v: jnp.zeros_like(v).at[:, order].set(v)    # noqa: E731
-    r0 = initial(q0 - y_ring.combine(in_slots(alpha)))
-    yr = y_ring.dot(r0)[:, order]
-
-    def oldest_first(k, beta):                                     # beta_i over older j > i
-        i = m - 1 - k
-        older = jnp.arange(m) > i
-        b = r_[:, i] * (yr[:, i] + jnp.sum(jnp.where(older, b_[:, :, i] * (alpha - beta), 0.0), -1))
-        return beta.at[:, i].set(b)
-
-    beta = lax.fori_loop(0, m, oldest_first, jnp.zeros((batch, m), q0.dtype))
-    return r0 + s_ring.combine(in_slots(alpha - beta))
+    m = rho.shape[0]
+    order, live = _chronological(m, head, count, rho)
+    both = live[:, :, None] * live[:, None, :]
+    r = jnp.triu(jnp.take(jnp.take(sy, order, axis=1), order, axis=2) * both)
+    diag = jnp.diagonal(r, axis1=1, axis2=2)
+    r = r + jnp.eye(m, dtype=r.dtype) * (1.0 - live)[:, :, None]   # unused slots: identity rows
+    ymy = jnp.take(jnp.take(yy, order, axis=1), order, axis=2) * both
+    mq = apply(q)
+    a = s_ring.dot(q)[:, order] * live
+    b = gamma[:, None] * y_ring.dot(mq)[:, order] * live
+    solve = lambda mat, v, transpose: lax.linalg.triangular_solve(  # noqa: E731
+        mat, v[:, :, None], left_side=True, lower=False, transpose_a=transpose)[:, :, 0]
+    u = solve(r, a, False)
+    p = solve(r, diag * u + gamma[:, None] * jnp.einsum("bij,bj->bi", ymy, u, precision=lax.Precision.HIGHEST) - b,
+              True)
+    in_slots = lambda v: jnp.zeros_like(v).at[:, order].set(v)  # noqa: E731
+    return gamma[:, None] * apply(q - y_ring.combine(in_slots(u))) + s_ring.combine(in_slots(p))
 
 
 def lbfgs_update(state: LbfgsState, value_and_grad, lr, precondition=None) -> LbfgsState:
@@ -128,8 +144,9 @@ def lbfgs_update(state: LbfgsState, value_and_grad, lr, precondition=None) -> Lb
     ``precondition`` (default: none, the identity) is a symmetric positive definite linear map
     of a batch of images (B, H, W, 3) used as the initial inverse Hessian, scaled by
     ``y.s / y.My`` (preconditioned L-BFGS; ``benchmarks/precondition_bench.py`` measures a
-    multi-scale one). Without it the algorithm is neural-style's; the two-loop recursion is
-    evaluated from the stored inner products (:func:`_two_loop`), the same up to rounding.
+    multi-scale one). Without it the algorithm is neural-style's; its two-loop recursion is
+    evaluated in compact form from the stored inner products (:func:`compact_direction`), the
+    same direction up to rounding.
     """
     if precondition is None:
         apply = lambda v: v  # noqa: E731
@@ -151,10 +168,14 @@ def lbfgs_update(state: LbfgsState, value_and_grad, lr, precondition=None) -> Lb
     # the inner products of the new pair with every slot (row and column ``head`` of sy)
     sy = lax.dynamic_update_index_in_dim(state.sy, y_ring.dot(s), state.head, 1)
     sy = lax.dynamic_update_index_in_dim(sy, s_ring.dot(y), state.head, 2)
-    h_diag = jnp.where(accept, ys / jnp.where(accept, _dot(y, apply(y)), 1.0), state.h_diag)
+    my = apply(y)
+    ymy = y_ring.dot(my)  # y_j . M y for every slot (M symmetric: the row and the column of head)
+    yy = lax.dynamic_update_index_in_dim(state.yy, ymy, state.head, 1)
+    yy = lax.dynamic_update_index_in_dim(yy, ymy, state.head, 2)
+    h_diag = jnp.where(accept, ys / jnp.where(accept, _dot(y, my), 1.0), state.h_diag)
     head = jnp.where(write, (state.head + 1) % m, state.head)
     count = jnp.where(write, jnp.minimum(state.count + 1, m), state.count)
-    d = _two_loop(-g, s_ring, y_ring, rho, sy, head, count, lambda q: apply(q) * h_diag[:, None])
+    d = compact_direction(-g, s_ring, y_ring, rho, sy, yy, head, count, h_diag, apply)
     # Torch: the first step is scaled by min(1, 1/|g|_1) (|Mg|_1 when preconditioned); a
     # non-descent direction (possible with float32 curvature pairs) falls back to that scaled
     # (preconditioned) steepest descent.
@@ -169,7 +190,7 @@ def lbfgs_update(state: LbfgsState, value_and_grad, lr, precondition=None) -> Lb
     s_hist = lax.dynamic_update_index_in_dim(state.s_hist, s, state.head, 1)
     y_hist = lax.dynamic_update_index_in_dim(state.y_hist, y, state.head, 1)
     return LbfgsState(
-        x=state.x + step, step=step, g_prev=g, s_hist=s_hist, y_hist=y_hist, rho=rho, sy=sy, head=head,
+        x=state.x + step, step=step, g_prev=g, s_hist=s_hist, y_hist=y_hist, rho=rho, sy=sy, yy=yy, head=head,
         count=count, h_diag=h_diag, iteration=state.iteration + 1,
         losses=jnp.concatenate([f[:, None], parts], axis=1))
 

@@ -328,7 +328,7 @@ def _losses_of(raw: np.ndarray, temporal: bool) -> dict:
 
 def _lbfgs_axes(state: LbfgsState) -> LbfgsState:
     """Which axis of each L-BFGS state field is the batch (None: shared by the batch)."""
-    return LbfgsState(x=0, step=0, g_prev=0, s_hist=0, y_hist=0, rho=1, sy=0, head=None, count=None,
+    return LbfgsState(x=0, step=0, g_prev=0, s_hist=0, y_hist=0, rho=1, sy=0, yy=0, head=None, count=None,
                       h_diag=0, iteration=None, losses=0)
 
 
@@ -386,7 +386,7 @@ def _row_axes(state, split: bool):
     if not split:
         return jax.tree.map(lambda _: None, state)
     if isinstance(state, LbfgsState):
-        return LbfgsState(x=1, step=1, g_prev=1, s_hist=2, y_hist=2, rho=None, sy=None, head=None,
+        return LbfgsState(x=1, step=1, g_prev=1, s_hist=2, y_hist=2, rho=None, sy=None, yy=None, head=None,
                           count=None, h_diag=None, iteration=None, losses=None)
     return jax.tree.map(lambda a: 1 if np.ndim(a) == 4 else None, state)
 

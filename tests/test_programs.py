@@ -1,0 +1,119 @@
+"""Every program a command needs is compiled once, ahead, before its first step; inside the
+loops nothing crosses between host and device but what is named (``jax.transfer_guard``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from jaxdream.dream import Dreamer, make_config
+from jaxdream.nets import get_spec
+from jaxdream.nets.network import Network, unflatten
+
+_COMPILING = re.compile(r"Compiling jit\((?P<name>[^)]*)\) with global shapes and types (?P<shapes>.*?)\. Argument")
+
+
+class _Log(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.events: list[tuple[str, str]] = []
+
+    def emit(self, record):
+        m = _COMPILING.search(record.getMessage())
+        if m:
+            self.events.append((m["name"], m["shapes"]))
+
+    def mark(self, label: str) -> None:
+        self.events.append(("@" + label, ""))
+
+
+@contextlib.contextmanager
+def compile_log():
+    """Collect ``(program name, argument shapes)`` of every XLA compile (and marks)."""
+    handler = _Log()
+    logger = logging.getLogger("jax._src.interpreters.pxla")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with jax.log_compiles():
+            yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
+def test_the_log_sees_a_compile():
+    with compile_log() as log:
+        jax.jit(lambda x: x * 5 - 1)(np.zeros((3, 11), np.float32))
+    assert [name for name, _ in log.events] == ["<lambda>"]
+
+
+@pytest.fixture(scope="module")
+def net(googlenet_caffemodel) -> Network:
+    return Network(get_spec("googlenet"), unflatten("googlenet", googlenet_caffemodel.flat))
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (h, w, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("per_step, hw", [(False, (67, 59)), (True, (71, 53))])
+def test_a_dream_compiles_each_program_once_before_its_first_step(net, per_step, hw):
+    """Three octaves of distinct shapes (odd sizes no other test uses): one ascent program and
+    one start-image program per octave, all compiled before the first step; a second dream of
+    the same size compiles nothing."""
+    dreamer = Dreamer(make_config(layers="inception_3a/output", steps=2, octaves=3, octave_scale=1.3, jitter=2,
+                                  seed=1), network=net)
+    image = _image(*hw, 1)
+    hook = {"on_step": (lambda p: log.mark("step"))} if per_step else {}
+    with compile_log() as log:
+        first = dreamer.run(image, progress=lambda p: log.mark("octave"), **hook)
+    names = [n for n, _ in log.events]
+    first_mark = min(i for i, n in enumerate(names) if n.startswith("@"))
+    compiled = [e for e in log.events if not e[0].startswith("@")]
+    assert all(not n.startswith("@") for n in names[:first_mark]) and len(compiled) == first_mark, log.events
+    ascents = [e for e in compiled if e[0] == "ascent_step"]
+    assert len(ascents) == 3 and len(set(ascents)) == 3                  # one per octave shape, once
+    assert len([e for e in compiled if e[0] == "_octave_start"]) == 3
+    with compile_log() as again:
+        second = dreamer.run(image)
+    assert again.events == []
+    np.testing.assert_array_equal(first, second)
+
+
+def test_step_counts_share_one_program(net):
+    """The in-jit loop's step count is traced: 2 and 3 steps run the same program."""
+    dreamer = Dreamer(make_config(layers="inception_3a/output", steps=2, octaves=1, jitter=2), network=net)
+    image = jax.device_put(_image(41, 37))
+    key = jax.random.key(0)
+    dreamer.step(image, key, steps=2)  # the one-step-per-call program (CPU)
+    with compile_log() as log:
+        fn, args, kwargs = dreamer.program(image, key, in_jit_loop=True)
+        fn(*args, **kwargs)
+        dreamer2 = Dreamer(make_config(layers="inception_3a/output", steps=3, octaves=1, jitter=2), network=net)
+        fn2, args2, kwargs2 = dreamer2.program(image, key, in_jit_loop=True)
+        fn2(*args2, **kwargs2)
+    assert [n for n, _ in log.events].count("_ascend_in_jit") == 1
+
+
+def test_a_dream_moves_no_data_inside_its_loops(net):
+    """Under ``jax.transfer_guard("disallow")`` the whole run works: its octave images go to the
+    device and its result comes back explicitly, once; nothing else crosses."""
+    dreamer = Dreamer(make_config(layers="inception_3a/output", steps=2, octaves=2, octave_scale=1.4, jitter=2),
+                      network=net)
+    image = _image(48, 40, 2)
+    want = dreamer.run(image)
+    with jax.transfer_guard("disallow"):
+        got = dreamer.run(image)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_the_transfer_guard_would_catch_an_implicit_transfer(net):
+    with jax.transfer_guard("disallow"), pytest.raises(Exception, match="[Dd]isallowed"):
+        jax.jit(lambda x: x + 1)(np.ones(3, np.float32))
