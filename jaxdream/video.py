@@ -94,15 +94,15 @@ class VideoSettings:
     """
 
     size: int | None = None
-    start: int = 0
+    start: int = options.default("start")
     end: int | None = None
-    init: str = "prev-warped"
+    init: str = options.default("frame-init")
     motion_boundaries: bool = True
     fps: float | None = None
-    temporal_frames: tuple[int, ...] = (1,)
+    temporal_frames: tuple[int, ...] = options.default("temporal-frames")
     long_term_weights: str = LONG_TERM_WEIGHTS[0]
-    passes: int = 1
-    blend_weight: float = 1.0
+    passes: int = options.default("passes")
+    blend_weight: float = options.default("blend-weight")
 
     def validate(self) -> None:
         if self.init not in INITS:
@@ -178,10 +178,14 @@ class StyleFrames:
 
     kind = "style"
 
-    def __init__(self, styles: Sequence, *, iterations_first: int = 400, iterations: int = 100,
-                 temporal_weight: float = 1e3, first_init="content", scales_first=None,
-                 tol_loss_relative: float = 0.005, tol_loss_relative_interval: int = 10,
-                 lbfgs_precondition: float = 1.0, network=None, weights=None, mesh=None, **style):
+    def __init__(self, styles: Sequence, *, iterations_first: int = options.default("iterations-first"),
+                 iterations: int = options.default("iterations", "video"),
+                 temporal_weight: float = options.default("temporal-weight"),
+                 first_init=options.default("init", "video"), scales_first=None,
+                 tol_loss_relative: float = options.default("tol-loss-relative", "video"),
+                 tol_loss_relative_interval: int = options.default("tol-loss-relative-interval", "video"),
+                 lbfgs_precondition: float = options.default("lbfgs-precondition", "video"),
+                 network=None, weights=None, mesh=None, **style):
         options.get("iterations_first").check(iterations_first)
         options.get("iterations").check(iterations)
         options.get("temporal_weight").check(temporal_weight)
@@ -293,7 +297,8 @@ class DreamFrames:
 
     kind = "dream"
 
-    def __init__(self, dreamer, blend: float = 0.6, steps_per_frame: int = 5, mask=None):
+    def __init__(self, dreamer, blend: float = options.default("blend"),
+                 steps_per_frame: int = options.default("steps-per-frame", "video"), mask=None):
         options.get("blend").check(blend)
         options.get("steps_per_frame").check(steps_per_frame)
         self.dreamer, self.blend, self.steps = dreamer, float(blend), int(steps_per_frame)

@@ -78,12 +78,12 @@ class FrameProgress:
 class ZoomSettings:
     """The zoom loop's own settings (the dream settings come from a DreamConfig)."""
 
-    frames: int = 120
-    zoom: float = 1.05
-    rotate: float = 0.0
-    translate: tuple[float, float] = (0.0, 0.0)
-    steps_per_frame: int = 5
-    fps: float = 24.0
+    frames: int = options.default("frames", "zoom")
+    zoom: float = options.default("zoom")
+    rotate: float = options.default("rotate")
+    translate: tuple[float, float] = options.default("translate")
+    steps_per_frame: int = options.default("steps-per-frame", "zoom")
+    fps: float = options.default("fps", "zoom")
     loop: bool = False
 
     def validate(self) -> None:

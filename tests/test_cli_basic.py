@@ -139,15 +139,22 @@ def _corrupt_cache(home: Path) -> None:
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory, inputs) -> Batch:
+    """The successful one-shot commands."""
     batch = Batch(tmp_path_factory.mktemp("cli_runs"))
-    # the successful one-shot commands
     batch.submit("classify", ["classify", inputs["image"], "--weights", inputs["weights"], "--top", "3"])
     batch.submit("version", ["--version"])
     batch.submit("devices", ["devices"])
     batch.submit("layers googlenet", ["layers", "googlenet"])
     batch.submit("layers vgg19", ["layers", "vgg19", "--size", "64"])
     batch.submit("weights list", ["weights", "list"])
-    # the errors
+    yield batch
+    batch.close()
+
+
+@pytest.fixture(scope="module")
+def error_batch(tmp_path_factory, inputs) -> Batch:
+    """The user errors (a batch of their own: their tests are in the slow tier)."""
+    batch = Batch(tmp_path_factory.mktemp("cli_errors"))
     for i in range(TRUNCATIONS):
         batch.submit(f"truncated {i}", ["classify", inputs["image"], "--weights",
                                         inputs["tmp"] / f"truncated_{i}.caffemodel"])
@@ -231,6 +238,7 @@ def test_weights_list_with_empty_cache(batch):
     assert files_under(home) == []
 
 
+@pytest.mark.slow
 def test_convert_then_verify(tmp_path, inputs):
     home = tmp_path / "jaxdream"
     env = cli_env(home)
@@ -254,13 +262,14 @@ def test_convert_then_verify(tmp_path, inputs):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ERROR_CASES))
-def test_user_error(batch, inputs, name):
+def test_user_error(error_batch, inputs, name):
     _, _, needles = ERROR_CASES[name]
-    home = batch.homes[name]
+    home = error_batch.homes[name]
     values = dict(inputs, home=home)
-    line = assert_one_error(batch[name], *(_fill(n, values) for n in needles))
-    assert batch[name].returncode == 1, line
+    line = assert_one_error(error_batch[name], *(_fill(n, values) for n in needles))
+    assert error_batch[name].returncode == 1, line
     left = files_under(home)
     if name == "verify corrupt cache":
         assert left == ["weights/googlenet.npz"]
@@ -268,12 +277,13 @@ def test_user_error(batch, inputs, name):
         assert left == [], f"files left in the cache: {left}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(TRUNCATIONS))
-def test_truncated_caffemodel(batch, inputs, index):
-    result = batch[f"truncated {index}"]
+def test_truncated_caffemodel(error_batch, inputs, index):
+    result = error_batch[f"truncated {index}"]
     assert_one_error(result, f"truncated_{index}.caffemodel")
     assert result.returncode == 1, f"cut at byte {inputs['cuts'][index]}"
-    assert files_under(batch.homes[f"truncated {index}"]) == []
+    assert files_under(error_batch.homes[f"truncated {index}"]) == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,7 +319,7 @@ def test_an_interrupt_swallowed_by_a_callback_is_raised_again(capsys):
     import threading
     import time
 
-    from jaxdream.cli import main as cli_module
+    from jaxdream.jobs import command
     caught = []
 
     class Swallows:
@@ -328,7 +338,7 @@ def test_an_interrupt_swallowed_by_a_callback_is_raised_again(capsys):
             caught.append("raised")
 
     previous = sys.unraisablehook
-    sys.unraisablehook = cli_module._raise_again_if_swallowed
+    sys.unraisablehook = command._raise_again_if_swallowed
     try:
         worker = threading.Thread(target=work)
         worker.start()

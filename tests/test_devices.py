@@ -53,6 +53,7 @@ print("ERR", err, loss)
 """
 
 
+@pytest.mark.slow
 def test_sweep_split_over_four_devices_equals_one_device(tmp_path):
     """6 sweep members padded to 8 and split 2 per device: the same images and losses."""
     result = subprocess.run([sys.executable, "-c", SWEEP], env=_env(tmp_path, 4), capture_output=True,
@@ -86,6 +87,7 @@ for opt, oc, init in (("lbfgs", False, "random"), ("adam", True, "image")):
 """
 
 
+@pytest.mark.slow
 def test_batch_of_content_images_over_four_devices_equals_each_alone(tmp_path):
     """3 content images x 2 style weights (6 members padded to 8, 2 per device), each with its
     own content targets and init: the same images and losses as each content run alone on one
@@ -131,6 +133,7 @@ print("VIDEO", len(a), len(b), float(np.abs(a[0] - b[0]).max()), max(float(np.ab
 """
 
 
+@pytest.mark.slow
 def test_video_flows_computed_ahead_over_four_devices_equal_one_device(tmp_path):
     """The flows of a clip's frame pairs, four at a time (one per device, padded), equal the
     pair-by-pair flows, also from a resumed frame; a stylised clip on 4 devices (flows ahead,
@@ -179,13 +182,14 @@ def vgg_real_shapes(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @needs_script
 def test_two_processes_run_one_sweep_and_only_process_0_writes(tmp_path, vgg_real_shapes):
     rng = np.random.default_rng(3)
     for name in ("content", "style"):
         Image.fromarray(rng.integers(0, 256, (26, 32, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
     base = ["style", tmp_path / "content.png", "--style", tmp_path / "style.png", "--size", "32",
-            "--num-iterations", "2", "--style-weight", "100,1000", "--weights", vgg_real_shapes, "--quiet"]
+            "--iterations", "2", "--style-weight", "100,1000", "--weights", vgg_real_shapes, "--quiet"]
     single = tmp_path / "single"
     cluster = tmp_path / "cluster"
     for folder in (single, cluster):
@@ -214,6 +218,7 @@ def test_two_processes_run_one_sweep_and_only_process_0_writes(tmp_path, vgg_rea
         np.testing.assert_allclose(media.load_image(cluster / name), media.load_image(single / name), atol=1)
 
 
+@pytest.mark.slow
 def test_band_wise_stylize_equals_whole_image():
     """The same run evaluated in 16-row bands (4 bands and halos on a 64-row image) gives the
     same losses and image, for L-BFGS and Adam (Adam divides by the gradient's running RMS, so
@@ -236,6 +241,7 @@ def test_band_wise_stylize_equals_whole_image():
         np.testing.assert_allclose(band.images, whole.images, atol=image_tol)
 
 
+@pytest.mark.slow
 @needs_script
 def test_style_batch_of_content_images_resumes(tmp_path, vgg_real_shapes):
     """A folder of content images: one result each, named after the input; a rerun skips the
@@ -248,7 +254,7 @@ def test_style_batch_of_content_images_resumes(tmp_path, vgg_real_shapes):
     (photos / "notes.txt").write_text("not an image")
     Image.fromarray(rng.integers(0, 256, (26, 32, 3), dtype=np.uint8)).save(tmp_path / "style.png")
     cmd = [SCRIPT, "style", photos, "--style", tmp_path / "style.png", "-o", f"{tmp_path / 'out'}/", "--size", "32",
-           "--num-iterations", "1", "--weights", vgg_real_shapes, "--quiet"]
+           "--iterations", "1", "--weights", vgg_real_shapes, "--quiet"]
     env = _env(tmp_path)
     first = subprocess.run(list(map(str, cmd)), env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
@@ -289,6 +295,7 @@ print("ERR", float(np.max(np.abs(a - b))), float(np.max(np.abs(a - img))))
 """
 
 
+@pytest.mark.slow
 def test_dream_tiles_split_over_four_devices_equal_one_device(tmp_path, googlenet_caffemodel):
     """6 tiles in batches of 4 (padded to 8) over 4 devices: the same dream steps."""
     result = subprocess.run([sys.executable, "-c", TILES, str(googlenet_caffemodel.path)],
@@ -318,6 +325,7 @@ for opt in ("lbfgs", "adam"):
 """
 
 
+@pytest.mark.slow
 def test_one_image_split_by_rows_over_four_devices_equals_one_device(tmp_path):
     """One image, its 64 rows split 16 per device (XLA exchanges the halos and sums the Gram
     matrices): the same losses, and the same image to float32 rounding (Adam amplifies it)."""
@@ -348,6 +356,7 @@ def test_batch_of_content_images_refuses_what_it_cannot_share():
     assert style.plan_style([a, a * 0.5], a, size=48, seed=[0, 1, 2]).batch == 6
 
 
+@pytest.mark.slow
 @needs_script
 def test_style_folder_on_four_devices_runs_same_size_images_together(tmp_path, vgg_real_shapes):
     """Three 26x32 photos (one of them 52x64, the same size at --size 32) run as one batch on 4
@@ -363,7 +372,7 @@ def test_style_folder_on_four_devices_runs_same_size_images_together(tmp_path, v
     for devices in (1, 4):
         out = tmp_path / f"out{devices}"
         cmd = [SCRIPT, "style", photos, "--style", tmp_path / "style.png", "-o", f"{out}/", "--size", "32",
-               "--num-iterations", "4", "--weights", vgg_real_shapes, "--print-iter", "0"]
+               "--iterations", "4", "--weights", vgg_real_shapes, "--print-iter", "0"]
         run = subprocess.run(list(map(str, cmd)), env=_env(tmp_path, devices), capture_output=True, text=True,
                              timeout=600, cwd=tmp_path)
         assert run.returncode == 0, run.stderr

@@ -156,6 +156,7 @@ def test_class_logit_is_the_classifier_on_the_global_average():
     np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_class_dream_reads_the_layer_under_the_classifier_so_small_octaves_count(net, image):
     """A class dream's smallest octave is set by inception_5b (31 px), not the 224 px the
     classifier's 7x7 pool needs: a 64 px image dreams, over 2 octaves."""
@@ -411,6 +412,7 @@ def test_ascend_increases_the_objective(dreamer, image):
     assert value(out) > 1.05 * before > 0
 
 
+@pytest.mark.slow
 def test_run_reports_every_step_and_gives_the_same_image(dreamer, image):
     seen = []
     out = dreamer.run(image, on_step=lambda p: seen.append((p.octave, p.octaves, p.step, p.steps, p.shape,

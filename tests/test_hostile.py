@@ -236,7 +236,7 @@ def base_argv(command: str, inputs, out: Path) -> list:
         "zoom-gif": ["zoom", inputs["image"], "-o", out / "out.gif", "--frames", 4, "--steps-per-frame", 1,
                      "--size", SIZE, *dream_tail],
         "style": ["style", inputs["image"], "--style", inputs["style"], "-o", out / "out.png", "--size", 32,
-                  "--num-iterations", 2, "--weights", inputs["v"], "--quiet"],
+                  "--iterations", 2, "--weights", inputs["v"], "--quiet"],
         "video-style": ["video", inputs["clip"], "--style", inputs["style"], "-o", out / "out.mp4",
                         "--weights", inputs["v"], "--size", 32, "--iterations-first", 1, "--iterations", 1,
                         "--quiet"],
@@ -269,7 +269,7 @@ DREAM_NUMERIC = {"guide-size": "count", "steps": "count", "octaves": "count", "o
 ZOOM_NUMERIC = {**DREAM_NUMERIC, "frames": "count", "zoom": "positive", "rotate": "finite",
                 "translate": "pair", "steps-per-frame": "count", "fps": "positive"}
 STYLE_NUMERIC = {"content-weight": "nonneg", "style-weight": "nonneg", "tv-weight": "nonneg",
-                 "num-iterations": "count", "learning-rate": "positive", "lbfgs-num-correction": "count",
+                 "iterations": "count", "learning-rate": "positive", "lbfgs-num-correction": "count",
                  "size": "count", "style-scale": "positive", "seed": "seed", "print-iter": "nonneg",
                  "save-iter": "nonneg", "chunk": "count", "style-blend-weights": "any", "scales": "any",
                  "band-rows": "count", **DEVICE_NUMERIC}
@@ -281,7 +281,7 @@ VIDEO_STYLE_NUMERIC = {**VIDEO_COMMON, "iterations-first": "count", "iterations"
                        "scales-first": "any", **DEVICE_NUMERIC}
 VIDEO_DREAM_NUMERIC = {**VIDEO_COMMON, "blend": "unit", "steps-per-frame": "count", **DREAM_NUMERIC}
 #: comma-separated options: a bad value may be found after parsing (exit 1) or by argparse (2)
-LIST_OPTIONS = {"style": {"content-weight", "style-weight", "tv-weight", "num-iterations", "seed",
+LIST_OPTIONS = {"style": {"content-weight", "style-weight", "tv-weight", "iterations", "seed",
                           "style-blend-weights", "scales"},
                 "video-style": {"style-blend-weights", "scales-first"}}
 
@@ -432,6 +432,7 @@ def test_layers_tiny_size_gives_each_skipped_layer_its_minimum(in_process):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_script
 def test_frames_folder_of_another_run_is_refused_until_overwrite(inputs, real_env, tmp_path):
     """zoom with other settings, and a video, into a finished zoom's folder: refused with one line
@@ -462,6 +463,7 @@ def test_frames_folder_of_another_run_is_refused_until_overwrite(inputs, real_en
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 @needs_script
 @pytest.mark.parametrize("command", ["zoom", "video"])
 def test_leftover_work_folder_is_refused(command, inputs, real_env, tmp_path):
@@ -486,6 +488,7 @@ def test_leftover_work_folder_is_refused(command, inputs, real_env, tmp_path):
         assert gif_frames(out) == 4
 
 
+@pytest.mark.slow
 @needs_script
 @pytest.mark.parametrize("case", ["truncated weights", "schedule names an unknown layer at frame 2"])
 def test_failed_run_leaves_nothing_and_the_rerun_works(case, inputs, real_env, tmp_path):
@@ -578,6 +581,7 @@ class Started:
         return self.err_path.read_text()
 
 
+@pytest.mark.slow
 @needs_script
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_zoom_interrupted_keeps_frames_and_resumes(sig, code, inputs, real_env, tmp_path):
@@ -597,6 +601,7 @@ def test_zoom_interrupted_keeps_frames_and_resumes(sig, code, inputs, real_env, 
     assert sorted(os.listdir(out)) == frame_names(12)
 
 
+@pytest.mark.slow
 @needs_script
 @pytest.mark.parametrize("delay", [3.0, 4.5, 6.0])
 def test_dream_interrupted_exits_130(delay, inputs, real_env, tmp_path):
@@ -612,6 +617,7 @@ def test_dream_interrupted_exits_130(delay, inputs, real_env, tmp_path):
     assert temp_files(tmp_path) == []
 
 
+@pytest.mark.slow
 @needs_script
 def test_sigkill_leftovers_are_cleaned_up_by_resume(inputs, real_env, tmp_path):
     folder = tmp_path / "run"
@@ -627,6 +633,7 @@ def test_sigkill_leftovers_are_cleaned_up_by_resume(inputs, real_env, tmp_path):
     assert sorted(os.listdir(folder)) == ["out.gif"], "work folder or temp files left behind"
 
 
+@pytest.mark.slow
 @needs_script
 @pytest.mark.parametrize("how", ["relative path from another folder", "symlink"])
 def test_resume_knows_the_input_by_another_path(how, inputs, real_env, tmp_path):
@@ -660,6 +667,7 @@ def test_resume_knows_the_input_by_another_path(how, inputs, real_env, tmp_path)
 TRUNCATED_FROM = 12  # frames in the clip that is cut
 
 
+@pytest.mark.slow
 @needs_script
 @pytest.mark.parametrize("faststart", [False, True], ids=["index at the end", "index first"])
 def test_truncated_clip(faststart, inputs, real_env, tmp_path):
@@ -672,7 +680,7 @@ def test_truncated_clip(faststart, inputs, real_env, tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     out = folder / "out.gif"
-    result = run_cli(video_dream_args(clip, out, inputs, "--size", 32, "--init", "content"), real_env)
+    result = run_cli(video_dream_args(clip, out, inputs, "--size", 32, "--frame-init", "content"), real_env)
     if result.returncode != 0:
         one_error(result.returncode, result.stderr, "cut.mp4", codes=(1,))
         assert snapshot(folder) == {}
@@ -705,7 +713,7 @@ def row(name: str, args: str, needles=(), code: int | None = 1, setup=(), out: s
 DREAM = "dream {image} -o {d}/out.png --weights {g} --layers " + LAYER + " --octaves 1 --steps 1 --size 64 --quiet"
 ZOOM = ("zoom {image} -o {d}/out.gif --frames 4 --steps 1 --octaves 1 --steps-per-frame 1 --layers " + LAYER
         + " --size 64 --weights {g} --quiet")
-STYLE = "style {image} --style {style} -o {d}/out.png --size 32 --num-iterations 2 --weights {v} --quiet"
+STYLE = "style {image} --style {style} -o {d}/out.png --size 32 --iterations 2 --weights {v} --quiet"
 VSTYLE = ("video {clip} --style {style} -o {d}/out.mp4 --weights {v} --size 32 --iterations-first 1 "
           "--iterations 1 --frames 2 --quiet")
 VDREAM = ("video {clip} --dream -o {d}/out.gif --weights {g} --layers " + LAYER
@@ -743,7 +751,7 @@ row("dream empty input", swap(DREAM, "{image}", "{m}/empty.png"), ["empty.png"])
 row("dream folder as input", swap(DREAM, "{image}", "{m}/a_folder"), ["a_folder"])
 row("dream clip as image", swap(DREAM, "{image}", "{clip}"), ["clip.mp4"])
 row("dream unknown layer", DREAM + " --layers inception_9z/output", ["inception_9z/output"])
-row("dream unknown model", DREAM + " --model resnet50", ["resnet50"])
+row("dream unknown model", DREAM + " --model resnet50", ["resnet50"], 2)
 row("dream channels 20-10", DREAM + " --channels 20-10", ["20-10"], None)
 row("dream unknown class", DREAM + " --class zzz-not-a-class", ["zzz-not-a-class"])
 row("dream missing guide", DREAM + " --guide {d}/absent_guide.png", ["absent_guide.png"])
@@ -862,6 +870,7 @@ def test_the_table_is_big_enough():
     assert {"devices", "weights", "layers", "classify", "dream", "zoom", "style", "video"} <= commands
 
 
+@pytest.mark.slow
 @needs_script
 @pytest.mark.parametrize("name", list(ROWS))
 def test_hostile_command_line(name, table):
@@ -883,6 +892,7 @@ def test_hostile_command_line(name, table):
     assert files_under(table.homes[name]) == [], "files written into the jaxdream home"
 
 
+@pytest.mark.slow
 @needs_script
 def test_the_table_left_the_shared_inputs_alone(table):
     for name in ROWS:

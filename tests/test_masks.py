@@ -68,6 +68,7 @@ def value_and_grad(net, x, targets, obj):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["gram", "wasserstein"])
 def test_all_ones_masks_give_the_unmasked_objective(tiny_net, images, loss):
     c, s, _ = (to_x(tiny_net, i) for i in images)
@@ -192,6 +193,7 @@ def test_plan_refuses_bad_masks_in_one_line(tmp_path, images, case, error, needl
         assert needle in message, message
 
 
+@pytest.mark.slow
 def test_two_regions_run_with_a_sweep_and_coarse_to_fine(tiny_net, images):
     left, right = halves(soft=8)
     seen = []
@@ -203,6 +205,7 @@ def test_two_regions_run_with_a_sweep_and_coarse_to_fine(tiny_net, images):
     assert r.settings["style_loss"] == "gram" and r.settings["masks"] == ["array", "array"]
 
 
+@pytest.mark.slow
 def test_video_style_frames_use_one_mask_for_every_frame(tiny_net, images):
     from jaxdream.video import StyleFrames
     left, right = halves(soft=8)
@@ -215,6 +218,7 @@ def test_video_style_frames_use_one_mask_for_every_frame(tiny_net, images):
         StyleFrames([images[1]], network=tiny_net, masks=[left, right]).first(images[0])
 
 
+@pytest.mark.slow
 def test_wasserstein_run_lowers_the_loss(tiny_net, images):
     seen = []
     style.stylize(images[0], images[1], network=tiny_net, size=40, num_iterations=20, chunk=5,
@@ -336,7 +340,7 @@ def test_cli_bad_masks_are_one_error_line(files, case, needles, capsys, monkeypa
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() replaces it
     out = files / "out.png"
     base = ["style", files / "content.png", "-s", files / "s1.png", "-s", files / "s2.png", "-o", out,
-            "--size", "40", "--num-iterations", "1", "--weights", files / "never-loaded.h5"]
+            "--size", "40", "--iterations", "1", "--weights", files / "never-loaded.h5"]
     dream = ["dream", files / "content.png", "-o", out, "--weights", files / "never-loaded.h5", "--layers",
              "inception_3a/output"]
     argv = {"aspect": [*base, "--mask", files / "square.png", "--mask", files / "right.png"],

@@ -106,6 +106,7 @@ def test_caffe_pool_matches_reference(mode, h, w, kernel, stride, pad):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h,w,kernel,stride,pad", POOL_CASES)
 def test_caffe_max_pool_gradient_matches_caffe_backward(h, w, kernel, stride, pad):
     """The custom backward of caffe_max_pool routes each cotangent to its window's maximum
@@ -118,6 +119,7 @@ def test_caffe_max_pool_gradient_matches_caffe_backward(h, w, kernel, stride, pa
                                rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_max_pool_gradients_on_exact_ties():
     """Ties: caffe_max_pool gives the cotangent to the first maximum in row-major order, as
     Caffe's Backward_cpu does (flat windows, overlapping windows, ties in a later row);
@@ -348,6 +350,7 @@ def _traced_shapes(model: str, height: int, width: int, layers) -> dict:
 SWEEP_HEIGHTS = (*range(15, 41, 2), *range(223, 231, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["googlenet", "vgg19"])
 def test_output_size_matches_traced_module(model):
     """For every input length in 15..40 and 223..230 px, every non-empty layer's traced shape
@@ -549,6 +552,7 @@ CAFFE_VARIANTS = {"v1": dict(version=1, legacy=False),  # the V1 writer pads blo
                   "v2-legacy-shapes": dict(version=2, legacy=True)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(CAFFE_VARIANTS))
 def test_googlenet_random_weights_match_reference(googlenet_random, tmp_path, variant):
     """GoogLeNet from a .caffemodel (V1 / V2 / V2 with legacy blob shapes, decoy auxiliary

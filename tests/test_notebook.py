@@ -153,6 +153,7 @@ class FakeIPython:
         return types.SimpleNamespace(update=lambda new: self.shown.append(("update", new))) if display_id else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ipython", ["absent", "fake"])
 def test_notebook_runs_with_tiny_settings(ipython, tmp_path, monkeypatch, jaxdream_home, googlenet_caffemodel,
                                           vgg19_h5):

@@ -215,10 +215,13 @@ def test_plan_bands_own_every_row_once(height, band_rows, spec):
 @pytest.mark.parametrize("h,w,band_rows,spec", [
     (64, 48, 16, FULL),      # 4 bands, every window the whole image (halo 80)
     (64, 48, 32, FULL),      # 2 bands
-    (256, 32, 32, FULL),     # 8 bands, 192-row windows: the halo at work
+    # 8 bands, 192-row windows: the halo at work
+    pytest.param(256, 32, 32, FULL, marks=pytest.mark.slow),
     (64, 48, 16, SHALLOW),   # 4 bands, 40-row windows, temporal term
-    (74, 40, 32, FULL),      # height not a multiple of 16: floor pooling, a 10-row last band
-    (61, 40, 12, SHALLOW),   # a one-row last band, a longer window before it
+    # height not a multiple of 16: floor pooling, a 10-row last band
+    pytest.param(74, 40, 32, FULL, marks=pytest.mark.slow),
+    # a one-row last band, a longer window before it
+    pytest.param(61, 40, 12, SHALLOW, marks=pytest.mark.slow),
 ], ids=["64x48-4bands", "64x48-2bands", "256x32-8bands", "shallow-temporal", "uneven",
         "one-row-band"])
 def test_bands_equal_whole_image(h, w, band_rows, spec):
@@ -346,6 +349,7 @@ def _result(results: dict, name: str) -> dict:
     return value
 
 
+@pytest.mark.slow
 def test_four_devices_listed_and_too_many_refused(four_devices):
     r = _result(four_devices, "devices")
     assert r["n"] == 4
@@ -353,6 +357,7 @@ def test_four_devices_listed_and_too_many_refused(four_devices):
     assert "mesh: 4 devices" in r["describe"] and r["describe"].count("cpu process 0") == 4
 
 
+@pytest.mark.slow
 def test_sweep_sharded_over_batch_equals_unsharded(four_devices):
     r = _result(four_devices, "sweep")
     print(f"batch sweep on 4 devices: {r}")
@@ -360,6 +365,7 @@ def test_sweep_sharded_over_batch_equals_unsharded(four_devices):
     assert max(r["total"], r["parts"], r["grad"]) < TOL, r
 
 
+@pytest.mark.slow
 def test_height_sharded_objective_equals_unsharded(four_devices):
     r = _result(four_devices, "spatial")
     print(f"height-sharded objective on 4 devices: {r}")
@@ -367,12 +373,14 @@ def test_height_sharded_objective_equals_unsharded(four_devices):
     assert max(r["total"], r["parts"], r["grad"]) < TOL, r
 
 
+@pytest.mark.slow
 def test_height_must_divide_unless_padded(four_devices):
     r = _result(four_devices, "uneven")
     assert "does not split over 4 devices; 2 more rows" in r["error"]
     assert r["padded_rows"] == 32
 
 
+@pytest.mark.slow
 def test_height_sharding_cuts_memory_per_device(four_devices):
     r = _result(four_devices, "memory")
     print(f"compiled temporary memory at 256x256, per device: one device {r['one']} B, "

@@ -43,6 +43,7 @@ def test_style_objective_in_bfloat16_matches_float32():
     assert _cosine(g16, g32) > 0.99
 
 
+@pytest.mark.slow
 def test_dream_gradient_in_bfloat16_matches_float32(googlenet_caffemodel):
     import importlib
     dream = importlib.import_module("jaxdream.dream")

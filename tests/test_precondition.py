@@ -44,6 +44,7 @@ def test_pyramid_matches_numpy_and_is_symmetric_positive_definite():
     assert optim.pyramid_preconditioner(0.0) is None  # weight 0: plain L-BFGS
 
 
+@pytest.mark.slow
 def test_pyramid_as_the_exact_inverse_hessian_lands_on_the_minimum():
     """On the quadratic whose Hessian is M^-1 the preconditioned L-BFGS's second step lands on
     the minimum; plain L-BFGS does not (the compiled step takes the same map)."""
@@ -76,6 +77,7 @@ def test_pyramid_as_the_exact_inverse_hessian_lands_on_the_minimum():
     np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("in_jit_loop", [False, True])
 def test_stylize_takes_the_weight(tiny_net, images, in_jit_loop):
     kw = dict(network=tiny_net, size=40, num_iterations=6, chunk=3, init="image", in_jit_loop=in_jit_loop)
@@ -103,6 +105,7 @@ def test_bad_settings_are_one_clear_line(images, bad, message):
     assert str(e.value) == message
 
 
+@pytest.mark.slow
 def test_video_later_frames_are_preconditioned(tiny_net, images, monkeypatch):
     """Frame 0 and the independent baseline run neural-style's L-BFGS; later frames the
     maker's weight (default 1); Adam never gets one."""

@@ -117,3 +117,86 @@ def test_a_dream_moves_no_data_inside_its_loops(net):
 def test_the_transfer_guard_would_catch_an_implicit_transfer(net):
     with jax.transfer_guard("disallow"), pytest.raises(Exception, match="[Dd]isallowed"):
         jax.jit(lambda x: x + 1)(np.ones(3, np.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# style transfer
+# --------------------------------------------------------------------------------------------
+
+
+def _texture(h, w, seed):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = 127 + 60 * np.sin(xx / (3 + seed))[..., None] * np.cos(yy / 5)[..., None] + rng.normal(0, 20, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.float32)
+
+
+def test_a_coarse_to_fine_style_run_compiles_each_program_once_before_its_first_iteration(tiny_net):
+    from jaxdream import style
+    content, style_image = _texture(50, 70, 1), _texture(36, 36, 2)
+    with compile_log() as log:
+        style.stylize(content, [style_image], network=tiny_net, size=70, scales=(30, 45, 70), num_iterations=4,
+                      chunk=2, callback=lambda p: log.mark(f"{p.scale}:{p.iteration}"))
+    names = [n for n, _ in log.events]
+    first = names.index(next(n for n in names if n.startswith("@")))
+    steps = [e for e in log.events if e[0] == "lbfgs_step"]
+    assert len(steps) == 3 and len(set(steps)) == 3        # one program per scale, compiled once
+    assert all(n != "lbfgs_step" for n in names[first:])  # ...all before the first iteration
+    with compile_log() as again:
+        style.stylize(content, [style_image], network=tiny_net, size=70, scales=(30, 45, 70), num_iterations=4,
+                      chunk=2)
+    assert [n for n, _ in again.events if n in ("lbfgs_step", "lbfgs_chunk")] == []
+
+
+@pytest.mark.parametrize("in_jit_loop", [False, True])
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_style_loops_move_only_what_they_name(tiny_net, monkeypatch, in_jit_loop, optimizer):
+    """With the loops' transfer guard at ``disallow`` (:func:`jaxdream.optim.driver.loop_guard`)
+    a run works and equals the unguarded run."""
+    from jaxdream import style
+    content, style_image = _texture(32, 40, 3), _texture(36, 36, 4)
+    run = lambda: style.stylize(content, [style_image], network=tiny_net, size=40, num_iterations=4,  # noqa: E731
+                                chunk=2, in_jit_loop=in_jit_loop, optimizer=optimizer)
+    monkeypatch.setenv("JAXDREAM_TRANSFER_GUARD", "allow")
+    want = run()
+    monkeypatch.setenv("JAXDREAM_TRANSFER_GUARD", "disallow")
+    got = run()
+    np.testing.assert_array_equal(got.image, want.image)
+
+
+def test_the_loop_guard_refuses_an_implicit_transfer(monkeypatch):
+    from jaxdream.optim.driver import loop_guard
+    monkeypatch.setenv("JAXDREAM_TRANSFER_GUARD", "disallow")
+    with loop_guard(), pytest.raises(Exception, match="[Dd]isallowed"):
+        jax.jit(lambda x: x * 2)(np.ones(4, np.float32))
+
+
+def test_pipelined_chunks_give_the_same_run(tiny_net, monkeypatch):
+    """In-jit chunks dispatched ahead of the host's reads (accelerators) reach the same images
+    and report the same progress as chunks read one by one."""
+    from jaxdream import style
+    from jaxdream.style import run as style_run
+    content, style_image = _texture(32, 40, 5), _texture(36, 36, 6)
+
+    def go():
+        seen = []
+        result = style.stylize(content, [style_image], network=tiny_net, size=40, num_iterations=6, chunk=2,
+                               in_jit_loop=True, callback=lambda p: seen.append((p.iteration, p.losses["total"][0])))
+        return result, seen
+
+    piped, piped_seen = go()
+    monkeypatch.setattr(style_run, "_pipelined", lambda run, sc: False)
+    plain, plain_seen = go()
+    np.testing.assert_array_equal(piped.iterates, plain.iterates)
+    assert piped_seen == plain_seen and [i for i, _ in plain_seen] == [2, 4, 6]
+
+
+def test_a_pipelined_run_stops_at_the_chunk_its_callback_stopped(tiny_net):
+    from jaxdream import style
+    content, style_image = _texture(32, 40, 5), _texture(36, 36, 6)
+    result = style.stylize(content, [style_image], network=tiny_net, size=40, num_iterations=10, chunk=2,
+                           in_jit_loop=True, callback=lambda p: p.iteration >= 4)
+    assert result.iterations_run == [4]
+    four = style.stylize(content, [style_image], network=tiny_net, size=40, num_iterations=4, chunk=2,
+                         in_jit_loop=True)
+    np.testing.assert_array_equal(result.iterates, four.iterates)

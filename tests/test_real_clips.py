@@ -24,6 +24,7 @@ from weightfiles import REAL_SKIP_REASON, REAL_WEIGHTS
 
 from jaxdream import media
 from jaxdream import video as vd
+from jaxdream.errors import MediaError
 from jaxdream.cli.main import main as cli_main
 from jaxdream.nets import get_spec
 from jaxdream.nets.network import Network
@@ -174,7 +175,7 @@ def test_write_video_variable_rate_keeps_each_frame_time(clips, tmp_path):
 
 def test_write_video_refuses_timestamps_that_go_back(tmp_path):
     frames = [np.zeros((8, 8, 3), np.float32)] * 2
-    with pytest.raises(media.MediaError, match="increase"):
+    with pytest.raises(MediaError, match="increase"):
         media.write_video(tmp_path / "out.mp4", frames, 10, timestamps=[0, 0.2, 0.1])
     assert list(tmp_path.iterdir()) == []
 
@@ -193,13 +194,15 @@ def test_audio_the_aac_encoder_refuses_is_copied(clips, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_process_surround_clip_from_a_later_frame(clips, tiny_net, noise_style_png, tmp_path):
     """Frames 3..8 of the 5.1, non-square, odd-sized clip: six frames at the display aspect with
     even sides and square pixels, all six audio channels, the audio as long as the frames and
     starting at frame 3 (the burst at 0.5 s comes 0.25 s in)."""
     start, end = 3, 9
     out = tmp_path / "out.mp4"
-    result = vd.process(clips["surround"], out, maker(tiny_net, noise_style_png), vd.VideoSettings(start=start, end=end))
+    result = vd.process(clips["surround"], out, maker(tiny_net, noise_style_png),
+                        vd.VideoSettings(start=start, end=end))
     assert result.frames == end - start and result.fps == FPS
     written = media.VideoReader(out)
     assert (written.frames, written.frame_size, written.sar) == (end - start, (94, 40), 1)
@@ -211,6 +214,7 @@ def test_process_surround_clip_from_a_later_frame(clips, tiny_net, noise_style_p
     assert onset(samples, rate) == pytest.approx(BURST - start / FPS, abs=0.01)
 
 
+@pytest.mark.slow
 def test_process_variable_rate_clip(clips, tiny_net, noise_style_png, tmp_path):
     out = tmp_path / "out.mp4"
     result = vd.process(clips["vfr"], out, maker(tiny_net, noise_style_png), vd.VideoSettings(start=3))
@@ -229,6 +233,7 @@ def test_process_variable_rate_clip(clips, tiny_net, noise_style_png, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_default_output_beside_the_clip_never_replaced_silently(clips, noise_style_png, vgg_h5,
                                                                      tmp_path, capsys, jaxdream_home):
     folder = tmp_path / "clips"

@@ -131,7 +131,7 @@ def test_changed_values_reach_the_cli_as_it_parses_them():
     ("dream", {"weights": "/etc/passwd"}, None, "no option the page can set called 'weights'"),
     ("style", {"init": "/etc/passwd"}, {"input": ["c.png"], "style": ["s.png"]}, "--init must be one of random, image"),
     ("style", {}, {"input": ["c.png"]}, "style needs 1 or more style images, got 0"),
-    ("video", {}, {"input": ["c.mp4"]}, "one of the arguments --style/-s --dream is required"),
+    ("video", {}, {"input": ["c.mp4"]}, "one of the arguments -s/--style --dream is required"),
     ("paint", {}, None, "unknown command 'paint'"),
 ])
 def test_a_bad_form_is_refused_with_the_cli_message(command, values, files, needle):
@@ -292,6 +292,7 @@ def test_files_outside_the_studio_folder_are_refused(tmp_path, name):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_studio_dream_equals_the_cli_and_previews_every_step(env, photo, tmp_path):
     from jaxdream.cli.main import main as cli_main
     from jaxdream.jobs.command import run
@@ -315,7 +316,7 @@ def test_style_sweep_previews_its_contact_sheet(env, tmp_path, vgg_h5):
     for name, seed in (("content.png", 2), ("style.png", 3)):
         (tmp_path / name).write_bytes(png_bytes(32, 32, seed))
     args = forms.parse(["style", str(tmp_path / "content.png"), "--style", str(tmp_path / "style.png"),
-                        "-o", str(tmp_path / "out.png"), "--size", "32", "--num-iterations", "4",
+                        "-o", str(tmp_path / "out.png"), "--size", "32", "--iterations", "4",
                         "--style-weight", "100,1000", "--print-iter", "2", "--weights", str(vgg_h5), "--quiet"])
     report = runner.Reporter(tmp_path)
     assert run(args, runner.Observer(report)) == 0

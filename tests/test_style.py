@@ -94,6 +94,7 @@ def test_blockwise_vgg_equals_flax_module():
         np.testing.assert_allclose(mine[k], flax[k], rtol=1e-4, atol=1e-4 * float(jnp.abs(flax[k]).max()))
 
 
+@pytest.mark.slow
 def test_objective_gradient_finite_differences():
     with jax.enable_x64(True):
         params = as_params(vgg_layers(widths=(3, 4, 4, 4, 4), dtype=np.float64))
@@ -265,7 +266,7 @@ def test_cli_smoke_two_chunks_sweep(tmp_path, pngs, vgg_h5):
     env = cli_env(tmp_path / "home", JAXDREAM_OFFLINE="1")
     proc = subprocess.run(
         [sys.executable, "-m", "jaxdream.cli.main", "style", str(content), "--style", str(style_img),
-         "-o", str(out), "--size", "32", "--num-iterations", "4", "--chunk", "2", "--save-iter", "2",
+         "-o", str(out), "--size", "32", "--iterations", "4", "--chunk", "2", "--save-iter", "2",
          "--print-iter", "2", "--style-weight", "100,1000", "--weights", str(vgg_h5)],
         capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL,
         # not the checkout: `python -m` puts the working folder first on sys.path, and the
@@ -297,13 +298,13 @@ def test_cli_bad_inputs(tmp_path, pngs, case, capsys, monkeypatch):
     content, style_img = pngs
     out = tmp_path / "out.png"
     argv = ["style", str(content), "--style", str(style_img), "-o", str(out), "--size", "32",
-            "--num-iterations", "1", "--weights", str(tmp_path / "never-loaded.h5")]
+            "--iterations", "1", "--weights", str(tmp_path / "never-loaded.h5")]
     expect = {"missing style": "nope.png: file not found",
               "negative weight": "argument --style-weight: must be a number >= 0 and <= 1e+15, got '-1'",
               "unknown layer": "unknown layer 'relu9_1'",
               "too small": "the minimum is 16 px",
               "unwritable": "does not exist",
-              "optimizer": "unknown optimizer 'sgd'"}[case]
+              "optimizer": "argument --optimizer: invalid choice: 'sgd'"}[case]
     if case == "missing style":
         argv[3] = str(tmp_path / "nope.png")
     elif case == "negative weight":
@@ -318,7 +319,7 @@ def test_cli_bad_inputs(tmp_path, pngs, case, capsys, monkeypatch):
     else:
         argv += ["--optimizer", "sgd"]
     rc, err = _cli(argv, capsys)
-    assert rc == (2 if case == "negative weight" else 1)  # 2: a usage error caught by argparse
+    assert rc == (2 if case in ("negative weight", "optimizer") else 1)  # 2: a usage error caught by argparse
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("jaxdream: error:"), err
     assert expect in lines[0]

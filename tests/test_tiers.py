@@ -80,7 +80,8 @@ def test_ci_and_jaxdream_all_tests_select_every_tier(clean_env, tmp_path, name, 
     config = FakeConfig(tmp_path)
     assert len(select(config)) == (5 if everything else 2)
     assert (config.deselected == []) == everything
-    assert conftest.pytest_report_header(config).startswith("jaxdream: all tiers" if everything else "jaxdream: fast tier")
+    tier = "jaxdream: all tiers" if everything else "jaxdream: fast tier"
+    assert conftest.pytest_report_header(config).startswith(tier)
 
 
 @pytest.mark.parametrize("args, markexpr", [(("-m", ""), ""), (("-m", "slow"), "slow"), (("-mslow",), "slow"),

@@ -143,7 +143,7 @@ def test_cli_flags_reach_the_library(tmp_path, pngs, capsys, monkeypatch):
     monkeypatch.setenv("JAXDREAM_HOME", str(tmp_path / "home"))
     content, style_img = pngs
     argv = ["style", str(content), "--style", str(style_img), "-o", str(tmp_path / "out.png"),
-            "--size", "32", "--num-iterations", "40"]
+            "--size", "32", "--iterations", "40"]
     assert cli_main([*argv, "--tol-loss-relative", "0.01", "--tol-loss-relative-interval", "5",
                      "--dry-run"]) == 0
     out = capsys.readouterr().out

@@ -100,6 +100,7 @@ def test_style_video_to_mp4_keeps_frames_fps_and_audio(clip, tiny_net, style_png
     assert not (tmp_path / ".styled.mp4.frames").exists()  # the work folder is cleaned up
 
 
+@pytest.mark.slow
 def test_style_video_gif_and_frame_range(clip, tiny_net, style_png, tmp_path):
     out = tmp_path / "styled.gif"
     result = vd.process(clip, out, maker(tiny_net, style_png), vd.VideoSettings(start=1, end=5, size=24))
@@ -195,6 +196,7 @@ def test_dream_video_warps_the_previous_dream(clip, googlenet_caffemodel, tmp_pa
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_style_video(clip, style_png, vgg_h5, tmp_path, capsys, jaxdream_home):
     out = tmp_path / "out.mp4"
     rc, stdout, err = run_main(["video", clip, "--style", style_png, "-o", out, "--weights", vgg_h5,

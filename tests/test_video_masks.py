@@ -138,6 +138,7 @@ def test_dream_video_dreams_only_where_each_frames_mask_is_white(files, gnet, tm
         assert np.abs(out[:, : edge(k) - 4] - inp[:, : edge(k) - 4]).mean() > 0.5, k
 
 
+@pytest.mark.slow
 def test_style_video_passes_each_frame_its_masks(files, tiny_vgg, tmp_path, monkeypatch):
     seen = []
     real = vd.StyleFrames._run

@@ -166,6 +166,7 @@ def test_chain_flows_adds_up_and_keeps_only_pixels_reliable_all_along():
     assert mask[2, 3] == 0 and mask[2, 4] == 0 and mask[1, 3] == 1
 
 
+@pytest.mark.slow
 def test_cli_long_term_two_passes_and_bad_values(clip4, style_png, tmp_path, capsys, jaxdream_home):
     from jaxdream.weights.keras import write_keras_h5
     weights = tmp_path / "vgg.h5"

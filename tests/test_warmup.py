@@ -43,6 +43,7 @@ def image(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_a_dream_after_warmup_loads_every_octave_program(tmp_path, image, googlenet_caffemodel):
     home = tmp_path / "home"
     dream = ["dream", str(image), "--octaves", "2", "--steps", "1", "--weights", str(googlenet_caffemodel.path),
@@ -67,6 +68,7 @@ def test_warmup_needs_no_weights_and_refuses_a_guide(tmp_path, image):
     assert not (tmp_path / "home" / "weights").exists()
 
 
+@pytest.mark.slow
 def test_bad_aspect_and_images_with_aspects(tmp_path, image):
     out, _ = _cli(["warmup", "--aspects", "4:0"], tmp_path / "home")
     assert out.returncode == 1 and "an aspect ratio is written like 4:3, got '4:0'" in out.stderr

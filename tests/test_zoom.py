@@ -280,9 +280,9 @@ def assert_one_error(rc: int, err: str, *needles: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def zoom_cli(tmp_path_factory, googlenet_caffemodel):
-    """Runs the `jaxdream zoom` commands once: GIF first (it fills the compilation cache), then
-    MP4 and a looping folder two at a time."""
+def zoom_gif(tmp_path_factory, googlenet_caffemodel):
+    """Runs `jaxdream zoom` to a GIF once (it fills the compilation cache for ``zoom_cli``);
+    gives the folder, the command's runner and its result."""
     root = tmp_path_factory.mktemp("zoom_cli")
     from PIL import Image
     Image.fromarray(media.to_uint8(smooth_image(48, 64, seed=4))).save(root / "in.png")
@@ -294,7 +294,14 @@ def zoom_cli(tmp_path_factory, googlenet_caffemodel):
     def run(*args):
         return run_cli([*base, *args], env, cwd=root, timeout=600)
 
-    results = {"gif": run("-o", root / "out.gif", "--fps", "10")}
+    return root, run, run("-o", root / "out.gif", "--fps", "10")
+
+
+@pytest.fixture(scope="module")
+def zoom_cli(zoom_gif):
+    """The other `jaxdream zoom` commands, after the GIF: MP4 and a looping folder two at a time."""
+    root, run, gif = zoom_gif
+    results = {"gif": gif}
     with ThreadPoolExecutor(2) as pool:
         mp4 = pool.submit(run, "-o", root / "out.mp4", "--fps", "12")
         folder = pool.submit(run, "-o", f"{root / 'frames'}/", "--loop")
@@ -309,9 +316,9 @@ def _ok(result: subprocess.CompletedProcess) -> None:
 
 
 @needs_script
-def test_cli_zoom_gif(zoom_cli):
-    root, results = zoom_cli
-    _ok(results["gif"])
+def test_cli_zoom_gif(zoom_gif):
+    root, _, gif = zoom_gif
+    _ok(gif)
     import imageio.v3 as iio
     frames = iio.imread(root / "out.gif", index=None)
     assert frames.shape[0] == 4 and frames.shape[1:3] == (48, 64)
@@ -324,6 +331,7 @@ def test_cli_zoom_gif(zoom_cli):
     assert not [p.name for p in root.iterdir() if p.name.startswith(".out")]
 
 
+@pytest.mark.slow
 @needs_script
 def test_cli_zoom_mp4_is_h264_yuv420p(zoom_cli):
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
@@ -345,6 +353,7 @@ def test_cli_zoom_mp4_is_h264_yuv420p(zoom_cli):
     assert not (root / ".out.mp4.frames").exists()
 
 
+@pytest.mark.slow
 @needs_script
 def test_cli_zoom_folder_with_loop_keeps_the_frame_count(zoom_cli):
     root, results = zoom_cli
@@ -357,6 +366,7 @@ def test_cli_zoom_folder_with_loop_keeps_the_frame_count(zoom_cli):
     assert media.load_image(folder / "frame_00000.png").shape == (48, 64, 3)
 
 
+@pytest.mark.slow
 @needs_script
 def test_cli_zoom_bad_zoom_is_one_error_line(zoom_cli):
     root, results = zoom_cli

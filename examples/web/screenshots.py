@@ -88,7 +88,7 @@ def main() -> None:
             page.set_input_files("#file-style", str(a.media / "hubble_deep_field.png"))
             page.wait_for_selector(".drop[data-role='style'][data-count='1']")
             page.fill("#opt-size", "256")
-            page.fill("#opt-num-iterations", "300")
+            page.fill("#opt-iterations", "300")
             page.select_option("#opt-init", "image")
             page.click("#start")
             wait_for(page, lambda: counts(page, "iteration")[0] >= 120, 1800)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from jaxdream.errors import SettingsError
 
-from .common import add_device_flags, number
+from .common import add, add_device_flags
 
 
 def register(sub) -> None:
     p = sub.add_parser("devices", help="show the devices and the mesh a run will compute on")
-    add_device_flags(p)
+    add_device_flags(p, "devices")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("weights", help="list, download, convert or verify pretrained weights")
@@ -18,7 +18,7 @@ def register(sub) -> None:
     w.set_defaults(func=cmd_weights_list)
     w = wsub.add_parser("download", help="download weights into the cache and convert them")
     w.add_argument("key", nargs="+", help="googlenet, vgg19 or all")
-    w.add_argument("--url", help="fetch from this URL instead of the canonical one (http(s) or file://)")
+    add(w, "weights", "url")
     w.set_defaults(func=cmd_weights_download)
     w = wsub.add_parser("convert", help="convert an upstream weights file into the cache")
     w.add_argument("key", help="googlenet or vgg19")
@@ -30,14 +30,12 @@ def register(sub) -> None:
 
     p = sub.add_parser("layers", help="list a model's layers with their output shapes")
     p.add_argument("model", help="googlenet or vgg19")
-    p.add_argument("--size", type=number("size"), default=224, help="square input size (default 224)")
+    add(p, "layers", "size")
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("classify", help="print the top ImageNet classes GoogLeNet sees in an image")
     p.add_argument("image")
-    p.add_argument("--model", default="googlenet", help="model with a classifier (googlenet)")
-    p.add_argument("--top", type=number("top"), default=5, help="how many classes (default 5)")
-    p.add_argument("--weights", help="weights file (default: the cache, downloading if needed)")
+    add(p, "classify", "model", "top", "weights")
     p.set_defaults(func=cmd_classify)
 
 

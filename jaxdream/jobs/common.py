@@ -1,6 +1,6 @@
-"""Pieces every command uses: numeric option types from :mod:`jaxdream.options`, the run flags
-(``--dry-run``, ``--resume``, ``--overwrite``), the size check done before any image is loaded,
-and the interrupt message of the animation commands."""
+"""Pieces every command uses: the options of :data:`jaxdream.options.OPTIONS` (numeric types,
+the run flags ``--dry-run``, ``--resume``, ``--overwrite``, the device flags), the size check
+done before any image is loaded, and the interrupt message of the animation commands."""
 
 from __future__ import annotations
 
@@ -12,32 +12,20 @@ from jaxdream import options
 from jaxdream.errors import SettingsError
 
 
-def number(name: str):
-    """argparse ``type`` of the numeric option ``name``: its one definition in jaxdream.options."""
-    return options.get(name).parse
+def add(group, command: str, *names: str) -> None:
+    """Add the options ``names`` of ``command`` to a parser or group, each from its one
+    definition in :data:`jaxdream.options.OPTIONS`."""
+    for name in names:
+        options.add(group, name, command)
 
 
-def numbers(name: str):
-    """argparse ``type`` for a comma-separated list of ``name`` values (a sweep)."""
-    return options.get(name).parse_list
+def add_dry_run(p: argparse.ArgumentParser, command: str) -> None:
+    options.add(p, "dry-run", command)
 
 
-def pair(name: str):
-    """argparse ``type`` for ``A,B`` of ``name`` values."""
-    return options.get(name).parse_pair
-
-
-def add_dry_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the inputs, settings, output and memory, say what would run, and stop "
-                        "(no weights loaded, nothing written)")
-
-
-def add_frames_flags(p: argparse.ArgumentParser) -> None:
+def add_frames_flags(p, command: str) -> None:
     """``--resume`` and ``--overwrite`` of the commands that write frames as they go."""
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last frame")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start over when the output folder holds another run's frames (they are removed)")
+    add(p, command, "resume", "overwrite")
 
 
 def output_size(path, size: int | None, what: str = "input") -> tuple[int, int]:
@@ -88,17 +76,9 @@ def dry_run_done(what: str, hw: tuple[int, int], out) -> int:
 FRAMES_KEPT = "finished frames are kept, continue with the same command and --resume"
 
 
-def add_device_flags(p: argparse.ArgumentParser) -> None:
+def add_device_flags(p: argparse.ArgumentParser, command: str) -> None:
     """``--devices`` and the multi-host flags: the mesh a command computes on."""
-    g = p.add_argument_group("devices")
-    g.add_argument("--devices", type=number("devices"),
-                   help="compute on the first N devices (default: all of every process)")
-    g.add_argument("--coordinator", metavar="HOST:PORT",
-                   help="join a multi-host JAX cluster whose process 0 listens here (with "
-                        "--num-processes and --process-id; standard cluster environments are "
-                        "detected without them)")
-    g.add_argument("--num-processes", type=number("num-processes"), help="processes in the cluster")
-    g.add_argument("--process-id", type=number("process-id"), help="this process's rank (0: the one that writes)")
+    add(p.add_argument_group("devices"), command, "devices", "coordinator", "num-processes", "process-id")
 
 
 def setup_devices(args) -> None:
@@ -143,10 +123,3 @@ def run_abandon_hooks() -> None:
             save()
         except Exception as e:  # noqa: BLE001 - best effort while exiting
             print(f"jaxdream: warning: could not save on interrupt ({e})", file=sys.stderr)
-
-
-def add_precision(g) -> None:
-    """``--precision``, shared by the dream and style options."""
-    g.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                   help="network compute precision: float32 (default; CPU) or bfloat16 (GPU/TPU: "
-                        "half the memory traffic; Gram matrices, losses and optimiser stay float32)")

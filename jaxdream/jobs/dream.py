@@ -7,54 +7,31 @@ import sys
 import time
 from pathlib import Path
 
-from jaxdream.dream import DreamConfig, objective_layers
+from jaxdream.dream import objective_layers
 from jaxdream.errors import SettingsError
 
-from .common import (FRAMES_KEPT, add_device_flags, add_dry_run, add_frames_flags, add_precision, dry_run_done,
-                     number, output_size, pair, report_interrupt, single_process)
+from .common import (FRAMES_KEPT, add, add_device_flags, add_dry_run, add_frames_flags, dry_run_done, output_size,
+                     report_interrupt, single_process)
 
-_D = DreamConfig()
+#: The DeepDream options, in help order.
+DREAM_OPTIONS = ("model", "layers", "channels", "class", "guide", "guide-size", "steps", "octaves", "octave-scale",
+                 "step-size", "jitter", "normalize", "lapnorm", "tile-size")
+#: The options that mean the same in a dream and in video's style transfer.
+SHARED_OPTIONS = ("weights", "mask", "seed", "precision", "quiet")
 
 
-def add_dream_options(p: argparse.ArgumentParser, steps: int = _D.steps, octaves: int = _D.octaves) -> None:
-    """The DeepDream options shared by ``dream``, ``zoom`` and ``video --dream``."""
-    g = p.add_argument_group("dream")
-    g.add_argument("--model", default=_D.model, help=f"network (default {_D.model})")
-    g.add_argument("--weights", help="weights file (default: the cache, downloading if needed)")
-    g.add_argument("--layers", default=f"{_D.layers[0][0]}",
-                   help="layers with optional weights, e.g. inception_4c/output:1,inception_4d/output:0.5 "
-                        f"(default {_D.layers[0][0]})")
-    g.add_argument("--channels", help="channel(s) to amplify on every layer: 139, 10,20 or 10-19")
-    g.add_argument("--class", dest="class_index", metavar="CLASS",
-                   help="dream an ImageNet class: index (285) or name ('Egyptian cat')")
-    g.add_argument("--guide", help="guide image: push features toward the guide's (objective_guide)")
-    g.add_argument("--guide-size", type=number("guide-size"), default=_D.guide_size,
-                   help=f"longest side the guide is scaled to (default {_D.guide_size})")
-    g.add_argument("--steps", type=number("steps"), default=steps, help=f"ascent steps per octave (default {steps})")
-    g.add_argument("--octaves", type=number("octaves"), default=octaves, help=f"number of octaves (default {octaves})")
-    g.add_argument("--octave-scale", type=number("octave-scale"), default=_D.octave_scale,
-                   help=f"size ratio between octaves (default {_D.octave_scale})")
-    g.add_argument("--step-size", type=number("step-size"), default=_D.step_size, help=f"(default {_D.step_size})")
-    g.add_argument("--jitter", type=number("jitter"), default=_D.jitter,
-                   help=f"max random shift in px (default {_D.jitter})")
-    g.add_argument("--normalize", choices=("auto", "mean", "std", "lapnorm"), default="auto",
-                   help="gradient normalisation: mean (step / mean|g|), std, lapnorm (Laplacian "
-                        "pyramid); default auto: lapnorm with 5 levels for --class, else mean")
-    g.add_argument("--lapnorm", type=number("lapnorm"), metavar="LEVELS",
-                   help="Laplacian pyramid normalisation with this many levels (sets --normalize lapnorm)")
-    g.add_argument("--tile-size", type=number("tile-size"), default=_D.tile_size,
-                   help=f"gradients of larger images are computed in tiles (default {_D.tile_size})")
-    g.add_argument("--seed", type=number("seed"), default=_D.seed, help=f"random seed (default {_D.seed})")
-    g.add_argument("--size", type=number("size"), help="scale the input so its longest side is N px first")
-    g.add_argument("--mask", dest="masks", action="append", metavar="IMAGE",
-                   help="dream only where this picture is white (grey levels scale the step; the "
-                        "input's aspect ratio; one image for every frame of zoom; in video a picture "
-                        "or a video of masks, frame k for the clip's frame k). With video --style: "
-                        "one mask per --style, the region each style paints")
-    g.add_argument("--quiet", action="store_true", help="no progress output")
-    add_precision(g)
-    add_dry_run(p)
-    add_device_flags(p)
+def add_dream_options(p: argparse.ArgumentParser, command: str, shared=None, title: str = "dream") -> None:
+    """The DeepDream options of ``dream``, ``zoom``, ``warmup`` and ``video --dream``; those that
+    also apply to video's style transfer (:data:`SHARED_OPTIONS`) go into ``shared`` when given
+    (video has its own ``--size``)."""
+    g = p.add_argument_group(title)
+    add(g, command, *DREAM_OPTIONS)
+    if shared is None:
+        add(g, command, "size", *SHARED_OPTIONS)
+    else:
+        add(shared, command, *SHARED_OPTIONS)
+    add_dry_run(p, command)
+    add_device_flags(p, command)
 
 
 def dream_config(args):
@@ -95,25 +72,16 @@ def register(sub) -> None:
     p = sub.add_parser("dream", help="DeepDream an image",
                        description="DeepDream an image (google/deepdream defaults on BVLC GoogLeNet).")
     p.add_argument("input", help="image to dream on")
-    p.add_argument("-o", "--output", help="output image (default: INPUT_dream.png)")
-    add_dream_options(p)
+    add(p, "dream", "output")
+    add_dream_options(p, "dream")
     p.set_defaults(func=cmd_dream)
 
     p = sub.add_parser("zoom", help="infinite-zoom DeepDream animation (GIF, MP4 or frames folder)")
     p.add_argument("input", help="start image")
-    p.add_argument("-o", "--output", required=True, help="out.gif, out.mp4 or a folder/ for PNG frames")
-    p.add_argument("--frames", type=number("frames"), default=120, help="number of frames (default 120)")
-    p.add_argument("--zoom", type=number("zoom"), default=1.05, help="zoom factor per frame (default 1.05)")
-    p.add_argument("--rotate", type=number("rotate"), default=0.0, help="degrees per frame, counter-clockwise")
-    p.add_argument("--translate", type=pair("translate"), default=(0.0, 0.0), metavar="DX,DY",
-                   help="pixels per frame")
-    p.add_argument("--steps-per-frame", type=number("steps-per-frame"), default=5,
-                   help="dream steps per frame (default 5)")
-    p.add_argument("--fps", type=number("fps"), default=24.0, help="frames per second (default 24)")
-    p.add_argument("--loop", action="store_true", help="cross-fade the end into the start for a seamless loop")
-    p.add_argument("--layer-schedule", help="switch layers during the run: '0:inception_4c/output,60:inception_4d/output'")
-    add_frames_flags(p)
-    add_dream_options(p)
+    add(p, "zoom", "output", "frames", "zoom", "rotate", "translate", "steps-per-frame", "fps", "loop",
+        "layer-schedule")
+    add_frames_flags(p, "zoom")
+    add_dream_options(p, "zoom")
     p.set_defaults(func=cmd_zoom)
 
 
@@ -190,13 +158,13 @@ def cmd_zoom(args, observer=None) -> int:
                               fps=args.fps, loop=args.loop)
     zs.validate()
     schedule = zoom_loop.parse_layer_schedule(args.layer_schedule)
-    hw = output_size(args.input, args.size or 512)
+    hw = output_size(args.input, args.size)
     out, kind = media.check_animation_output(args.output, inputs=[args.input, args.guide, cfg.mask])
     frames.check_work_folder(frames.work_folder(out, kind), args.resume, args.overwrite)
     check_dream_size(args, cfg, hw)
     if args.dry_run:
         return dry_run_done(f"zoom ({zs.frames} frames)", hw, out)
-    image = media.load_image(args.input, size=args.size or 512)
+    image = media.load_image(args.input, size=args.size)
     enable_compilation_cache()
     dreamer = make_dreamer(args, cfg)
     from jaxdream.progress import bar

@@ -7,113 +7,30 @@ exits 130).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
+from jaxdream import options
 from jaxdream.errors import MediaError, SettingsError
 
-from .common import add_device_flags, add_dry_run, add_precision, number, numbers, on_abandon
+from .common import add, add_device_flags, add_dry_run, on_abandon
 
 _ABBREV = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "seed": "seed"}
 
-
-def _default(name: str):
-    """The library's default of a style setting (one source of truth: the signature of
-    :func:`jaxdream.style.plan_style`, which :func:`jaxdream.style.stylize` shares)."""
-    import inspect
-
-    from jaxdream.style import plan_style
-    return inspect.signature(plan_style).parameters[name].default
+#: The Gatys options shared by ``style`` and ``video --style``, in help order (``--mask`` is
+#: among the options video's two modes share).
+STYLE_OPTIONS = ("style-blend-weights", "content-weight", "style-weight", "tv-weight", "content-layers",
+                 "style-layers", "optimizer", "learning-rate", "lbfgs-num-correction", "pooling", "style-scale",
+                 "tol-loss-relative", "tol-loss-relative-interval", "lbfgs-precondition", "original-colors",
+                 "color-transfer", "mask", "content-mask", "style-mask", "style-loss", "ema")
 
 
-def _video_default(name: str):
-    """The default of a setting of :class:`jaxdream.video.StyleFrames` (``video --style``)."""
-    import inspect
-
-    from jaxdream.video import StyleFrames
-    return inspect.signature(StyleFrames.__init__).parameters[name].default
-
-
-def _scales(text: str):
-    """``--scales``: ``off`` (single scale) or increasing sizes."""
-    if text.strip().lower() in ("off", "none", "0"):
-        return ()
-    return numbers("scales")(text)
-
-
-def add_style_options(g, *, sweep: bool) -> None:
-    """The Gatys options shared by ``style`` and ``video --style``.
-
-    With ``sweep`` the loss weights take comma-separated lists (a batched sweep); without, one
-    value each. Types, ranges and defaults come from :mod:`jaxdream.options` and
-    :func:`jaxdream.style.stylize`.
-    """
-    many, meta = (numbers, "W[,W..]") if sweep else (number, "W")
-    g.add_argument("--style-blend-weights", type=numbers("style-blend-weights"), metavar="W1,W2",
-                   help="relative weight of each style (default equal)")
-    for name in ("content-weight", "style-weight", "tv-weight"):
-        default = _default(name.replace("-", "_"))
-        g.add_argument(f"--{name}", type=many(name), default=str(default), metavar=meta, help=f"default {default:g}")
-    g.add_argument("--content-layers", default=",".join(_default("content_layers")), metavar="LAYERS")
-    g.add_argument("--style-layers", default=",".join(_default("style_layers")), metavar="LAYERS")
-    g.add_argument("--optimizer", default=_default("optimizer"), help="lbfgs (default) or adam")
-    g.add_argument("--learning-rate", type=number("learning-rate"), help="default 1 for lbfgs, 10 for adam")
-    g.add_argument("--lbfgs-num-correction", type=number("lbfgs-num-correction"),
-                   default=_default("lbfgs_num_correction"), help="default 100")
-    g.add_argument("--pooling", default=_default("pooling"), help="VGG pooling: max (default) or avg")
-    g.add_argument("--style-scale", type=number("style-scale"), default=_default("style_scale"),
-                   help="style image size relative to --size (default 1)")
-    tol, every = ("tol_loss_relative", "tol_loss_relative_interval")
-    if sweep:
-        what = "each scale (of every image of a sweep or batch)"
-        tol_default = f"default {_default(tol):g}: off, every scale runs all its iterations"
-        every_default = _default(every)
-    else:
-        what = "each frame after the first (the first always runs --iterations-first)"
-        tol_default = f"default {_video_default(tol):g}"
-        every_default = _video_default(every)
-    g.add_argument("--tol-loss-relative", type=number("tol-loss-relative"), metavar="TOL",
-                   help=f"end {what} early once its total loss changed by less than this fraction "
-                        f"over the last --tol-loss-relative-interval iterations (artistic-videos' "
-                        f"option; {tol_default})")
-    g.add_argument("--tol-loss-relative-interval", type=number("tol-loss-relative-interval"), metavar="N",
-                   help=f"iterations between the loss comparisons of --tol-loss-relative (default "
-                        f"{every_default}; the first comparison is at twice this)")
-    pre = "lbfgs_precondition"
-    g.add_argument("--lbfgs-precondition", type=number("lbfgs-precondition"), metavar="W",
-                   help="L-BFGS's initial inverse Hessian moves the picture's block means over 2 to 32 px "
-                        "up to 1+5W times as far as single pixels (a Laplacian-pyramid preconditioner; "
-                        + (f"default {_default(pre):g}: neural-style's plain L-BFGS)" if sweep else
-                           f"frames after the first; default {_video_default(pre):g}, 0 is plain L-BFGS)"))
-    g.add_argument("--original-colors", action="store_true", help="keep the content's colours")
-    g.add_argument("--color-transfer", help="histogram or mean-cov: give the style images the "
-                                            "content's colour statistics first")
-    add_mask_options(g)
-    g.add_argument("--style-loss", choices=("gram", "wasserstein"), default=_default("style_loss"),
-                   help="gram (default, neural-style's Gram matrices) or wasserstein (W2 distance between "
-                        "Gaussian fits of the features, crowsonkb/style-transfer-pytorch's loss)")
-    g.add_argument("--ema", type=number("ema"), default=_default("ema"), metavar="DECAY",
-                   help="with --optimizer adam: return the average of the iterates, each step "
-                        "weighted DECAY times the next (e.g. 0.99; default 0: the last iterate)")
-    if sweep:  # video --style takes --precision from the dream options it also has
-        add_precision(g)
-
-
-def add_mask_options(g) -> None:
-    """The masks of style transfer (Gatys et al.'s spatial control); ``--mask`` is also a dream
-    option (the same flag and destination, so ``video`` has one)."""
-    g.add_argument("--mask", dest="masks", action="append", metavar="IMAGE",
-                   help="one per --style, in the same order: the region of the content image that "
-                        "style paints (white; grey levels are weights, grey borders blend the styles); "
-                        "the content image's aspect ratio")
-    g.add_argument("--content-mask", metavar="IMAGE",
-                   help="weight the content loss by this picture (white: keep the content; in "
-                        "video also a video of masks, one per frame)")
-    g.add_argument("--style-mask", dest="style_masks", action="append", metavar="IMAGE|none",
-                   help="one per --style: the part of that style image its style is taken from "
-                        "('none': all of it)")
+def add_style_options(g, command: str) -> None:
+    """The Gatys options of ``style`` and ``video --style``: in ``style`` the loss weights take
+    comma-separated lists (a batched sweep), in ``video`` one value each
+    (:data:`jaxdream.options.OPTIONS` says so, with every default and help)."""
+    add(g, command, *(name for name in STYLE_OPTIONS if not (command == "video" and name == "mask")))
 
 
 def register(sub) -> None:
@@ -126,38 +43,12 @@ def register(sub) -> None:
     p.add_argument("content", nargs="+",
                    help="content image; several images or a folder make a batch written into the "
                         "-o folder, one result per image, skipping those already there")
-    p.add_argument("--style", "-s", action="append", required=True, metavar="IMAGE",
-                   help="style image (repeat to blend several)")
-    p.add_argument("-o", "--output", default="out.png", help="output image (default out.png)")
-    add_style_options(p, sweep=True)
-    p.add_argument("--num-iterations", type=numbers("num-iterations"), default="1000", metavar="N[,N..]",
-                   help="iterations (default 1000) at the coarsest scale (finer scales get half "
-                        "as many as the one before), or one count per scale")
-    p.add_argument("--size", "--image-size", type=number("size"), default=_default("size"),
-                   help="longest side of the result (default 512)")
-    p.add_argument("--scales", type=_scales, metavar="S1,S2,..|off",
-                   help="coarse-to-fine longest sides, the last one the output size (default: "
-                        "automatic above 512 px, halving down to 512; off: single scale)")
-    p.add_argument("--init", default="random", help="random (default), image/content, or an image file")
-    p.add_argument("--init-image", help="start from this image (same as --init FILE)")
-    p.add_argument("--seed", type=numbers("seed"), default="0", metavar="N[,N..]", help="random seed (default 0)")
-    p.add_argument("--model", default="vgg19", help=argparse.SUPPRESS)
-    p.add_argument("--weights", help="weights file (default: the cache, downloading if needed)")
-    p.add_argument("--print-iter", type=number("print-iter"), default=50,
-                   help="print losses every N iterations (0: never)")
-    p.add_argument("--save-iter", type=number("save-iter"), default=0,
-                   help="write OUT_N.png every N iterations (0: never)")
-    p.add_argument("--chunk", type=number("chunk"), default=_default("chunk"),
-                   help="iterations per compiled call (default 20)")
-    p.add_argument("--band-rows", type=number("band-rows"),
-                   help="evaluate the objective band by band, N rows per band (exact; default: only "
-                        "at sizes whose whole-image program does not fit in memory)")
-    p.add_argument("--remat", default="auto", choices=("auto", "on", "off"),
-                   help="auto (above 1024x1024), on or off: recompute activations in the backward "
-                        "pass to save memory")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or loss lines")
-    add_dry_run(p)
-    add_device_flags(p)
+    add(p, "style", "style", "output")
+    add_style_options(p, "style")
+    add(p, "style", "precision", "iterations", "size", "scales", "init", "init-image", "seed", "model", "weights",
+        "print-iter", "save-iter", "chunk", "band-rows", "remat", "quiet")
+    add_dry_run(p, "style")
+    add_device_flags(p, "style")
     p.set_defaults(func=cmd_style)
 
 
@@ -266,7 +157,7 @@ def cmd_style(args, observer=None) -> int:
     contents, batch = _contents(args.content)
     if not batch:
         return _style_run(args, [(contents[0], Path(args.output))], observer=observer)
-    if args.output == "out.png":
+    if args.output == options.default("output", "style"):
         raise SettingsError("several content images: give an output folder with -o FOLDER/")
     folder = Path(args.output)
     if folder.suffix.lower() in media.IMAGE_FORMATS and not args.output.endswith("/"):
@@ -298,7 +189,7 @@ def _settings(args, init) -> dict:
         content_weight=_one(args.content_weight), style_weight=_one(args.style_weight),
         tv_weight=_one(args.tv_weight),
         content_layers=_names(args.content_layers), style_layers=_names(args.style_layers),
-        num_iterations=_one(args.num_iterations), optimizer=args.optimizer.lower(),
+        num_iterations=_one(args.iterations), optimizer=args.optimizer,
         learning_rate=args.learning_rate, lbfgs_num_correction=args.lbfgs_num_correction,
         size=args.size, scales=args.scales, init=init, pooling=args.pooling,
         style_scale=args.style_scale, original_colors=args.original_colors,
@@ -311,17 +202,18 @@ def mask_settings(args) -> dict:
     """The mask, style-loss and EMA settings of a style command (``style`` and ``video --style``)
     that differ from the library's defaults (so that a video's recorded settings, which
     ``--resume`` compares, only name them when used)."""
-    given = dict(masks=args.masks, content_mask=args.content_mask, style_masks=args.style_masks,
-                 style_loss=args.style_loss, ema=args.ema)
-    return {k: v for k, v in given.items() if v != _default(k)}
+    given = {"masks": ("mask", args.masks), "content_mask": ("content-mask", args.content_mask),
+             "style_masks": ("style-mask", args.style_masks), "style_loss": ("style-loss", args.style_loss),
+             "ema": ("ema", args.ema)}
+    return {k: v for k, (name, v) in given.items() if v != options.default(name)}
 
 
 def optimiser_settings(args) -> dict:
-    """``--tol-loss-relative``, its interval and ``--lbfgs-precondition`` where given (None: the
-    library's default of the command, :func:`jaxdream.style.plan_style`'s or
-    :class:`jaxdream.video.StyleFrames`')."""
-    return {k: v for k in ("tol_loss_relative", "tol_loss_relative_interval", "lbfgs_precondition")
-            if (v := getattr(args, k, None)) is not None}
+    """``--tol-loss-relative``, its interval and ``--lbfgs-precondition`` where given (their
+    defaults differ between ``style``, :func:`jaxdream.style.plan_style`'s, and ``video``,
+    :class:`jaxdream.video.StyleFrames`'; both read them from :mod:`jaxdream.options`)."""
+    return {k: getattr(args, k) for k in ("tol_loss_relative", "tol_loss_relative_interval", "lbfgs_precondition")
+            if options.given(args, k)}
 
 
 def _tag(label: dict, items) -> str:
@@ -358,7 +250,7 @@ def _style_run(args, items: list[tuple[Path, Path]], in_batch: bool = False, obs
 
 def _init(args) -> str:
     """``--init``, or ``--init-image`` (the same as ``--init FILE``; refused when they differ)."""
-    if args.init_image and args.init not in ("random", args.init_image):
+    if args.init_image and args.init not in (options.default("init", "style"), args.init_image):
         raise SettingsError("give either --init FILE or --init-image FILE, not both")
     return args.init_image or args.init
 

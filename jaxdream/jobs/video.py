@@ -6,16 +6,17 @@ import dataclasses
 import os
 from pathlib import Path
 
+from jaxdream import options
 from jaxdream.errors import MediaError, SettingsError
 
-from .common import FRAMES_KEPT, add_frames_flags, dry_run_done, number, numbers, report_interrupt, single_process
+from .common import FRAMES_KEPT, add, add_frames_flags, dry_run_done, report_interrupt, single_process
 from .dream import add_dream_options, dream_config, make_dreamer
 from .style import _names, add_style_options, mask_settings, optimiser_settings
 
 #: Longest side frames are processed at unless --size says otherwise (a smaller clip keeps its
 #: own size): a 16:9 clip runs at 256x144, where a later frame (100 L-BFGS iterations) takes
 #: about 47 s on a 2-core CPU (93 CPU-seconds measured on bigbuckbunny.mp4 with the real VGG-19).
-DEFAULT_SIZE = 256
+DEFAULT_SIZE = options.default("size", "video")
 
 #: Seconds per pixel and iteration (style: VGG-19 L-BFGS iteration) or step (dream: GoogLeNet
 #: ascent step) on two cores, measured at DEFAULT_SIZE with the real weights, and the compiling
@@ -28,18 +29,9 @@ COMPILE_SECONDS = 30
 FULL = "full"
 
 
-def _size(text: str) -> int | str:
-    """``--size``: a number of pixels, or ``full`` for the clip's own size."""
-    if text.strip().lower() == FULL:
-        return FULL
-    return number("size")(text)
-
-
 def register(sub) -> None:
-    from jaxdream import video as vd
     p = sub.add_parser(
-        "video", conflict_handler="resolve",  # its own --size replaces the dream options' one
-        help="stylise (--style) or dream (--dream) a video, frame by frame with optical flow",
+        "video", help="stylise (--style) or dream (--dream) a video, frame by frame with optical flow",
         description="Stylise a clip with --style (Ruder et al.: each frame starts from the previous "
                     "stylised frame warped by the optical flow, plus a temporal loss outside "
                     "occlusions) or DeepDream it with --dream (each frame starts from the warped "
@@ -48,66 +40,20 @@ def register(sub) -> None:
                     "of PNG frames. Every frame is used once with its own timestamp (a variable "
                     "frame rate is kept); non-square pixels are resized to the display aspect.")
     p.add_argument("input", help="video file (anything ffmpeg reads)")
-    p.add_argument("-o", "--output",
-                   help="out.mp4, out.gif or a folder/ for PNG frames (default: CLIP_styled.mp4, or "
-                        "CLIP_dream.mp4 with --dream, beside the clip; an existing one is replaced "
-                        "only with --overwrite)")
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--style", "-s", action="append", metavar="IMAGE",
-                      help="style image (repeat to blend several)")
-    mode.add_argument("--dream", action="store_true", help="DeepDream the clip instead")
+    add(p, "video", "output")
+    add(p.add_mutually_exclusive_group(required=True), "video", "style", "dream")
     v = p.add_argument_group("video")
-    v.add_argument("--start", type=number("start"), default=0, help="first frame to use (default 0)")
-    v.add_argument("--end", type=number("end"), help="frame to stop before (default: the end)")
-    v.add_argument("--frames", type=number("frames"), help="number of frames from --start")
-    v.add_argument("--fps", type=number("fps"), help="output frame rate (default: the clip's)")
-    v.add_argument("--init", default="prev-warped", choices=vd.INITS,
-                   help="how frames after the first start (default prev-warped)")
-    v.add_argument("--no-motion-boundaries", action="store_true",
-                   help="only occlusions (not motion boundaries) are excluded from the temporal loss")
-    add_frames_flags(v)
-    v.add_argument("--compare-independent", action="store_true",
-                   help="also process every frame independently (not written) and print its "
-                        "temporal error next to this run's")
+    add(v, "video", "start", "end", "frames", "fps", "size", "frame-init", "no-motion-boundaries")
+    add_frames_flags(v, "video")
+    add(v, "video", "compare-independent")
+    both = p.add_argument_group("both modes (--style and --dream)")
     s = p.add_argument_group("style (with --style)")
-    s.add_argument("--iterations-first", type=number("iterations-first"), default=400,
-                   help="iterations for the first frame (default 400)")
-    s.add_argument("--iterations", type=number("iterations"), default=100,
-                   help="iterations for each later frame (default 100)")
-    s.add_argument("--temporal-weight", type=number("temporal-weight"), default=1e3,
-                   help="weight of the temporal loss, artistic-videos' scale (default 1e3)")
-    s.add_argument("--first-init", default="content",
-                   help="init of the first frame: content (default), random or an image file")
-    s.add_argument("--scales-first", type=numbers("scales"), metavar="S1,S2,..",
-                   help="coarse-to-fine longest sides for the first frame (the last one = --size)")
-    s.add_argument("--temporal-frames", type=numbers("temporal-frames"), default=[1], metavar="J1,J2,..",
-                   help="earlier stylised frames t-j that hold frame t (Ruder et al. 2018's long-term "
-                        "loss, e.g. 1,2,4; default 1: the previous frame only)")
-    s.add_argument("--long-term-weights", choices=vd.LONG_TERM_WEIGHTS, default=vd.LONG_TERM_WEIGHTS[0],
-                   help="how --temporal-frames share a pixel: normalize (default: every reliable frame, "
-                        "weights summing to 1, which anchors static parts to the older frames) or "
-                        "closest-first (artistic-videos' default: its nearest reliable frame only)")
-    s.add_argument("--passes", type=number("passes"), default=1,
-                   help="passes over the clip, alternating forward and backward (Ruder et al. "
-                        "2018's multi-pass; each later pass costs --iterations per frame; default 1)")
-    s.add_argument("--blend-weight", type=number("blend-weight"), default=1.0,
-                   help="in passes after the first, weight of the warped neighbour in each frame's "
-                        "start (artistic-videos' -blendWeight; default 1)")
-    add_style_options(s, sweep=False)
+    add(s, "video", "iterations-first", "iterations", "temporal-weight", "init", "scales-first", "temporal-frames",
+        "long-term-weights", "passes", "blend-weight")
+    add_style_options(s, "video")
     d = p.add_argument_group("dream frames (with --dream)")
-    d.add_argument("--blend", type=number("blend"), default=0.6,
-                   help="share of the warped previous dream in each new frame's start (default 0.6)")
-    d.add_argument("--steps-per-frame", type=number("steps-per-frame"), default=5,
-                   help="dream steps for each frame after the first (default 5)")
-    add_dream_options(p)
-    v.add_argument("--size", type=_size,
-                   help=f"longest side the frames are processed at, or 'full' for the clip's own "
-                        f"(default {DEFAULT_SIZE}, or the clip's own if smaller: 256x144 for 16:9, "
-                        f"where on a 2-core laptop CPU --style takes up to about 47 s per frame (100 "
-                        f"iterations; --tol-loss-relative ends a settled frame early: on bigbuckbunny after "
-                        f"about half) and 3.5 min for "
-                        f"the first (400), --dream about 1 s per frame; "
-                        f"the time grows with the pixels: about 4x at 512)")
+    add(d, "video", "blend", "steps-per-frame")
+    add_dream_options(p, "video", shared=both, title="dream (with --dream)")
     p.set_defaults(func=cmd_video)
 
 
@@ -116,7 +62,7 @@ def _style_settings(args) -> dict:
     return dict(style_blend_weights=args.style_blend_weights, content_weight=args.content_weight,
                 style_weight=args.style_weight, tv_weight=args.tv_weight,
                 content_layers=_names(args.content_layers), style_layers=_names(args.style_layers),
-                optimizer=args.optimizer.lower(), learning_rate=args.learning_rate,
+                optimizer=args.optimizer, learning_rate=args.learning_rate,
                 lbfgs_num_correction=args.lbfgs_num_correction, pooling=args.pooling,
                 style_scale=args.style_scale, original_colors=args.original_colors,
                 color_transfer=args.color_transfer, seed=args.seed, precision=args.precision,
@@ -140,8 +86,6 @@ def _check_frames(args, hw: tuple[int, int], frames: range) -> None:
         if cfg.mask is not None:
             MaskFrames(cfg.mask, mask_name(cfg.mask)).check(hw, frames, "the clip's frames")
         return
-    if args.model not in ("googlenet", "vgg19"):  # --model belongs to the dream options
-        raise SettingsError(f"style transfer uses vgg19, not '{args.model}'")
     style = _style_settings(args)
     vd.check_mask_count(style, len(args.style))
     first_masks = vd.masks_at(vd.frame_masks(style, hw, frames), 0)
@@ -156,7 +100,7 @@ def _maker(args):
         return vd.DreamFrames(make_dreamer(args, cfg, with_mask=False), blend=args.blend,
                               steps_per_frame=args.steps_per_frame, mask=cfg.mask)
     return vd.StyleFrames(args.style, iterations_first=args.iterations_first, iterations=args.iterations,
-                          temporal_weight=args.temporal_weight, first_init=args.first_init,
+                          temporal_weight=args.temporal_weight, first_init=args.init,
                           scales_first=args.scales_first, weights=args.weights,
                           mesh=getattr(args, "mesh", None), **optimiser_settings(args), **_style_settings(args))
 
@@ -252,7 +196,7 @@ def cmd_video(args, observer=None) -> int:
     # a bad clip, range, size or setting fails before any weights load; the default size
     # never enlarges a smaller clip
     reader = media.VideoReader(args.input, settings.size, args.start, args.end, even=kind == "mp4",
-                               upscale=args.size is not None)
+                               upscale=options.given(args, "size"))
     settings = dataclasses.replace(settings, size=reader.size)
     hw = reader.frame_size[::-1]
     _check_frames(args, hw, range(reader.start, reader.end))
@@ -284,8 +228,8 @@ def _video_settings(args):
         if args.end is not None:
             raise SettingsError("give either --end or --frames, not both")
         args.end = args.start + args.frames
-    settings = vd.VideoSettings(size=None if args.size == FULL else args.size or DEFAULT_SIZE,
-                                start=args.start, end=args.end, init=args.init,
+    settings = vd.VideoSettings(size=None if args.size == FULL else args.size,
+                                start=args.start, end=args.end, init=args.frame_init,
                                 motion_boundaries=not args.no_motion_boundaries, fps=args.fps,
                                 temporal_frames=tuple(args.temporal_frames), passes=args.passes,
                                 blend_weight=args.blend_weight, long_term_weights=args.long_term_weights)

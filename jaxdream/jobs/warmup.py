@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from .common import output_size
+from jaxdream import options
+
+from .common import add, output_size
 from .dream import add_dream_options, dream_config
 
 
@@ -13,12 +15,11 @@ def register(sub) -> None:
         "warmup", help="compile a dream's programs ahead so that the dream itself starts at once",
         description="Compile the XLA programs that 'jaxdream dream' with the same options will run, into "
                     "the compilation cache (no weights needed, nothing computed). With images: the "
-                    "programs for their sizes (after --size). Without: the given --size (default 512) "
-                    "at the usual aspect ratios.")
+                    "programs for their sizes (after --size). Without: the given --size (default "
+                    f"{options.default('size', 'warmup')}) at the usual aspect ratios.")
     p.add_argument("images", nargs="*", help="images whose dreams to prepare")
-    p.add_argument("--aspects", default=None,
-                   help="W:H ratios to prepare without images (default 1:1,4:3,3:4,3:2,2:3,16:9,9:16)")
-    add_dream_options(p)
+    add(p, "warmup", "aspects")
+    add_dream_options(p, "warmup")
     p.set_defaults(func=cmd_warmup)
 
 
@@ -28,9 +29,11 @@ def _sizes(args) -> list[tuple[int, int]]:
         if args.aspects:
             from jaxdream.errors import SettingsError
             raise SettingsError("--aspects is for a warmup without images; give one or the other")
-        return list(dict.fromkeys(output_size(path, args.size) for path in args.images))
+        # the images' own sizes unless --size is given, as the dreams will have them
+        size = args.size if options.given(args, "size") else None
+        return list(dict.fromkeys(output_size(path, size) for path in args.images))
     aspects = args.aspects.split(",") if args.aspects else ASPECTS
-    return list(dict.fromkeys(aspect_sizes(args.size or 512, aspects)))
+    return list(dict.fromkeys(aspect_sizes(args.size, aspects)))
 
 
 def cmd_warmup(args) -> int:

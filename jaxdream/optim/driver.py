@@ -1,11 +1,21 @@
-"""How a run's iterations are driven: one ``lax.fori_loop`` inside ``jit`` (GPU, TPU) or a
-Python loop over a jitted one-iteration program (CPU)."""
+"""How a run's iterations are driven: in chunks, each one ``lax.fori_loop`` inside ``jit`` (GPU,
+TPU) or a Python loop over a jitted one-iteration program (CPU), with the host reading only
+what its consumer needs between chunks; on an accelerator the next chunk is dispatched before
+the last one's results are read, so the device never waits for Python."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from typing import Any, Callable, Sequence
+
 import jax
 
-__all__ = ["in_jit_loop_default"]
+__all__ = ["in_jit_loop_default", "chunk_sizes", "drive", "loop_guard"]
+
+#: ``JAXDREAM_TRANSFER_GUARD``: the ``jax.transfer_guard`` level inside the iteration loops
+#: (``allow`` by default; the tests run with ``disallow``, so a transfer nobody named fails).
+TRANSFER_GUARD_ENV = "JAXDREAM_TRANSFER_GUARD"
 
 
 def in_jit_loop_default() -> bool:
@@ -22,3 +32,57 @@ def in_jit_loop_default() -> bool:
     return jax.default_backend() != "cpu"
 
 
+def loop_guard():
+    """``jax.transfer_guard`` at the level :data:`TRANSFER_GUARD_ENV` names (``allow`` unset):
+    wraps the loops, whose only transfers are explicit (``jax.device_put``/``device_get``)."""
+    level = os.environ.get(TRANSFER_GUARD_ENV, "allow")
+    return contextlib.nullcontext() if level == "allow" else jax.transfer_guard(level)
+
+
+def chunk_sizes(total: int, chunk: int, every: int = 0) -> list[int]:
+    """Iterations of each chunk of a run of ``total``: ``chunk`` at most, cut at every multiple
+    of ``every`` (where a stopping rule compares the loss; 0: none)."""
+    sizes, done = [], 0
+    while done < total:
+        n = min(chunk, total - done)
+        if every:
+            n = min(n, every - done % every)
+        sizes.append(n)
+        done += n
+    return sizes
+
+
+def drive(state, advance: Callable[[Any, int], Any], snapshot: Callable[[Any], Any],
+          consume: Callable[[int, Any], bool], sizes: Sequence[int], pipeline: bool = False,
+          read: Callable[[Any], Any] = jax.device_get):
+    """Run an optimiser's chunks; returns ``(iterations done, host snapshot)`` of the last chunk
+    consumed.
+
+    Args:
+        state: the optimiser state (a pytree of device arrays).
+        advance: ``(state, n) -> state`` dispatches ``n`` iterations (the state may be donated).
+        snapshot: ``state -> pytree`` of device arrays the consumer reads (with ``pipeline``,
+            copies: the state is donated to the next chunk before they are read).
+        consume: ``(iterations done, host snapshot) -> stop``, after every chunk.
+        sizes: the chunks' iteration counts (:func:`chunk_sizes`).
+        pipeline: dispatch chunk k+1 before reading chunk k (an accelerator then never waits for
+            the host; a stop after chunk k discards chunk k+1's work, so a run that stops early
+            by rule leaves it off).
+        read: device snapshot -> host values (the one transfer; default ``jax.device_get``).
+    """
+    done, last, pending = 0, None, None
+    with loop_guard():
+        for n in sizes:
+            state = advance(state, n)
+            done += n
+            ready, pending = pending, (done, snapshot(state))
+            if not pipeline:
+                ready, pending = pending, None
+            if ready is not None:
+                last = (ready[0], read(ready[1]))
+                if consume(*last):
+                    return last
+        if pending is not None:
+            last = (pending[0], read(pending[1]))
+            consume(*last)
+    return last

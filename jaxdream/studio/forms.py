@@ -1,7 +1,8 @@
 """The page's options, read from the command line's own parser, and a form turned back into argv.
 
-There is one definition of every option: the argparse parser of ``jaxdream dream``, ``style``,
-``zoom`` and ``video`` (:func:`jaxdream.jobs.command.build_parser`), whose numeric types are the
+There is one definition of every option: :data:`jaxdream.options.OPTIONS`, from which the
+argparse parser of ``jaxdream dream``, ``style``, ``zoom`` and ``video``
+(:func:`jaxdream.jobs.command.build_parser`) is built, its numeric types being the
 :class:`jaxdream.options.Number` definitions. This module lists which of those options the page
 shows (:data:`MAIN`) and reads everything else about them (flag, default, help, choices, range)
 from the parser; a submitted form becomes a command line that the same parser checks, so a value
@@ -30,7 +31,7 @@ COMMANDS = ("dream", "style", "zoom", "video")
 MAIN = {
     "dream": ("--size", "--octaves", "--steps", "--step-size", "--octave-scale", "--jitter", "--layers",
               "--channels", "--class", "--normalize", "--tile-size", "--seed"),
-    "style": ("--size", "--num-iterations", "--style-weight", "--content-weight", "--tv-weight", "--init",
+    "style": ("--size", "--iterations", "--style-weight", "--content-weight", "--tv-weight", "--init",
               "--optimizer", "--learning-rate", "--style-scale", "--pooling", "--original-colors",
               "--color-transfer", "--seed"),
     "zoom": ("--size", "--frames", "--zoom", "--rotate", "--steps-per-frame", "--fps", "--loop", "--octaves",

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 import itertools
 import os
 import warnings
@@ -21,7 +24,7 @@ from ..nets.network import load_network
 from ..objectives.bands import band_targets, band_value_and_grad
 from ..objectives.gatys import REMAT_PIXELS, Objective, _target_features, prepare_targets, style_targets
 from ..optim.adam import AdamState, adam_average, adam_init
-from ..optim.driver import in_jit_loop_default
+from ..optim.driver import chunk_sizes, drive, in_jit_loop_default
 from ..optim.lbfgs import LbfgsState, history_cap, lbfgs_init
 from ..runtime import parallel
 from .plan import StylePlan, plan_style
@@ -84,6 +87,7 @@ class StyleResult:
     settings: dict = field(default_factory=dict)
     iterations_run: list[int] = field(default_factory=list)
     iterates: np.ndarray | None = None
+    compile_seconds: float = 0.0
 
     @property
     def image(self) -> np.ndarray:
@@ -299,19 +303,29 @@ def _scale_targets(plan: StylePlan, net, k: int, hw, content_rgb, obj: Objective
     return targets
 
 
-def _optimiser_state(plan: StylePlan, x0: jax.Array, hw, n_losses: int):
-    """(state, chunk function, step function) of the chosen optimiser for a batch ``x0``."""
-    if plan.optimizer == "adam":
-        return jax.vmap(lambda x: adam_init(x, n_losses, plan.ema))(x0), adam_chunk, adam_step
-    m = plan.corrections
-    cap = history_cap(x0.shape[0], x0[0].size)
+def _corrections(plan: StylePlan, x0, hw) -> int:
+    """L-BFGS's history length at a scale: the plan's, capped to the memory budget (with a
+    warning)."""
+    m, cap = plan.corrections, history_cap(x0.shape[0], math.prod(x0.shape[1:]))
     if m > cap:
         warnings.warn(f"L-BFGS history limited to {cap} corrections at "
-                      f"{hw[1]}x{hw[0]} px (of {m}) to bound memory", stacklevel=3)
-        m = cap
-    w = plan.lbfgs_precondition
-    return (lbfgs_init(x0, m, n_losses), functools.partial(lbfgs_chunk, precondition=w),
-            functools.partial(lbfgs_step, precondition=w))
+                      f"{hw[1]}x{hw[0]} px (of {m}) to bound memory", stacklevel=5)
+    return min(m, cap)
+
+
+def _optimiser_init(plan: StylePlan, x0: jax.Array, corrections: int, n_losses: int):
+    """The chosen optimiser's fresh state for a batch ``x0``."""
+    if plan.optimizer == "adam":
+        return jax.vmap(lambda x: adam_init(x, n_losses, plan.ema))(x0)
+    return lbfgs_init(x0, corrections, n_losses)
+
+
+def _program(plan: StylePlan, in_jit_loop: bool) -> tuple[Callable, dict]:
+    """(jitted program, its static keyword arguments) that runs a chunk (``in_jit_loop``) or one
+    iteration of the chosen optimiser."""
+    if plan.optimizer == "adam":
+        return (adam_chunk if in_jit_loop else adam_step), {}
+    return (lbfgs_chunk if in_jit_loop else lbfgs_step), {"precondition": plan.lbfgs_precondition}
 
 
 def _iterate(state, ema: float) -> jax.Array:
@@ -425,6 +439,7 @@ class _Run:
     in_jit_loop: bool
     lr: jax.Array
     targets_cache: dict | None = None
+    compile_seconds: float = 0.0  # compiling the scales' programs ahead
 
     @property
     def mean(self):
@@ -480,48 +495,105 @@ def _converged(before, now: np.ndarray, tol: float) -> bool:
     return before is not None and bool(np.all(np.abs(before - now) < tol * np.abs(before)))
 
 
-def _optimise_scale(run: _Run, k: int, hw, x0: np.ndarray, content_rgbs: list,
-                    callback: Callable[[StyleProgress], Any] | None, chunk: int):
-    """Scale ``k``'s iterations from ``x0``, in chunks, until its budget, convergence or a
-    callback's stop: (iterate (host), losses or None, iterations done)."""
-    plan, where = run.plan, run.where
-    total = plan.iterations[k]
-    tol, every = plan.tol_loss_relative, plan.tol_loss_relative_interval
-    obj = _scale_objective(plan, hw)
-    band_rows = plan.band_rows[k] if plan.band_rows else None
-    targets = _placed_targets(run, k, hw, content_rgbs, obj, band_rows)
-    state, run_chunk, run_step = _optimiser_state(plan, jnp.asarray(x0, jnp.float32), hw, obj.n_losses)
-    state = where.state(state, hw)
-    x = losses = before = None
-    done = 0
-    while done < total:
-        n = min(chunk, total - done)
-        if tol > 0:  # a chunk ends at every multiple of the interval, where the loss is compared
-            n = min(n, every - done % every)
-        if band_rows:
-            state = _band_iterations(state, n, run.params, targets, run.loss_weights, run.lr, obj, band_rows,
-                                     plan.lbfgs_precondition)
-        elif run.in_jit_loop:
-            state = run_chunk(state, run.params, targets, run.loss_weights, jnp.int32(n), run.lr, spec=obj)
-        else:
-            for _ in range(n):
-                state = run_step(state, run.params, targets, run.loss_weights, run.lr, spec=obj)
-        done += n
-        losses = _losses_of(where.host(state.losses), obj.temporal)
-        x = where.host(_iterate(state, plan.ema))
+@dataclass
+class _Scale:
+    """One coarse-to-fine scale, prepared before the run's first iteration."""
+
+    k: int
+    hw: tuple
+    obj: Objective
+    band_rows: int | None
+    content_rgbs: list
+    targets: dict
+    corrections: int  # L-BFGS's history length here (0 for Adam)
+
+
+def _prepare_scales(run: _Run) -> list[_Scale]:
+    """Every scale's objective and targets (their programs compile here, before any step)."""
+    plan, scales = run.plan, []
+    for k, hw in enumerate(plan.sizes):
+        content_rgbs = [media.resize(c, hw) for c in plan.contents]
+        obj = _scale_objective(plan, hw)
+        band_rows = plan.band_rows[k] if plan.band_rows else None
+        x = jax.ShapeDtypeStruct((run.where.padded, *hw, 3), jnp.float32)
+        m = _corrections(plan, x, hw) if plan.optimizer == "lbfgs" else 0
+        scales.append(_Scale(k, tuple(hw), obj, band_rows, content_rgbs,
+                             _placed_targets(run, k, hw, content_rgbs, obj, band_rows), m))
+    return scales
+
+
+def _compile_scales(run: _Run, scales: list[_Scale]) -> float:
+    """Compile the iteration program of every whole-image scale ahead, concurrently (XLA
+    compiles outside the GIL), from the shapes alone; seconds spent. Runs over a mesh place
+    their state with shardings and compile at their first chunk."""
+    if run.where.mesh is not None or run.where.rows is not None:
+        return 0.0
+    fn, static = _program(run.plan, run.in_jit_loop)
+    jobs = []
+    for sc in scales:
+        if sc.band_rows:
+            continue
+        x = jax.ShapeDtypeStruct((run.where.padded, *sc.hw, 3), jnp.float32)
+        state = jax.eval_shape(lambda x, m=sc.corrections, n=sc.obj.n_losses: _optimiser_init(run.plan, x, m, n), x)
+        count = (jax.ShapeDtypeStruct((), jnp.int32),) if run.in_jit_loop else ()
+        jobs.append(((state, run.params, sc.targets, run.loss_weights, *count, run.lr), sc.obj))
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+        list(pool.map(lambda job: fn.lower(*job[0], spec=job[1], **static).compile(), jobs))
+    return time.perf_counter() - start
+
+
+def _optimise_scale(run: _Run, sc: _Scale, x0: np.ndarray, callback: Callable[[StyleProgress], Any] | None,
+                    chunk: int):
+    """Scale ``sc``'s iterations from ``x0``, in chunks (:func:`jaxdream.optim.driver.drive`), until
+    its budget, convergence or a callback's stop: (iterate (host), losses, iterations done)."""
+    plan, where, obj = run.plan, run.where, sc.obj
+    total, tol, every = plan.iterations[sc.k], plan.tol_loss_relative, plan.tol_loss_relative_interval
+    x0 = jax.device_put(np.asarray(x0, np.float32))
+    state = where.state(_optimiser_init(plan, x0, sc.corrections, obj.n_losses), sc.hw)
+    fn, static = _program(plan, run.in_jit_loop)
+    before = None
+
+    def advance(state, n: int):
+        if sc.band_rows:
+            return _band_iterations(state, n, run.params, sc.targets, run.loss_weights, run.lr, obj, sc.band_rows,
+                                    plan.lbfgs_precondition)
+        if run.in_jit_loop:
+            return fn(state, run.params, sc.targets, run.loss_weights, jax.device_put(np.int32(n)), run.lr,
+                      spec=obj, **static)
+        for _ in range(n):
+            state = fn(state, run.params, sc.targets, run.loss_weights, run.lr, spec=obj, **static)
+        return state
+
+    def consume(done: int, snap) -> bool:
+        nonlocal before
+        losses, x = _losses_of(snap[0], obj.temporal), snap[1]
         converged = False
         if tol > 0 and done % every == 0:
             now = losses["total"].astype(np.float64)
             converged, before = _converged(before, now, tol), now
-        if callback is not None and callback(StyleProgress(k, len(plan.scales), hw, done, total, losses,
-                                                           run.postprocess(x, content_rgbs), run.labels,
-                                                           converged)):
-            break
-        if converged:
-            break
-    if x is None or x.shape[1:3] != tuple(hw):
-        x = where.host(_iterate(state, plan.ema))
-    return x, losses, done
+        progress = StyleProgress(sc.k, len(plan.scales), sc.hw, done, total, losses,
+                                 run.postprocess(x, sc.content_rgbs), run.labels, converged)
+        return bool(callback is not None and callback(progress)) or converged
+
+    pipeline = _pipelined(run, sc)
+    snapshot = _snapshot_copy if pipeline else (lambda st: (st.losses, _iterate(st, plan.ema)))
+    done, (raw, x) = drive(state, advance, lambda st: snapshot(st, plan.ema) if pipeline else snapshot(st),
+                           consume, chunk_sizes(total, chunk, every if tol > 0 else 0), pipeline,
+                           read=lambda snap: jax.tree.map(where.host, snap))
+    return x, _losses_of(raw, obj.temporal), done
+
+
+def _pipelined(run: _Run, sc: _Scale) -> bool:
+    """Whether chunk k+1 is dispatched before chunk k is read: in-jit loops (accelerators)
+    without a stopping rule (whose stop would throw a chunk away) and without bands."""
+    return run.in_jit_loop and run.plan.tol_loss_relative == 0 and not sc.band_rows
+
+
+@functools.partial(jax.jit, static_argnames=("ema",))
+def _snapshot_copy(state, ema: float):
+    """Copies of a state's losses and iterate, read after the next chunk took the state."""
+    return jnp.copy(state.losses), jnp.copy(_iterate(state, ema))
 
 
 def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None = None,
@@ -529,18 +601,16 @@ def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None 
              targets_cache: dict | None = None) -> StyleResult:
     """Carry out a checked :class:`StylePlan` with a loaded network (see :func:`stylize`)."""
     run = _prepare_run(plan, net, mesh, in_jit_loop, targets_cache)
+    scales = _prepare_scales(run)
+    run.compile_seconds = _compile_scales(run, scales)
     x = losses = None
     ran = []
-    for k, hw in enumerate(plan.sizes):
-        content_rgbs = [media.resize(c, hw) for c in plan.contents]
-        x0 = _initial_batch(plan, hw, [content_rgbs[ci] for ci in run.owners], run.mean, run.seeds) if k == 0 else \
-            np.stack(run.where.pad([media.resize(xi, hw) for xi in np.asarray(x)]))
-        x, scale_losses, done = _optimise_scale(run, k, hw, x0, content_rgbs, callback, chunk)
-        losses = scale_losses if scale_losses is not None else losses
+    for sc in scales:
+        x0 = _initial_batch(plan, sc.hw, [sc.content_rgbs[ci] for ci in run.owners], run.mean, run.seeds) \
+            if sc.k == 0 else np.stack(run.where.pad([media.resize(xi, sc.hw) for xi in np.asarray(x)]))
+        x, losses, done = _optimise_scale(run, sc, x0, callback, chunk)
         ran.append(done)
+    content_rgbs = scales[-1].content_rgbs
     images = run.postprocess(x, content_rgbs)
-    if losses is None:
-        batch = len(run.labels)
-        losses = {k: np.full((batch,), np.nan, np.float32) for k in ("total", "content", "style", "tv")}
     return StyleResult(images.astype(np.float32), run.labels, losses, _settings_record(plan, net), ran,
-                       _from_model(x, run.mean).astype(np.float32))
+                       _from_model(x, run.mean).astype(np.float32), run.compile_seconds)
