@@ -528,13 +528,14 @@ class Dreamer:
         args, kwargs = self._ascent_arguments(image, key, None, layers)
         return ascent_program(*args, **kwargs, in_jit_loop=in_jit_loop)
 
-    def compile(self, shapes, layers=None, per_step: bool = False) -> float:
+    def compile(self, shapes, layers=None, per_step: bool = False, starts: bool = True) -> float:
         """Compile the programs :meth:`run` will run on octaves of these (h, w) ``shapes`` (the
         ascent of each shape, the start image of each octave), all at once (XLA compiles
         outside the GIL, one thread per distinct program), before any of them runs; each is
         compiled once (later calls find it compiled, or in the persistent cache). ``per_step``:
-        the one-step program of a run that reports every step. Returns the seconds spent (also
-        added to :attr:`compile_seconds`)."""
+        the one-step program of a run that reports every step; ``starts``: the octaves' start
+        images too (a zoom's or video's later frames only step). Returns the seconds spent
+        (also added to :attr:`compile_seconds`)."""
         shapes = [tuple(int(v) for v in s) for s in shapes]
         image = lambda hw: jax.ShapeDtypeStruct((*hw, 3), jnp.float32)  # noqa: E731
         programs = {}
@@ -542,8 +543,9 @@ class Dreamer:
             self.mask_at(shape)  # resized and placed here, not inside the loops
             fn, args, kwargs = self.program(image(shape), self.key, layers, False if per_step else None)
             programs.setdefault(("ascent", shape), (fn, args, kwargs))
+        starts_too = starts
         starts = [(image(shapes[0]),)] + [(image(b), image(a), image(a)) for a, b in zip(shapes, shapes[1:])]
-        for args in starts:  # the octaves' start images (run)
+        for args in starts if starts_too else ():  # the octaves' start images (run)
             programs.setdefault(("start", tuple(a.shape for a in args)), (_octave_start, args, {}))
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=len(programs)) as pool:

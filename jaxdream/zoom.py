@@ -5,6 +5,7 @@ shifted about its centre, then dreamed a few steps; frames go to a frames folder
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from .dream import parse_layers
 from .errors import SettingsError
 from .media.masks import mask_hashes
 from .media.frames import FrameStore, finish, frame_run, work_folder
+from .optim.driver import loop_guard
 
 # ----------------------------------------------------------------------------------------------
 # geometry
@@ -140,24 +142,75 @@ def zoom(dreamer, image: np.ndarray, out: str | os.PathLike, settings: ZoomSetti
 
 def _zoom_frames(dreamer, image, store: FrameStore, settings: ZoomSettings, schedule, total: int,
                  progress) -> None:
+    """Frames ``store.count()`` .. ``total - 1``: the frame stays on the device from one to the
+    next; each goes to the host once, to be written by a background thread while the device
+    makes the next (every frame made is written, also on Ctrl-C)."""
     done = store.count()
-    current = store.last_state(done - 1) if done else np.asarray(image, np.float32)
+    current = jax.device_put(store.last_state(done - 1) if done else np.asarray(image, np.float32))
     store.start()
     key = jax.random.key(dreamer.cfg.seed)
-    zoom_f, angle = jnp.float32(settings.zoom), jnp.float32(settings.rotate)
-    shift = jnp.asarray(settings.translate, jnp.float32)
-    for i in range(done, total):
-        start = time.perf_counter()
-        layers = None
-        for f, ls in schedule:
-            if i >= f:
-                layers = ls
-        if i == 0:
-            current = dreamer.run(current, layers=layers)
-        else:
-            moved = affine_about_centre(jnp.asarray(current), zoom_f, angle, shift)
-            current = np.asarray(dreamer.step(moved, jax.random.fold_in(key, i),
-                                              steps=settings.steps_per_frame, layers=layers))
-        store.save(i, current, current)
-        if progress is not None:
-            progress(FrameProgress(i + 1, total, time.perf_counter() - start))
+    motion = [jax.device_put(np.asarray(v, np.float32))
+              for v in (settings.zoom, settings.rotate, settings.translate)]
+    keys = {i: jax.random.fold_in(key, jax.device_put(np.uint32(i))) for i in range(max(done, 1), total)}
+    _compile_ahead(dreamer, current.shape[:2], schedule, first_frame=done == 0)
+    with _Writer(store) as writer, loop_guard():
+        for i in range(done, total):
+            start = time.perf_counter()
+            layers = None
+            for f, ls in schedule:
+                if i >= f:
+                    layers = ls
+            if i == 0:
+                current = jax.device_put(dreamer.run(jax.device_get(current), layers=layers))
+            else:
+                moved = affine_about_centre(current, *motion)
+                current = dreamer.step(moved, keys[i], steps=settings.steps_per_frame, layers=layers)
+            writer.save(i, current)
+            if progress is not None:
+                jax.block_until_ready(current)  # the frame's seconds, not its dispatch's
+                progress(FrameProgress(i + 1, total, time.perf_counter() - start))
+
+
+def _compile_ahead(dreamer, hw: tuple[int, int], schedule, first_frame: bool) -> float:
+    """The programs a zoom runs, compiled before its first frame: frame 0's octaves, every
+    later frame's steps (for each layer set of the schedule) and the warp."""
+    sets = list(dict.fromkeys([None] + [ls for _, ls in schedule]))
+    start = time.perf_counter()
+    if first_frame:
+        dreamer.compile(dreamer.octave_shapes(hw), layers=next((ls for f, ls in schedule if f == 0), None))
+    for layers in sets:
+        dreamer.compile([hw], layers=layers, starts=False)
+    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    affine_about_centre.lower(jax.ShapeDtypeStruct((*hw, 3), jnp.float32), scalar, scalar,
+                              jax.ShapeDtypeStruct((2,), jnp.float32)).compile()
+    return time.perf_counter() - start
+
+
+class _Writer:
+    """Writes frames (device arrays) to a :class:`FrameStore` on one background thread, in
+    order; leaving the block waits for every frame handed over and re-raises a write's error."""
+
+    def __init__(self, store: FrameStore):
+        self.store, self.pool, self.pending = store, ThreadPoolExecutor(max_workers=1), []
+
+    def __enter__(self):
+        return self
+
+    def save(self, i: int, frame) -> None:
+        self._collect(2)  # at most two frames in flight: memory stays bounded
+        self.pending.append(self.pool.submit(self._write, i, frame))
+
+    def _write(self, i: int, frame) -> None:
+        host = np.asarray(jax.device_get(frame), np.float32)
+        self.store.save(i, host, host)
+
+    def _collect(self, keep: int) -> None:
+        while len(self.pending) > keep:
+            self.pending.pop(0).result()
+
+    def __exit__(self, *exc):
+        try:
+            self._collect(0)
+        finally:
+            self.pool.shutdown(wait=True)
+        return False

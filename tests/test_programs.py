@@ -200,3 +200,29 @@ def test_a_pipelined_run_stops_at_the_chunk_its_callback_stopped(tiny_net):
     four = style.stylize(content, [style_image], network=tiny_net, size=40, num_iterations=4, chunk=2,
                          in_jit_loop=True)
     np.testing.assert_array_equal(result.iterates, four.iterates)
+
+
+# --------------------------------------------------------------------------------------------
+# zoom
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_zoom_compiles_each_program_once_before_its_first_frame(net, tmp_path, monkeypatch):
+    """5 frames with a layer switch at frame 3: the octaves of frame 0, the later frames'
+    steps for both layer sets and the warp are compiled before frame 0 is dreamed; nothing
+    compiles while frames are made (the loops run under the transfer guard too)."""
+    from jaxdream import zoom as zoom_loop
+    monkeypatch.setenv("JAXDREAM_TRANSFER_GUARD", "disallow")
+    dreamer = Dreamer(make_config(layers="inception_3a/output", steps=1, octaves=2, octave_scale=1.3, jitter=2),
+                      network=net)
+    settings = zoom_loop.ZoomSettings(frames=5, zoom=1.05, rotate=1.0, steps_per_frame=1)
+    with compile_log() as log:
+        zoom_loop.zoom(dreamer, _image(45, 61, 3), tmp_path / "z", settings,
+                       layer_schedule=[(3, "inception_3b/output")], progress=lambda p: log.mark(str(p.frame)))
+    names = [n for n, _ in log.events]
+    first = next(i for i, n in enumerate(names) if n.startswith("@"))
+    assert [n for n in names[first:] if not n.startswith("@")] == []
+    assert names[:first].count("affine_about_centre") == 1
+    ascents = [e for e in log.events[:first] if e[0] == "ascent_step"]
+    assert len(ascents) == len(set(ascents)) == 3   # two octave shapes, the frame shape again with 3b
+    assert sorted(p.name for p in (tmp_path / "z").glob("frame_*.png")) == [f"frame_{i:05d}.png" for i in range(5)]
