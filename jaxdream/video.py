@@ -149,6 +149,7 @@ class VideoResult:
     temporal_error: float | None          # mean over consecutive pairs
     seconds_per_frame: list[float]
     independent_error: float | None = None  # same measure for independent per-frame processing
+    compile_seconds: float = 0.0  # of the frames' programs, compiled ahead of their first use
 
 
 class StyleFrames:
@@ -222,6 +223,7 @@ class StyleFrames:
         self.index = 0  # the frame being made (set by process), which picks a video mask's frame
         self._masks: dict | None = None  # the region and content masks per frame (set by check)
         self._targets: dict = {}  # the style targets of the clip, computed once (stylize's targets_cache)
+        self.compile_seconds = 0.0  # the frames' programs, compiled ahead by each stylize call
 
     def check(self, frame_hw: tuple[int, int], frames: range | None = None) -> None:
         """Fail before any work when the frames are too small for the network, or a mask does not
@@ -258,6 +260,7 @@ class StyleFrames:
                          tol_loss_relative_interval=self.tol_loss_relative_interval,
                          lbfgs_precondition=self.lbfgs_precondition if later and lbfgs else 0.0, **style)
         self.loss = float(result.losses["total"][0])
+        self.compile_seconds += result.compile_seconds
         self.iterations_run = sum(result.iterations_run)
         self.picture = result.image  # what is written (clipped; recoloured with original_colors)
         return result.iterates[0]
@@ -305,6 +308,10 @@ class DreamFrames:
         self.mask = None if mask is None else MaskFrames(mask, mask_name(mask))
         self.loss = None
         self.index = 0
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.dreamer.compile_seconds
 
     @property
     def mesh(self):
@@ -524,7 +531,8 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
                   audio_from=str(input_path) if reader.has_audio else None, audio_start=reader.audio_start,
                   timestamps=timestamps)
     return VideoResult(path, total, fps, _mean(metrics["temporal_error"]), metrics["seconds"],
-                       _mean(metrics["independent_error"]) if compare_independent else None)
+                       _mean(metrics["independent_error"]) if compare_independent else None,
+                       getattr(maker, "compile_seconds", 0.0))
 
 
 def _frames(reader, store: FrameStore, maker, settings: VideoSettings, compare_independent: bool,

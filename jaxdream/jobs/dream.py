@@ -11,7 +11,7 @@ from jaxdream.dream import objective_layers
 from jaxdream.errors import SettingsError
 
 from .common import (FRAMES_KEPT, add, add_device_flags, add_dry_run, add_frames_flags, dry_run_done, output_size,
-                     report_interrupt, single_process)
+                     report_interrupt, single_process, timing)
 
 #: The DeepDream options, in help order.
 DREAM_OPTIONS = ("model", "layers", "channels", "class", "guide", "guide-size", "steps", "octaves", "octave-scale",
@@ -129,8 +129,8 @@ def cmd_dream(args, observer=None) -> int:
         result = _dream_with_bar(dreamer, image, cfg, args.quiet)
     media.save_image(out, result, settings)
     if not args.quiet:
-        print(f"wrote {out} ({result.shape[1]}x{result.shape[0]}, {time.perf_counter() - start:.1f} s)",
-              file=sys.stderr)
+        spent = timing(time.perf_counter() - start, dreamer.compile_seconds, "dreaming")
+        print(f"wrote {out} ({result.shape[1]}x{result.shape[0]}, {spent})", file=sys.stderr)
     return 0
 
 
@@ -167,6 +167,7 @@ def cmd_zoom(args, observer=None) -> int:
     image = media.load_image(args.input, size=args.size)
     enable_compilation_cache()
     dreamer = make_dreamer(args, cfg)
+    start = time.perf_counter()
     from jaxdream.progress import bar
     total = zs.frames + zs.loop_overlap()
     with bar(total=total, desc="frames", unit="frame", disable=True if args.quiet else None) as pbar:
@@ -183,5 +184,6 @@ def cmd_zoom(args, observer=None) -> int:
         except KeyboardInterrupt as e:
             report_interrupt(e, FRAMES_KEPT)
     if not args.quiet:
-        print(f"wrote {out} ({zs.frames} frames)", file=sys.stderr)
+        spent = timing(time.perf_counter() - start, dreamer.compile_seconds, "dreaming")
+        print(f"wrote {out} ({zs.frames} frames, {spent})", file=sys.stderr)
     return 0

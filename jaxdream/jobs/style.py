@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 from jaxdream import options
 from jaxdream.errors import MediaError, SettingsError
 
-from .common import add, add_device_flags, add_dry_run, on_abandon
+from .common import add, add_device_flags, add_dry_run, on_abandon, timing
 
 _ABBREV = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "seed": "seed"}
 
@@ -289,6 +290,7 @@ class _StyleRun:
 
     def __init__(self, args, items: list[tuple[Path, Path]], writer: bool, observer=None):
         self.args, self.items, self.writer, self.observer = args, items, writer, observer
+        self.started = time.perf_counter()
         self.last = None  # the progress of the last finished chunk: what Ctrl-C writes
         self.bar, self.done, self.scale = None, 0, -1
 
@@ -378,7 +380,11 @@ class _StyleRun:
             if len(one.images) > 1:
                 paths.append(self._save_sheet(out, one, meta))
             for path in paths if self.writer else []:
-                print(f"wrote {path}")
+                print(f"wrote {path}" + (f" ({self.spent(one)})" if path == paths[-1] else ""))
+
+    def spent(self, result) -> str:
+        """The run's time so far, its compiling apart."""
+        return timing(time.perf_counter() - self.started, result.compile_seconds, "optimising")
 
     def _save_sheet(self, out: Path, one, meta: dict) -> Path:
         """Write a sweep's contact sheet beside its images (``OUT_sheet.png``); its path."""

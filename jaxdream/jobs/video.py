@@ -278,7 +278,8 @@ def _report(result, quiet: bool) -> None:
     if not quiet:
         later = result.seconds_per_frame[1:]
         timing = f", {sum(later) / len(later):.2f} s per frame after the first" if later else ""
-        print(f"wrote {result.path} ({result.frames} frames at {result.fps:g} fps{timing})")
+        print(f"wrote {result.path} ({result.frames} frames at {result.fps:g} fps{timing}; "
+              f"{result.compile_seconds:.1f} s of it compiling)")
     if result.temporal_error is not None:
         print(f"temporal error (mean squared warping error between consecutive frames over "
               f"reliable pixels): {result.temporal_error:.4g}")
