@@ -30,6 +30,7 @@ import math
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -246,7 +247,21 @@ class StyleFrames:
                 "first_init_sha256": media.file_sha256(self.first_init),
                 **{k: _recordable(v) for k, v in self.style.items()}, **mask_hashes(self.style)}
 
-    def _run(self, frame, init, iterations, scales, temporal, callback):
+    def prepare(self, frame_hw: tuple[int, int]) -> float:
+        """Compile frame 0's programs and the later frames' (with their temporal term and
+        stopping rule) ahead, concurrently, before the first frame (on blank frames of the clip's
+        size); seconds spent."""
+        blank, ones = np.zeros((*frame_hw, 3), np.float32), np.ones(frame_hw, np.float32)
+        first = lambda: self._run(blank, self.first_init, self.iterations_first, self.scales_first, None,  # noqa: E731
+                                  None, compile_only=True)
+        later = lambda: self._run(blank, blank, self.iterations, (), (blank, ones, self.temporal_weight),  # noqa: E731
+                                  None, compile_only=True)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda job: job(), [first, later] if self.temporal_weight > 0 else [first]))
+        return time.perf_counter() - start
+
+    def _run(self, frame, init, iterations, scales, temporal, callback, compile_only: bool = False):
         size = max(frame.shape[:2])
         # the tolerance and the preconditioner apply to the later frames (those with a temporal
         # term); frame 0 and the independent baseline run their whole budget with plain L-BFGS
@@ -255,10 +270,13 @@ class StyleFrames:
         style = self.style | masks_at(self._masks, self.index)
         result = style_transfer.stylize(frame, self.styles, init=init, num_iterations=iterations, size=size,
                          scales=scales, temporal=temporal, network=self.net, callback=callback, mesh=self.mesh,
-                         targets_cache=self._targets,
+                         targets_cache=self._targets, compile_only=compile_only,
                          tol_loss_relative=self.tol_loss_relative if later else 0.0,
                          tol_loss_relative_interval=self.tol_loss_relative_interval,
                          lbfgs_precondition=self.lbfgs_precondition if later and lbfgs else 0.0, **style)
+        if compile_only:
+            self.compile_seconds += result
+            return None
         self.loss = float(result.losses["total"][0])
         self.compile_seconds += result.compile_seconds
         self.iterations_run = sum(result.iterations_run)
@@ -518,6 +536,7 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
     record = json.loads(json.dumps(record))  # what a resumed run reads back
     store = FrameStore(work_folder(out, kind), record, resume, overwrite, older=OLDER_SETTINGS)
     with frame_run(store):
+        _prepare(maker, (h, w), settings, reader.frames)
         metrics = _frames(reader, store, maker, settings, compare_independent, progress, inner_progress)
     count = store.count()
     if count < reader.frames:
@@ -533,6 +552,18 @@ def process(input_path: str | os.PathLike, out: str | os.PathLike, maker, settin
     return VideoResult(path, total, fps, _mean(metrics["temporal_error"]), metrics["seconds"],
                        _mean(metrics["independent_error"]) if compare_independent else None,
                        getattr(maker, "compile_seconds", 0.0))
+
+
+def _prepare(maker, hw: tuple[int, int], settings: VideoSettings, frames: int) -> None:
+    """The programs of the run compiled before its first frame: the maker's, and the optical
+    flow's (run once on blank frames of the clip's size)."""
+    prepare = getattr(maker, "prepare", None)
+    if prepare is not None:
+        prepare(hw)
+    if frames > 1:
+        blank = np.zeros((*hw, 3), np.float32)
+        flowlib.pair_flows([blank], [blank], motion_boundaries=settings.motion_boundaries,
+                           mesh=getattr(maker, "mesh", None))
 
 
 def _frames(reader, store: FrameStore, maker, settings: VideoSettings, compare_independent: bool,

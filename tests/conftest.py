@@ -22,6 +22,10 @@ import numpy as np
 import pytest
 from helpers import as_params, rand_image, texture, vgg_layers
 
+#: Inside the iteration loops (style chunks, zoom frames) every transfer between host and device
+#: must be an explicit one (jaxdream.optim.driver.loop_guard); the whole suite runs that way.
+os.environ.setdefault("JAXDREAM_TRANSFER_GUARD", "disallow")
+
 #: Environment variables that change where jaxdream looks for and keeps weights.
 JAXDREAM_ENV = ("JAXDREAM_HOME", "JAXDREAM_WEIGHTS_DIR", "JAXDREAM_WEIGHTS_URL",
                 "JAXDREAM_OFFLINE", "XDG_CACHE_HOME")

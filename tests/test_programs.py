@@ -226,3 +226,32 @@ def test_a_zoom_compiles_each_program_once_before_its_first_frame(net, tmp_path,
     ascents = [e for e in log.events[:first] if e[0] == "ascent_step"]
     assert len(ascents) == len(set(ascents)) == 3   # two octave shapes, the frame shape again with 3b
     assert sorted(p.name for p in (tmp_path / "z").glob("frame_*.png")) == [f"frame_{i:05d}.png" for i in range(5)]
+
+
+# --------------------------------------------------------------------------------------------
+# video
+# --------------------------------------------------------------------------------------------
+
+#: The programs that do a video's work (the optimiser's iterations, the optical flow).
+_BIG = ("lbfgs_step", "lbfgs_chunk", "adam_step", "adam_chunk", "_estimate", "_pairs_jit", "_occlusion_mask")
+
+
+def test_a_style_video_compiles_its_programs_before_its_first_frame(tiny_net, tmp_path):
+    """3 frames: frame 0's and the later frames' iteration programs and the flow's are compiled
+    before frame 0's first iteration, each once."""
+    from jaxdream import media
+    from jaxdream import video as vd
+    clip = tmp_path / "clip.mp4"
+    frames = [np.roll(_texture(40, 56, 7), 3 * i, axis=1) for i in range(3)]
+    media.write_video(clip, iter(frames), 8)
+    maker = vd.StyleFrames([_texture(36, 36, 8)], network=tiny_net, iterations_first=3, iterations=2, chunk=2)
+    with compile_log() as log:
+        vd.process(clip, tmp_path / "out/", maker, vd.VideoSettings(size=None),
+                   inner_progress=lambda p: log.mark("iteration"))
+    names = [n for n, _ in log.events]
+    first = names.index("@iteration")
+    assert [n for n in names[first:] if n in _BIG] == []
+    big = [e for e in log.events[:first] if e[0] in _BIG]
+    assert len(big) == len(set(big))                        # each compiled once
+    assert [n for n, _ in big].count("lbfgs_step") == 2     # frame 0's and the later frames'
+    assert any(n in ("_estimate", "_pairs_jit") for n, _ in big)

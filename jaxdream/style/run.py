@@ -102,6 +102,7 @@ def stylize(content, styles, *,
             callback: Callable[[StyleProgress], Any] | None = None,
             mesh=None,
             targets_cache: dict | None = None,
+            compile_only: bool = False,
             **settings) -> StyleResult:
     """Gatys style transfer with neural-style's defaults, coarse-to-fine and sweeps.
 
@@ -159,6 +160,9 @@ def stylize(content, styles, *,
         targets_cache: a dict kept across calls with the same style images (a video's frames):
             each scale's style targets (Gram matrices or Gaussian moments) are computed once and
             found there by what they depend on (style pixels, sizes, layers, blend, masks).
+        compile_only: check, prepare the targets and compile every program of the run, run no
+            iteration, and return the seconds compiling took (a video prepares its later frames'
+            programs so, before its first frame).
         band_rows: evaluate band by band with this many rows per band (default: only where the
             whole image would not fit in memory; see :func:`plan_style`).
         precision: ``float32`` (default) or ``bfloat16`` convolutions; Gram matrices, losses
@@ -190,7 +194,9 @@ def stylize(content, styles, *,
     plan = plan_style(content, styles, **settings)
     net = network if network is not None else load_network(plan.spec.name, weights, plan.pooling)
     result = run_plan(plan, net, chunk=settings.get("chunk", 20), in_jit_loop=in_jit_loop, callback=callback,
-                      mesh=mesh, targets_cache=targets_cache)
+                      mesh=mesh, targets_cache=targets_cache, compile_only=compile_only)
+    if compile_only:
+        return result
     return split_contents(result) if isinstance(content, (list, tuple)) else result
 
 
@@ -598,11 +604,15 @@ def _snapshot_copy(state, ema: float):
 
 def run_plan(plan: StylePlan, net, *, chunk: int = 20, in_jit_loop: bool | None = None,
              callback: Callable[[StyleProgress], Any] | None = None, mesh=None,
-             targets_cache: dict | None = None) -> StyleResult:
-    """Carry out a checked :class:`StylePlan` with a loaded network (see :func:`stylize`)."""
+             targets_cache: dict | None = None, compile_only: bool = False) -> StyleResult | float:
+    """Carry out a checked :class:`StylePlan` with a loaded network (see :func:`stylize`);
+    ``compile_only``: prepare and compile every scale's programs, run nothing, return the
+    seconds compiling took."""
     run = _prepare_run(plan, net, mesh, in_jit_loop, targets_cache)
     scales = _prepare_scales(run)
     run.compile_seconds = _compile_scales(run, scales)
+    if compile_only:
+        return run.compile_seconds
     x = losses = None
     ran = []
     for sc in scales:
