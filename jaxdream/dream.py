@@ -72,30 +72,6 @@ class Objective:
     precision: str = "float32"
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """How one octave's ascent runs (static).
-
-    Attributes:
-        steps: ascent steps.
-        jitter: random shift of up to this many pixels per step.
-        normalize: ``mean`` (step / mean|g|), ``std`` (step / std g) or ``lapnorm``
-            (Laplacian pyramid normalisation of the TF DeepDream tutorial).
-        lapnorm_levels: pyramid levels for ``lapnorm``.
-        tile_size: gradients of larger images are computed in tiles of at most this size.
-        tile_batch: tiles evaluated together (bounds memory for very large images).
-        mesh: split each batch of tiles across these devices (None: one device).
-    """
-
-    steps: int = 10
-    jitter: int = 32
-    normalize: str = "mean"
-    lapnorm_levels: int = 4
-    tile_size: int = 512
-    tile_batch: int = 4
-    mesh: Any = None  # a jax.sharding.Mesh: each batch of tiles is split across its devices
-
-
 # ----------------------------------------------------------------------------------------------
 # the objective's value
 
@@ -383,6 +359,33 @@ class DreamConfig:
         if d["mask"] is None:  # absent rather than null: older runs' records stay comparable
             del d["mask"]
         return d | self.extra
+
+
+_DEFAULT = DreamConfig()
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How one octave's ascent runs (static): a :class:`DreamConfig`'s schedule fields.
+
+    Attributes:
+        steps: ascent steps.
+        jitter: random shift of up to this many pixels per step.
+        normalize: ``mean`` (step / mean|g|), ``std`` (step / std g) or ``lapnorm``
+            (Laplacian pyramid normalisation of the TF DeepDream tutorial).
+        lapnorm_levels: pyramid levels for ``lapnorm``.
+        tile_size: gradients of larger images are computed in tiles of at most this size.
+        tile_batch: tiles evaluated together (bounds memory for very large images).
+        mesh: split each batch of tiles across these devices (None: one device).
+    """
+
+    steps: int = _DEFAULT.steps
+    jitter: int = _DEFAULT.jitter
+    normalize: str = _DEFAULT.normalize
+    lapnorm_levels: int = _DEFAULT.lapnorm_levels
+    tile_size: int = _DEFAULT.tile_size
+    tile_batch: int = _DEFAULT.tile_batch
+    mesh: Any = None  # a jax.sharding.Mesh: each batch of tiles is split across its devices
 
 
 def make_config(**settings) -> DreamConfig:

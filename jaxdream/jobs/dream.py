@@ -101,21 +101,33 @@ def check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
         check_aspect(_read_mask(cfg.mask), hw, mask_name(cfg.mask), f"the input {Path(args.input).name}")
 
 
-def cmd_dream(args, observer=None) -> int:
+def _ready(args, cfg, hw: tuple[int, int], out, what: str):
+    """What dream and zoom do once their output is checked: the size and memory check, then
+    ``--dry-run``'s line (None), or the image read and the Dreamer made (weights loaded)."""
     from jaxdream import media
 
     from .command import enable_compilation_cache
+    check_dream_size(args, cfg, hw)
+    if args.dry_run:
+        dry_run_done(what, hw, out)
+        return None
+    image = media.load_image(args.input, size=args.size)
+    enable_compilation_cache()
+    return image, make_dreamer(args, cfg)
+
+
+def cmd_dream(args, observer=None) -> int:
+    from jaxdream import media
+
     single_process("dream")
     cfg = dream_config(args)
     out = Path(args.output) if args.output else Path(args.input).with_name(Path(args.input).stem + "_dream.png")
     hw = output_size(args.input, args.size)
     media.check_output(out, inputs=[args.input, args.guide, cfg.mask])
-    check_dream_size(args, cfg, hw)
-    if args.dry_run:
-        return dry_run_done(f"dream ({cfg.octaves} octaves x {cfg.steps} steps)", hw, out)
-    image = media.load_image(args.input, size=args.size)
-    enable_compilation_cache()
-    dreamer = make_dreamer(args, cfg)
+    ready = _ready(args, cfg, hw, out, f"dream ({cfg.octaves} octaves x {cfg.steps} steps)")
+    if ready is None:
+        return 0
+    image, dreamer = ready
     settings = cfg.to_dict() | {"input": str(args.input), "weights_sha256": dreamer.net.weights_id,
                                 "jaxdream": "dream"}
     start = time.perf_counter()
@@ -150,7 +162,6 @@ def cmd_zoom(args, observer=None) -> int:
     from jaxdream import zoom as zoom_loop
     from jaxdream.media import frames
 
-    from .command import enable_compilation_cache
     single_process("zoom")
     cfg = dream_config(args)
     zs = zoom_loop.ZoomSettings(frames=args.frames, zoom=args.zoom, rotate=args.rotate,
@@ -161,12 +172,10 @@ def cmd_zoom(args, observer=None) -> int:
     hw = output_size(args.input, args.size)
     out, kind = media.check_animation_output(args.output, inputs=[args.input, args.guide, cfg.mask])
     frames.check_work_folder(frames.work_folder(out, kind), args.resume, args.overwrite)
-    check_dream_size(args, cfg, hw)
-    if args.dry_run:
-        return dry_run_done(f"zoom ({zs.frames} frames)", hw, out)
-    image = media.load_image(args.input, size=args.size)
-    enable_compilation_cache()
-    dreamer = make_dreamer(args, cfg)
+    ready = _ready(args, cfg, hw, out, f"zoom ({zs.frames} frames)")
+    if ready is None:
+        return 0
+    image, dreamer = ready
     start = time.perf_counter()
     from jaxdream.progress import bar
     total = zs.frames + zs.loop_overlap()
