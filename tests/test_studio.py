@@ -311,6 +311,20 @@ def test_studio_dream_equals_the_cli_and_previews_every_step(env, photo, tmp_pat
     assert Image.open(tmp_path / jobs.PREVIEW).size == (64, 48)
 
 
+def test_studio_dream_checks_its_mask_as_the_cli_does(env, photo, tmp_path, capsys):
+    """A mask of another aspect ratio than the photo is refused before any work, by the same
+    command the CLI runs (the studio once ran a copy of it that skipped this check)."""
+    from jaxdream import media
+    from jaxdream.jobs.command import run
+    mask = tmp_path / "mask.png"
+    media.save_image(mask, np.full((40, 40, 3), 255.0, np.float32))  # square; the photo is 64x48
+    args = forms.parse(["dream", str(photo), "--mask", str(mask), "--size", "64", "--quiet",
+                        "-o", str(tmp_path / "studio.png")])
+    assert run(args, runner.Observer(runner.Reporter(tmp_path))) == 1
+    assert "aspect" in capsys.readouterr().err
+    assert not (tmp_path / "studio.png").exists()
+
+
 def test_style_sweep_previews_its_contact_sheet(env, tmp_path, vgg_h5):
     from jaxdream.jobs.command import run
     for name, seed in (("content.png", 2), ("style.png", 3)):
