@@ -146,6 +146,89 @@ def dream_main(a) -> None:
           f"{tot[0] / tot[1]:.2f}, jaxdream / PyTorch whole network {tot[0] / tot[2]:.2f} (target <= 0.5)")
 
 
+def torch_style(sizes: list[int], evals: int = 5, iterations: int = 100) -> dict:
+    """In a Python with torch: ``peer_torch``'s objective (neural-style-pt's) at each square size,
+    on the GPU when torch sees one (cudnn autotuning on, as ``-cudnn_autotune``), else the CPU:
+    median seconds per evaluation, and ``torch.optim.LBFGS`` as neural-style-pt calls it for
+    ``iterations`` iterations with the iterations and evaluations it really did (it returns
+    early when a direction is not a descent direction) and its first and last loss."""
+    import torch
+
+    from peer_torch import vgg
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    net = vgg().to(device)
+    for prm in net.parameters():
+        prm.requires_grad_(False)
+    return {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "sizes": {str(size): _torch_size(net, size, device, evals, iterations) for size in sizes}}
+
+
+def _torch_size(net, size: int, device: str, evals: int, iterations: int) -> dict:
+    import torch
+
+    from peer_torch import CONTENT, STYLE, features, gram, objective
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    content = torch.rand(1, 3, size, size, device=device) * 255 - 120
+    style = torch.rand(1, 3, size, size, device=device) * 255 - 120
+    with torch.no_grad():
+        content_t = {k: v for k, v in features(net, content).items() if k in CONTENT}
+        grams_t = {k: gram(v) for k, v in features(net, style).items() if k in STYLE}
+    x = content.clone().requires_grad_(True)
+
+    def eval_once():
+        x.grad = None
+        loss = objective(net, x, content_t, grams_t)
+        loss.backward()
+        return loss
+
+    for _ in range(2):  # warm up (cudnn autotunes here)
+        eval_once()
+    sync()
+    times = []
+    for _ in range(evals):
+        t = time.perf_counter()
+        eval_once()
+        sync()
+        times.append(time.perf_counter() - t)
+    opt = torch.optim.LBFGS([x], max_iter=iterations, history_size=100, tolerance_grad=-1, tolerance_change=-1)
+    losses = []
+
+    def closure():
+        opt.zero_grad()
+        loss = objective(net, x, content_t, grams_t)
+        loss.backward()
+        losses.append(loss.detach())
+        return loss
+
+    sync()
+    t = time.perf_counter()
+    opt.step(closure)
+    sync()
+    seconds = time.perf_counter() - t
+    state = opt.state[x]
+    done = int(state.get("n_iter", 0))
+    return {"eval_s": sorted(times)[len(times) // 2], "eval_all": times, "iterations": iterations,
+            "iterations_done": done, "evaluations": int(state.get("func_evals", len(losses))),
+            "lbfgs_s": seconds, "seconds_per_iteration": seconds / max(done, 1),
+            "loss_first": float(losses[0]) if losses else None, "loss_last": float(losses[-1]) if losses else None}
+
+
+def torch_reference(sizes: list[int], evals: int = 5, iterations: int = 100, python: str = sys.executable,
+                    timeout: float | None = None) -> dict:
+    """:func:`torch_style` in a fresh ``python`` process (its own GPU context and memory);
+    raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+    cmd = [python, str(Path(__file__).resolve()), "--torch-style", ",".join(map(str, sizes)), "--evals", str(evals),
+           "--iterations", str(iterations)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"the PyTorch reference failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _run(cmd: list[str]) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -162,9 +245,14 @@ def main() -> None:
     p.add_argument("--dream", action="store_true",
                    help="compare the DeepDream step pair instead (benchmarks/peer_torch_dream.py)")
     p.add_argument("--dream-sizes", default="307,512", help="square sizes of the step pair")
+    p.add_argument("--torch-style", help=argparse.SUPPRESS)
+    p.add_argument("--iterations", type=int, default=100, help=argparse.SUPPRESS)
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--dream-child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.torch_style:
+        print(json.dumps(torch_style([int(v) for v in a.torch_style.split(",")], a.evals, a.iterations)))
+        return
     if a.child:
         print(json.dumps(child(a.child, a.evals)))
         return

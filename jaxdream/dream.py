@@ -599,7 +599,8 @@ class Dreamer:
                 lambda i, x, octave=octave, shape=base.shape[:2]: on_step(
                     StepProgress(octave + 1, len(bases), i + 1, self.cfg.steps, shape, x)))
             start_image = _octave_start(base) if octave == 0 else _octave_start(base, result, bases[octave - 1])
-            result = self.step(start_image, keys[octave], layers=layers, on_step=hook)
+            result = (self.step(start_image, keys[octave], layers=layers) if hook is None else
+                      self.step(start_image, keys[octave], layers=layers, on_step=hook))
             if progress is not None:
                 jax.block_until_ready(result)  # the octave's seconds, not its dispatch's
                 progress(DreamProgress(octave + 1, len(bases), base.shape[:2], time.perf_counter() - start))

@@ -254,6 +254,7 @@ FOUR_DEVICES = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     import test_parallel as tp
     from jaxdream import style
+    from jaxdream.objectives import gatys
     from jaxdream.objectives import bands
     from jaxdream.runtime import parallel
     from jaxdream.errors import SettingsError

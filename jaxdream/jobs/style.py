@@ -141,7 +141,7 @@ def _groups(args, contents: list[Path]) -> list[list[Path]]:
     """Content images optimised at once: with several devices, as many images of one size (at
     every scale) as fill the devices beside the sweep; otherwise one at a time."""
     from jaxdream import media
-    from jaxdream.style import check_scales, scale_sizes
+    from jaxdream.style.plan import check_scales, scale_sizes
     mesh = getattr(args, "mesh", None)
     per = (mesh.size if mesh is not None else 1) // _combos(args)
     if per <= 1 or args.color_transfer or args.band_rows:

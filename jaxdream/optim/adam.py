@@ -35,9 +35,11 @@ def adam_init(x: jax.Array, n_losses: int = 4, ema: float = 0.0) -> AdamState:
                      accum=jnp.float32(1.0), decay=jnp.float32(ema))
 
 
+@jax.jit
 def adam_average(state: AdamState) -> jax.Array:
     """The bias-corrected iterate average ``average / (1 - decay**t)`` of a (batch of) Adam
-    state(s) (the current iterate before the first step)."""
+    state(s) (the current iterate before the first step). Jitted: read between chunks, it moves
+    nothing to the device."""
     accum = jnp.reshape(state.accum, state.accum.shape + (1,) * (state.x.ndim - state.accum.ndim))
     return jnp.where(accum < 1, state.average / jnp.where(accum < 1, 1 - accum, 1), state.x)
 

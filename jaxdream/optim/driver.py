@@ -54,7 +54,7 @@ def chunk_sizes(total: int, chunk: int, every: int = 0) -> list[int]:
 
 def drive(state, advance: Callable[[Any, int], Any], snapshot: Callable[[Any], Any],
           consume: Callable[[int, Any], bool], sizes: Sequence[int], pipeline: bool = False,
-          read: Callable[[Any], Any] = jax.device_get):
+          read: Callable[[Any], Any] = jax.device_get, guard: bool = True):
     """Run an optimiser's chunks; returns ``(iterations done, host snapshot)`` of the last chunk
     consumed.
 
@@ -69,9 +69,11 @@ def drive(state, advance: Callable[[Any, int], Any], snapshot: Callable[[Any], A
             the host; a stop after chunk k discards chunk k+1's work, so a run that stops early
             by rule leaves it off).
         read: device snapshot -> host values (the one transfer; default ``jax.device_get``).
+        guard: run under :func:`loop_guard` (False for loops that pass host values on purpose:
+            the band-by-band objective hands each band's offsets from the host).
     """
     done, last, pending = 0, None, None
-    with loop_guard():
+    with loop_guard() if guard else contextlib.nullcontext():
         for n in sizes:
             state = advance(state, n)
             done += n

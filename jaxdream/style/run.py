@@ -587,7 +587,7 @@ def _optimise_scale(run: _Run, sc: _Scale, x0: np.ndarray, callback: Callable[[S
     snapshot = _snapshot_copy if pipeline else (lambda st: (st.losses, _iterate(st, plan.ema)))
     done, (raw, x) = drive(state, advance, lambda st: snapshot(st, plan.ema) if pipeline else snapshot(st),
                            consume, chunk_sizes(total, chunk, every if tol > 0 else 0), pipeline,
-                           read=lambda snap: jax.tree.map(where.host, snap))
+                           read=lambda snap: jax.tree.map(where.host, snap), guard=not sc.band_rows)
     return x, _losses_of(raw, obj.temporal), done
 
 
