@@ -255,3 +255,29 @@ def test_a_style_video_compiles_its_programs_before_its_first_frame(tiny_net, tm
     assert len(big) == len(set(big))                        # each compiled once
     assert [n for n, _ in big].count("lbfgs_step") == 2     # frame 0's and the later frames'
     assert any(n in ("_estimate", "_pairs_jit") for n, _ in big)
+
+
+@pytest.mark.parametrize("in_jit_loop, calls", [(True, 3), (False, 6)])
+def test_programs_dispatched_per_chunk(tiny_net, monkeypatch, in_jit_loop, calls):
+    """6 iterations in chunks of 2: one program call per chunk inside jit (accelerators), one per
+    iteration in the Python loop (CPU), and nothing else dispatched that runs the objective."""
+    from jaxdream import style
+    from jaxdream.style import run as style_run
+    counted = []
+    real = style_run._program
+
+    class Counting:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def __call__(self, *a, **kw):
+            counted.append(1)
+            return self.fn(*a, **kw)
+
+        def lower(self, *a, **kw):
+            return self.fn.lower(*a, **kw)
+
+    monkeypatch.setattr(style_run, "_program", lambda plan, loop: (Counting(real(plan, loop)[0]), real(plan, loop)[1]))
+    style.stylize(_texture(32, 40, 9), [_texture(36, 36, 10)], network=tiny_net, size=40, num_iterations=6, chunk=2,
+                  in_jit_loop=in_jit_loop)
+    assert len(counted) == calls
