@@ -606,7 +606,7 @@ def test_zoom_interrupted_keeps_frames_and_resumes(sig, code, inputs, real_env, 
 @pytest.mark.parametrize("delay", [3.0, 4.5, 6.0])
 def test_dream_interrupted_exits_130(delay, inputs, real_env, tmp_path):
     """Ctrl-C at any moment of a long dream (loading, compiling, ascending) exits 130."""
-    args = ["dream", inputs["image"], "-o", tmp_path / "out.png", "--size", 256, "--octaves", 4, "--steps", 20,
+    args = ["dream", inputs["image"], "-o", tmp_path / "out.png", "--size", 256, "--octaves", 4, "--steps", 300,
             "--layers", LAYER, "--weights", inputs["g"], "--quiet"]
     proc = Started(args, real_env, tmp_path / "logs")
     time.sleep(delay)

@@ -412,8 +412,10 @@ def _start_dream(page, octaves: int, steps: int) -> str:
 @pytest.mark.browser
 @needs_browser
 def test_dream_in_the_browser_previews_and_downloads(page, photo, tmp_path):
+    # 150 steps: long enough for the page to see previews change even when every program is
+    # already in the compile cache (a run then takes about a second per 100 steps here)
     _upload_photo(page, photo)
-    job = _start_dream(page, octaves=1, steps=24)
+    job = _start_dream(page, octaves=1, steps=150)
     page.wait_for_selector(f"#current[data-job='{job}'][data-state='running']")
     page.wait_for_function("Number(document.querySelector('#preview').dataset.updates) >= 2", timeout=90_000)
     page.wait_for_selector(f"#current[data-job='{job}'][data-state='done']", timeout=90_000)
@@ -423,10 +425,10 @@ def test_dream_in_the_browser_previews_and_downloads(page, photo, tmp_path):
     saved = tmp_path / "result.png"
     download.value.save_as(saved)
     settings = media.read_settings(saved)
-    assert (settings["jaxdream"], settings["octaves"], settings["steps"]) == ("dream", 1, 24)
+    assert (settings["jaxdream"], settings["octaves"], settings["steps"]) == ("dream", 1, 150)
     assert settings["layers"] == ["inception_4c/output:1"] and settings["input"] == "input.png"
     page.wait_for_selector(f"#gallery .card[data-job='{job}'][data-state='done'] img")
-    assert "--steps=24" in page.text_content("#argv")  # the same run on the command line
+    assert "--steps=150" in page.text_content("#argv")  # the same run on the command line
 
 
 @pytest.mark.browser
