@@ -3,7 +3,10 @@ timestamps, writing MP4 (with the source's audio) and GIF."""
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import subprocess
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -32,7 +35,8 @@ def check_animation_output(path: str | os.PathLike,
 
     Raises:
         MediaError: unknown suffix, a parent that is missing or a file, a place where files
-        cannot be created (tried), an output that is one of ``inputs``.
+        cannot be created (tried), an output that is one of ``inputs``; for an MP4, no usable
+        ffmpeg (:func:`check_ffmpeg`).
     """
     text = os.fspath(path)
     p = Path(text)
@@ -47,6 +51,8 @@ def check_animation_output(path: str | os.PathLike,
             raise MediaError(f"{p}: cannot write: {problem}")
         return p, "frames"
     check_output(p, VIDEO_FORMATS, inputs)
+    if VIDEO_FORMATS[p.suffix.lower()] == "mp4":
+        _ffmpeg()  # an MP4 needs a working ffmpeg: found out before any frame is made
     return p, VIDEO_FORMATS[p.suffix.lower()]
 
 
@@ -55,9 +61,50 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return frame[: h - h % 2, : w - w % 2]
 
 
+#: The oldest ffmpeg the video path works with: the probe passes every frame through with its
+#: own timestamp (``-fps_mode passthrough -enc_time_base demux``, ffmpeg 5.1's options).
+#: imageio-ffmpeg 0.6.0 is the oldest release bundling one (7.0; 0.4.9-0.5.1 bundle 4.2.2).
+MIN_FFMPEG = (5, 1)
+_VERSION = re.compile(r"ffmpeg version (?:n)?(\d+)\.(\d+)")
+
+
 def _ffmpeg() -> str:
+    """The ffmpeg binary (imageio-ffmpeg's, or ``IMAGEIO_FFMPEG_EXE``), checked once."""
     import imageio_ffmpeg
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    try:
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as e:  # none bundled for this platform and none on the PATH
+        raise MediaError(f"no ffmpeg found ({e}); pip install -U imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE "
+                         f"to an ffmpeg {MIN_FFMPEG[0]}.{MIN_FFMPEG[1]} or newer") from None
+    return check_ffmpeg(exe)
+
+
+@functools.lru_cache(maxsize=None)
+def check_ffmpeg(exe: str) -> str:
+    """``exe`` if it runs as ffmpeg :data:`MIN_FFMPEG` or newer (a build whose version line has
+    no release number, such as a git snapshot, is taken as new); otherwise one error line naming
+    the binary, its version and the minimum.
+
+    Raises:
+        MediaError: missing, not executable, not ffmpeg, or too old.
+    """
+    how = (f"pip install -U imageio-ffmpeg (0.6.0 or newer bundles one), or point IMAGEIO_FFMPEG_EXE at "
+           f"ffmpeg {MIN_FFMPEG[0]}.{MIN_FFMPEG[1]} or newer")
+    try:
+        out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, errors="replace",
+                             timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise MediaError(f"ffmpeg {exe} cannot run ({e.strerror if isinstance(e, OSError) and e.strerror else e}); "
+                         f"{how}") from None
+    first = (out.stdout or out.stderr or "").strip().splitlines()[:1]
+    if out.returncode != 0 or not first or not first[0].startswith("ffmpeg version"):
+        raise MediaError(f"{exe} is not ffmpeg (its -version printed {first[0][:60]!r} and exited "
+                         f"{out.returncode}); {how}" if first else f"{exe} is not ffmpeg; {how}")
+    m = _VERSION.match(first[0])
+    if m and (int(m.group(1)), int(m.group(2))) < MIN_FFMPEG:
+        raise MediaError(f"ffmpeg {m.group(1)}.{m.group(2)} at {exe} is too old: jaxdream's video needs "
+                         f"ffmpeg {MIN_FFMPEG[0]}.{MIN_FFMPEG[1]} or newer; {how}")
+    return exe
 
 
 def _last_line(stderr: str, default: str = "ffmpeg failed") -> str:
@@ -132,7 +179,6 @@ _NAMED_LAYOUTS = {"mono": 1, "stereo": 2, "downmix": 2, "binaural": 2, "quad": 4
 def layout_channels(layout: str) -> int | None:
     """Channels in an ffmpeg channel layout name: ``5.1`` -> 6, ``7.1(wide)`` -> 8, ``stereo`` -> 2,
     ``6 channels (FL+FR+...)`` -> 6; None for a name not known here."""
-    import re
     base = layout.split("(")[0].strip().lower()
     if match := re.fullmatch(r"(\d+) channels?", base):
         return int(match.group(1))
@@ -146,12 +192,10 @@ def layout_channels(layout: str) -> int | None:
 def _fields(line: str, kind: str) -> list[str]:
     """The comma-separated fields after ``Video:``/``Audio:`` of a stream line (commas inside
     parentheses kept)."""
-    import re
     return [f.strip() for f in re.split(r",\s*(?![^()]*\))", line.split(f"{kind}:", 1)[1])]
 
 
 def _parse_audio(line: str) -> AudioInfo:
-    import re
     fields = _fields(line, "Audio")
     codec = fields[0].split(" ", 1)[0] if fields else "?"
     rate = next((i for i, f in enumerate(fields) if re.fullmatch(r"\d+ Hz", f)), None)
@@ -177,7 +221,6 @@ def _stream_line(header: list[str], kind: str) -> str | None:
 
 def probe_audio(path: str | os.PathLike) -> AudioInfo | None:
     """The first audio stream of a media file (None if it has none), from ``ffmpeg -i``."""
-    import subprocess
     result = subprocess.run([_ffmpeg(), "-hide_banner", "-nostdin", "-i", os.fspath(path)],
                             capture_output=True, text=True, errors="replace")
     line = _stream_line(_input_header(result.stderr), "Audio")
@@ -197,8 +240,6 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     Raises:
         MediaError: not a media file, no video stream, nothing decodes.
     """
-    import re
-    import subprocess
     path = Path(path)
     cmd = [_ffmpeg(), "-hide_banner", "-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0",
            "-fps_mode", "passthrough", "-enc_time_base", "demux", "-c:v", "wrapped_avframe",
@@ -342,7 +383,6 @@ def _write_mp4_timed(target: str, first: np.ndarray, frames, timestamps: Sequenc
     them as PNGs in a temp folder beside ``target``, each lasting until the next; B-frames are
     off so that the MP4's sample durations are the frames' own. Returns the number written."""
     import math
-    import subprocess
     scale = math.lcm(*(t.denominator for t in timestamps))
     if scale > 10**6:  # timestamps that are not on one fine grid: a 90 kHz clock (MPEG's)
         scale = 90000
@@ -400,7 +440,6 @@ def _mux_audio(video: str, audio_source: str, out: str, audio_start: float = 0.0
     pads a track that ends sooner) and encoded as AAC with all its channels; a track the AAC
     encoder refuses (more than 8 channels) is copied as it is, cut at its packet boundaries.
     """
-    import subprocess
     info = probe_audio(audio_source)
     if info is None:
         os.replace(video, out)
