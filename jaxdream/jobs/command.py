@@ -126,8 +126,9 @@ def parse(argv: list[str] | None = None, extra=()) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, observer=None) -> int:
-    """Run a parsed command (``observer``: progress hooks, see :mod:`jaxdream.jobs.observe`);
-    returns the exit status."""
+    """Run a parsed command (``observer``: progress hooks, :class:`jaxdream.jobs.common.Observer`);
+    returns the exit status. An unexpected exception (a bug) ends in one line naming a log file
+    that holds its traceback, not in a traceback cut short by the process's end."""
     from .common import setup_devices
     try:
         setup_devices(args)
@@ -141,6 +142,28 @@ def run(args: argparse.Namespace, observer=None) -> int:
         return interrupt_status(e)
     except BrokenPipeError:
         return 0
+    except Exception as e:  # noqa: BLE001 - a bug: one line here, the whole traceback in a log file
+        print(f"jaxdream: error: unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              f"(a bug in jaxdream; {_log_traceback(e)})", file=sys.stderr)
+        return 1
+
+
+def _log_traceback(exc: BaseException) -> str:
+    """Write ``exc``'s traceback to ``$JAXDREAM_HOME/logs/error-<time>-<pid>.log``; where it is
+    (or the traceback itself, on stderr, when no log can be written)."""
+    import traceback
+
+    from jaxdream.weights.store import cache_dir
+    text = "".join(traceback.format_exception(exc))
+    try:
+        folder = cache_dir() / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(text)
+        return f"the traceback is in {path}"
+    except OSError:
+        print(text, file=sys.stderr, end="")
+        return "its traceback is above"
 
 
 #: Seconds an interrupted command gets to unwind (save the current image, remove temp files)

@@ -1,0 +1,35 @@
+"""An unexpected exception in a command (a bug) ends in one line that names the log file
+holding its traceback, with exit status 1: never a traceback cut short when the process ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jaxdream.jobs import command
+
+
+def test_a_bug_is_one_line_and_a_log_file(jaxdream_home, capsys):
+    args = command.parse(["devices"])
+
+    def broken(args, **hooks):
+        raise RuntimeError("boom\nsecond line")
+    args.func = broken
+    assert command.run(args) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxdream: error: unexpected RuntimeError: boom (a bug")
+    log = Path(lines[0].split("the traceback is in ")[1].rstrip(")"))
+    assert log.parent == jaxdream_home / "logs"
+    text = log.read_text()
+    assert "Traceback" in text and "second line" in text and "broken" in text
+
+
+def test_without_a_writable_home_the_traceback_goes_to_stderr(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("JAXDREAM_HOME", str(blocker / "home"))  # under a file: nothing can be created
+    args = command.parse(["devices"])
+    args.func = lambda args, **hooks: 1 / 0
+    assert command.run(args) == 1
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and "Traceback" in err and "its traceback is above" in err
