@@ -33,3 +33,13 @@ def test_without_a_writable_home_the_traceback_goes_to_stderr(tmp_path, monkeypa
     assert command.run(args) == 1
     err = capsys.readouterr().err
     assert "ZeroDivisionError" in err and "Traceback" in err and "its traceback is above" in err
+
+
+def test_a_coordinator_that_is_not_host_port_is_one_clear_line():
+    import pytest
+
+    from jaxdream.errors import SettingsError
+    from jaxdream.runtime import parallel
+    for bad in ("notahostport", ":1234", "host:", "host:99999", "host:port"):
+        with pytest.raises(SettingsError, match="expected HOST:PORT"):
+            parallel.initialize_distributed(bad, 2, 0)

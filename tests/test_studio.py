@@ -476,6 +476,20 @@ def _request(server: str, method: str, path: str, body: bytes | None = None, hea
     return response.status, response.read()
 
 
+def test_json_depth_counts_brackets_outside_strings():
+    from jaxdream.studio.app import json_depth
+    assert json_depth(b'{"command": "dream", "values": {"x": [1, 2]}}') == 3
+    assert json_depth(b'{"a": "[[[[{{{{", "b": "\\"[["}') == 1
+    assert json_depth(b"[" * 100 + b"]" * 100) == 100
+
+
+@needs_web
+def test_deeply_nested_json_is_refused_with_400(server):
+    body = b'{"command": "dream", "values": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    status, text = _request(server, "POST", "/api/jobs", body, {"X-Jaxdream": "1", "Content-Type": "application/json"})
+    assert status == 400 and b"nests deeper" in text
+
+
 @needs_web
 def test_path_traversal_is_refused_by_the_server(server, photo):
     for path in ("/files/..%2F..%2F..%2Fetc%2Fpasswd", "/files/%2e%2e/%2e%2e/etc/passwd",

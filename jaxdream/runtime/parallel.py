@@ -381,6 +381,8 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         raise SettingsError(f"--num-processes {num_processes}: must be at least 1")
     if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
         raise SettingsError(f"--process-id {process_id}: must be 0..{num_processes - 1}")
+    if coordinator is not None:
+        _check_host_port(coordinator)
     if coordinator is not None and process_id not in (None, 0):
         _wait_for_coordinator(coordinator, timeout_s)
     try:
@@ -391,6 +393,14 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         where = coordinator or "the detected cluster"
         raise SettingsError(f"could not join the JAX cluster at {where}: {detail}") from None
     return True
+
+
+def _check_host_port(text: str) -> None:
+    """``--coordinator`` must be ``HOST:PORT`` (JAX's own parser fails with an IndexError)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"--coordinator {text}: expected HOST:PORT with a port 1..65535, "
+                            f"e.g. 10.0.0.1:1234")
 
 
 def is_writer() -> bool:

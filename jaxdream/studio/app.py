@@ -143,11 +143,36 @@ async def _submit(request: Request) -> Response:
     return JSONResponse(job.summary(), status_code=201)
 
 
+#: The deepest nesting a job submission may have (a real one is 3 deep); deeper JSON is
+#: refused before it is parsed (Python's parser recurses, and a deep enough body exhausts it).
+MAX_JSON_DEPTH = 16
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (brackets in strings ignored)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (byte == 0x5C, byte != 0x22)
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 async def _job_body(request: Request) -> dict:
     """The JSON body of a job submission, refused unless it is ``{command, files, values}``."""
+    raw = await request.body()
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise UploadError(f"the request nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        body = await request.json()
-    except ValueError:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
         raise UploadError("the request is not JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("values", {}), dict) \
             or not isinstance(body.get("files", {}), dict):
