@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from jaxdream.jobs import command
 
 
@@ -43,3 +45,15 @@ def test_a_coordinator_that_is_not_host_port_is_one_clear_line():
     for bad in ("notahostport", ":1234", "host:", "host:99999", "host:port"):
         with pytest.raises(SettingsError, match="expected HOST:PORT"):
             parallel.initialize_distributed(bad, 2, 0)
+
+
+def test_a_guide_too_large_is_named_by_its_own_option(jaxdream_home, tmp_path, capsys):
+    """``--guide-size 9000`` beyond the pixel ceiling names --guide-size, not --size."""
+    from jaxdream import media
+    from jaxdream.cli.main import main
+    photo, guide = tmp_path / "photo.png", tmp_path / "guide.png"
+    media.save_image(photo, np.full((20, 30, 3), 100.0, np.float32))
+    media.save_image(guide, np.full((10, 10, 3), 100.0, np.float32))  # 9000 x 9000 px: beyond the ceiling
+    rc = main(["dream", str(photo), "--guide", str(guide), "--guide-size", "9000", "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--guide-size 9000" in err and "at --size" not in err, err

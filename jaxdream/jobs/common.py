@@ -28,15 +28,16 @@ def add_frames_flags(p, command: str) -> None:
     add(p, command, "resume", "overwrite")
 
 
-def output_size(path, size: int | None, what: str = "input") -> tuple[int, int]:
-    """(height, width) an input image will have after ``--size``, from its header alone; checks
-    the pixel ceiling so that nothing too large is ever decoded or resized."""
+def output_size(path, size: int | None, what: str = "input", flag: str = "--size") -> tuple[int, int]:
+    """(height, width) an input image will have after ``flag`` (``--size``, ``--guide-size``),
+    from its header alone; checks the pixel ceiling so that nothing too large is ever decoded or
+    resized."""
     from jaxdream import media
     from jaxdream.runtime import memory
     h, w = media.image_shape(path)
     if size is not None:
         h, w = media.fit_size(h, w, size)
-    memory.check_pixels(h, w, f"{what} {path}" + (f" at --size {size}" if size is not None else ""))
+    memory.check_pixels(h, w, f"{what} {path}" + (f" at {flag} {size}" if size is not None else ""))
     return h, w
 
 

@@ -93,7 +93,7 @@ def check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
     get_spec(cfg.model).check_size(h, w, objective_layers(cfg))
     need = memory.dream_bytes(h, w, cfg.tile_size, cfg.tile_batch)
     if args.guide:
-        gh, gw = output_size(args.guide, cfg.guide_size, "guide")
+        gh, gw = output_size(args.guide, cfg.guide_size, "guide", "--guide-size")
         need = max(need, memory.forward_bytes(gh, gw))
     memory.check_fits(need, f"DeepDream at {w}x{h}")
     if cfg.mask is not None and not getattr(args, "dream", False):  # video checks its masks itself
