@@ -57,3 +57,30 @@ def test_a_guide_too_large_is_named_by_its_own_option(jaxdream_home, tmp_path, c
     rc = main(["dream", str(photo), "--guide", str(guide), "--guide-size", "9000", "--dry-run"])
     err = capsys.readouterr().err
     assert rc == 1 and "--guide-size 9000" in err and "at --size" not in err, err
+
+
+def test_weights_convert_into_an_unwritable_cache_fails(googlenet_caffemodel, tmp_path, monkeypatch, capsys):
+    """`weights convert` exists to write the cache: when it cannot, exit 1 and say where (it
+    printed "converted ... -> ...npz" and exited 0 with no file)."""
+    from jaxdream.cli.main import main
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("JAXDREAM_HOME", str(tmp_path / "file" / "home"))
+    rc = main(["weights", "convert", "googlenet", str(googlenet_caffemodel.path)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "could not write the converted weights" in err and "converted" not in out
+
+
+def test_a_corrupt_cached_provenance_file_is_named(googlenet_caffemodel, jaxdream_home, recwarn):
+    from jaxdream.nets.network import param_shapes
+    from jaxdream.weights import get_info, store
+    info = get_info("googlenet")
+    store.convert_and_cache(info, Path(googlenet_caffemodel.path), param_shapes("googlenet"))
+    meta = store.converted_path(info).with_suffix(".json")
+    meta.write_text("{not json")
+    import pytest
+
+    from jaxdream.errors import WeightsError
+    with pytest.raises(WeightsError):  # nothing else to convert from here: the warning came first
+        store.load_flat("googlenet", param_shapes("googlenet"), allow_download=False)
+    messages = [str(w.message) for w in recwarn]
+    assert any("ignoring the cached conversion" in m and str(meta) in m for m in messages), messages

@@ -219,13 +219,16 @@ def _convert_original(info: WeightsInfo, path: Path, expected: dict, check_hash:
     return flat, provenance
 
 
-def convert_and_cache(info: WeightsInfo, path: Path, expected: dict) -> tuple[dict, dict]:
-    """Convert an upstream file and keep the result in the cache (warn if it cannot)."""
+def convert_and_cache(info: WeightsInfo, path: Path, expected: dict, must_cache: bool = False) -> tuple[dict, dict]:
+    """Convert an upstream file and keep the result in the cache (warn if it cannot, or with
+    ``must_cache`` raise WeightsError: ``jaxdream weights convert`` exists to write it)."""
     flat, provenance = _convert_original(info, path, expected, check_hash=True)
     target = converted_path(info)
     try:
         _save_npz(flat, provenance, target)
     except OSError as e:
+        if must_cache:
+            raise WeightsError(f"could not write the converted weights to {target} ({e.strerror or e})") from None
         warnings.warn(f"could not cache the converted weights in {target.parent} "
                       f"({e.strerror or e}); converting again next time", WeightsWarning, stacklevel=2)
     return flat, provenance
@@ -263,14 +266,17 @@ def load_flat(key: str, expected: dict[str, tuple[int, ...]], weights: str | os.
 
     cached = converted_path(info)
     if cached.is_file():
+        reading = cached
         try:
             flat = load_npz(cached)
             validate(flat, expected, str(cached))
-            meta = cached.with_suffix(".json")
+            reading = meta = cached.with_suffix(".json")
             provenance = json.loads(meta.read_text()) if meta.is_file() else {"source": str(cached)}
             return flat, provenance
         except (JaxdreamError, ValueError, OSError) as e:
-            warnings.warn(f"ignoring the cached conversion: {e}", WeightsWarning, stacklevel=2)
+            detail = str(e) if str(reading) in str(e) else f"{reading}: {e}"
+            warnings.warn(f"ignoring the cached conversion ({detail}); converting again", WeightsWarning,
+                          stacklevel=2)
 
     original = find_original(info)
     if original is None:

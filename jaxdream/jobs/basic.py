@@ -82,7 +82,7 @@ def _convert(key: str, path=None) -> None:
     path = Path(path)
     if store.sniff_format(path) != info.format:
         raise SettingsError(f"{path} is not a {info.format} weights file for {info.model}")
-    _, provenance = store.convert_and_cache(info, path, param_shapes(info.model))
+    _, provenance = store.convert_and_cache(info, path, param_shapes(info.model), must_cache=True)
     print(f"{info.key}: converted {path} -> {store.converted_path(info)}")
 
 
