@@ -308,6 +308,7 @@ def test_kill_leftovers_in_a_work_folder_are_removed_on_resume(tmp_path):
     stale.write_bytes(b"half a png")
     state_tmp = folder / f".state_00001.npy.{media.TEMP_TAG}-999999999-y.npy"
     state_tmp.write_bytes(b"half")
+    store.release()  # the killed run's process is gone, and its lock on the folder with it
     resumed = frames.FrameStore(folder, {"a": 1}, resume=True)
     resumed.save(1, _frame(2), _frame(2))
     assert not stale.exists() and not state_tmp.exists()
@@ -404,3 +405,35 @@ def test_state_file_is_json(tmp_path):
     store = frames.FrameStore(tmp_path / "f", {"a": [1, 2]}, resume=False)
     store.start()
     assert json.loads((tmp_path / "f" / frames.STATE_FILE).read_text()) == {"a": [1, 2]}
+
+
+def test_two_runs_cannot_write_one_frames_folder_at_once(tmp_path):
+    """The second run to start writing a folder stops in one line naming the first's PID (two
+    zooms into the same -o both exited 0, the GIF of one holding the other's frames); once the
+    first is over, the folder is free again and no lock file is left beside it."""
+    folder = tmp_path / "zf"
+    first = frames.FrameStore(folder, {"run": "a"}, resume=False)
+    first.start()
+    second = frames.FrameStore(folder, {"run": "b"}, resume=False, overwrite=True)
+    with pytest.raises(MediaError, match=rf"another jaxdream run \(PID {os.getpid()}\) is writing there"):
+        second.start()
+    first.save(0, _frame(1), _frame(1))
+    frames.finish(first, folder, "frames", 1, 10.0)
+    assert not (tmp_path / ".zf.lock").exists()
+    third = frames.FrameStore(folder, {"run": "b"}, resume=False, overwrite=True)
+    third.start()
+    third.release()
+
+
+def test_a_killed_runs_lock_does_not_hold_the_folder(tmp_path):
+    """flock is dropped by the kernel when its process ends: a lock file a killed run left
+    behind does not stop the next run."""
+    folder = tmp_path / "zf"
+    code = ("import os, sys; from pathlib import Path; from jaxdream.media.frames import FolderLock; "
+            "FolderLock(Path(sys.argv[1])); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(folder)], check=True, cwd=tmp_path)
+    assert (tmp_path / ".zf.lock").exists()
+    store = frames.FrameStore(folder, {"run": "a"}, resume=False)
+    store.start()
+    store.release()
+    assert not (tmp_path / ".zf.lock").exists()

@@ -5,7 +5,9 @@ assembled from it one frame at a time."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 from contextlib import contextmanager
@@ -95,6 +97,7 @@ class FrameStore:
         settings and remove temp files a killed run left. Called once before the first frame."""
         if self._started:
             return
+        self._lock = FolderLock(self.folder)  # a second run writing here stops now, in one line
         try:
             if self.overwrite:
                 self.clear()
@@ -107,8 +110,17 @@ class FrameStore:
                     json.dumps(self.settings, indent=1, sort_keys=True)))
             images.remove_stale_temps(self.folder, any_name=True)
         except OSError as e:
+            self.release()
             raise MediaError(f"{self.folder}: cannot write ({e.strerror or e})") from None
         self._started = True
+
+    _lock = None
+
+    def release(self) -> None:
+        """Let another run write the folder (the run is over; also when its process ends)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def clear(self) -> None:
         """Remove every file an earlier run wrote here (frames, bookkeeping, temps)."""
@@ -231,6 +243,7 @@ def frame_run(store: FrameStore):
         yield store
     except BaseException:
         store.abandon()
+        store.release()
         raise
 
 
@@ -266,10 +279,47 @@ def finish(store: FrameStore, out: Path, kind: str, total: int, fps: float, loop
             for i in range(total - loop_overlap, total):
                 store.frame_path(i).unlink()
         store.remove_bookkeeping()
+        store.release()
         return out
     frames = loop_blend(loaders, loop_overlap) if loop_overlap else (f() for f in loaders)
-    video.write_video(out, frames, fps, audio_from=audio_from, audio_start=audio_start, timestamps=timestamps)
-    store.remove()
+    try:
+        video.write_video(out, frames, fps, audio_from=audio_from, audio_start=audio_start, timestamps=timestamps)
+        store.remove()
+    finally:
+        store.release()
     return out
+
+
+class FolderLock:
+    """An exclusive lock on a frames folder for the length of a run: ``.NAME.lock`` beside it,
+    held with ``flock`` (the kernel drops it when the process ends, even killed), holding the
+    holder's PID. A second run refused here says whose it is.
+
+    Raises:
+        MediaError: another process holds the folder.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = folder.parent / f".{folder.name}.lock"
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise MediaError(f"{folder}: cannot write ({e.strerror or e})") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self.fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise MediaError(f"{folder}: another jaxdream run (PID {holder}) is writing there; wait for it "
+                             f"to finish or give another output") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+
+    def release(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
 
 
