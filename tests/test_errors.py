@@ -84,3 +84,30 @@ def test_a_corrupt_cached_provenance_file_is_named(googlenet_caffemodel, jaxdrea
         store.load_flat("googlenet", param_shapes("googlenet"), allow_download=False)
     messages = [str(w.message) for w in recwarn]
     assert any("ignoring the cached conversion" in m and str(meta) in m for m in messages), messages
+
+
+def test_style_batch_skips_only_results_of_the_same_run(vgg_h5, jaxdream_home, tmp_path, capsys):
+    """A rerun skips results whose PNG records the same settings and files; another
+    --style-weight redoes them; a PNG of the right name that jaxdream did not make (the photos
+    themselves) is not a result; the input folder is refused as the output folder."""
+    from jaxdream import media
+    from jaxdream.cli.main import main
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        media.save_image(photos / f"{name}.png", rng.uniform(0, 255, (24, 32, 3)).astype(np.float32))
+    media.save_image(tmp_path / "style.png", rng.uniform(0, 255, (24, 24, 3)).astype(np.float32))
+    base = ["style", str(photos), "--style", str(tmp_path / "style.png"), "--size", "32", "--iterations", "1",
+            "--weights", str(vgg_h5), "--quiet"]
+    assert main([*base, "-o", f"{photos}/"]) == 1
+    assert "holds the content images" in capsys.readouterr().err
+    out.mkdir()
+    media.save_image(out / "a.png", np.zeros((24, 32, 3), np.float32))  # not a result of this run
+    assert main([*base, "-o", f"{out}/"]) == 0
+    assert "done already" not in capsys.readouterr().out
+    assert main([*base, "-o", f"{out}/"]) == 0
+    assert "2 of 2 content images are done already" in capsys.readouterr().out
+    assert main([*base, "--style-weight", "1000", "-o", f"{out}/"]) == 0
+    assert "done already" not in capsys.readouterr().out
+    assert media.read_settings(out / "a.png")["style_weight"] == [1000.0]

@@ -122,15 +122,31 @@ def _contents(items: list[str]) -> tuple[list[Path], bool]:
     return paths, batch
 
 
-def _finished(out: Path, sweep: bool) -> bool:
-    """Whether a batch member's result was written by an earlier run (the sheet comes last; an
-    image written on an interrupt is not finished)."""
+def batch_key(args, content: Path) -> str:
+    """What a batch member's result is the result of: a hash of the run's settings and of the
+    content and style files' bytes, recorded in its PNG (``batch_key``), so that a rerun skips
+    exactly the results of the same settings (a PNG of the right name is not enough: the
+    photos themselves, or another --style's results)."""
+    import hashlib
+    import json
+
+    from jaxdream import media
+    settings = {k: v for k, v in _settings(args, _init(args)).items() if k != "init"}
+    record = {"settings": settings, "init": _init(args), "content": media.file_sha256(content),
+              "styles": [media.file_sha256(s) for s in args.style]}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _finished(out: Path, sweep: bool, key: str) -> bool:
+    """Whether a batch member's result was written by an earlier run of the same settings and
+    files (the sheet comes last; an image written on an interrupt is not finished)."""
     from jaxdream import media
     last = out.with_name(f"{out.stem}_sheet{out.suffix}") if sweep else out
     try:
-        return last.is_file() and "interrupted_at_iteration" not in media.read_settings(last)
+        recorded = media.read_settings(last) if last.is_file() else {}
     except MediaError:  # unreadable: do it again
         return False
+    return recorded.get("batch_key") == key and "interrupted_at_iteration" not in recorded
 
 
 def _combos(args) -> int:
@@ -166,7 +182,10 @@ def cmd_style(args, observer=None) -> int:
     for content in contents:  # every file readable before hours of work start
         media.image_shape(content)
     media.check_animation_output(f"{folder}/")  # a folder that can be created and written
-    todo = [c for c in contents if not _finished(folder / f"{c.stem}.png", _combos(args) > 1)]
+    if any(c.parent.resolve() == folder.resolve() for c in contents):
+        raise SettingsError(f"{folder}: the output folder holds the content images; give another -o FOLDER/ "
+                            f"(results would be written over the photos' names)")
+    todo = [c for c in contents if not _finished(folder / f"{c.stem}.png", _combos(args) > 1, batch_key(args, c))]
     if len(todo) < len(contents):
         print(f"{len(contents) - len(todo)} of {len(contents)} content images are done already "
               f"(their results exist in {folder}); skipping them")
@@ -375,7 +394,8 @@ class _StyleRun:
         """Write each member's images (and a sweep's contact sheet), then name them."""
         results = result if isinstance(result, list) else [result]
         for ci, ((c, out), one) in enumerate(zip(self.items, results)):
-            meta = dict(one.settings, content=str(c), style=[str(s) for s in self.args.style])
+            meta = dict(one.settings, content=str(c), style=[str(s) for s in self.args.style],
+                        batch_key=batch_key(self.args, Path(c)))
             paths = self.save(one.images, [{"content": ci, **lb} for lb in one.labels or [{}]], meta)
             if len(one.images) > 1:
                 paths.append(self._save_sheet(out, one, meta))
