@@ -44,7 +44,7 @@ def aspect_sizes(size: int, aspects: Sequence[str] = ASPECTS) -> list[tuple[int,
     for text in aspects:
         try:
             w, h = (float(v) for v in text.split(":"))
-            if not (w > 0 and h > 0):
+            if not (0 < w < float("inf") and 0 < h < float("inf")):
                 raise ValueError
         except ValueError:
             raise SettingsError(f"an aspect ratio is written like 4:3, got '{text}'") from None

@@ -111,3 +111,18 @@ def test_style_batch_skips_only_results_of_the_same_run(vgg_h5, jaxdream_home, t
     assert main([*base, "--style-weight", "1000", "-o", f"{out}/"]) == 0
     assert "done already" not in capsys.readouterr().out
     assert media.read_settings(out / "a.png")["style_weight"] == [1000.0]
+
+
+def test_warmup_refuses_what_dream_refuses_and_an_unwritable_cache(jaxdream_home, tmp_path, capsys, monkeypatch):
+    """warmup compiled 10000x10000 programs that dream refuses, said "ready" with an unwritable
+    cache, and crashed its worker on --aspects inf:1."""
+    from jaxdream.cli.main import main
+    assert main(["warmup", "--size", "10000", "--aspects", "1:1", "--dry-run"]) == 1
+    assert "10000x10000" in capsys.readouterr().err
+    assert main(["warmup", "--size", "64", "--aspects", "inf:1", "--dry-run"]) == 1
+    assert "aspect ratio is written like 4:3" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("JAXDREAM_HOME", str(tmp_path / "file" / "home"))
+    assert main(["warmup", "--size", "64", "--aspects", "1:1", "--octaves", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write the compile cache" in err and "ready" not in err

@@ -36,7 +36,24 @@ def _sizes(args) -> list[tuple[int, int]]:
     return list(dict.fromkeys(aspect_sizes(args.size, aspects)))
 
 
+def _check_cache_writable() -> None:
+    """A warmup exists to fill the compile cache: one it cannot write is an error, not "ready"."""
+    import tempfile
+
+    from jaxdream.errors import SettingsError
+    from jaxdream.weights.store import cache_dir
+    folder = cache_dir() / "xla"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as e:
+        raise SettingsError(f"cannot write the compile cache in {folder} ({e.strerror or e}); "
+                            f"a warmup there would prepare nothing (set JAXDREAM_HOME to a writable folder)") from None
+
+
 def cmd_warmup(args) -> int:
+    from jaxdream.runtime import memory
     from jaxdream.warmup import compile_dream
 
     from .dream import _read_mask
@@ -46,10 +63,14 @@ def cmd_warmup(args) -> int:
         from jaxdream.errors import SettingsError
         raise SettingsError("warmup prepares one-device dreams; leave out --devices and the cluster flags")
     sizes = _sizes(args)
+    for hw in sizes:  # the sizes a dream would refuse are not prepared either
+        memory.check_pixels(*hw, f"warmup at {hw[1]}x{hw[0]}")
+        memory.check_fits(memory.dream_bytes(*hw, cfg.tile_size, cfg.tile_batch), f"DeepDream at {hw[1]}x{hw[0]}")
     if args.dry_run:
         print("would compile the dream programs for " + ", ".join(f"{w}x{h}" for h, w in sizes), file=sys.stderr)
         return 0
     enable_compilation_cache()
+    _check_cache_writable()
 
     def progress(size, shape):
         if not args.quiet:
