@@ -126,3 +126,32 @@ def test_warmup_refuses_what_dream_refuses_and_an_unwritable_cache(jaxdream_home
     assert main(["warmup", "--size", "64", "--aspects", "1:1", "--octaves", "1", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "cannot write the compile cache" in err and "ready" not in err
+
+
+def test_a_full_disk_is_caught_before_any_work(jaxdream_home, tmp_path, capsys, monkeypatch):
+    """A full folder still creates empty files, so the write test passed and dream/style computed
+    everything before "No space left on device"; now the free space is checked first, with an
+    estimate of what the run writes (--dry-run included)."""
+    import shutil
+    from collections import namedtuple
+
+    from jaxdream import media
+    from jaxdream.cli.main import main
+    from jaxdream.media import images
+    photo = tmp_path / "photo.png"
+    media.save_image(photo, np.full((40, 40, 3), 90.0, np.float32))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(images.shutil, "disk_usage", lambda p: usage(1 << 40, 1 << 40, 100 << 10))
+    assert main(["dream", str(photo), "-o", str(tmp_path / "d.png"), "--dry-run"]) == 1
+    assert "no space left" in capsys.readouterr().err
+    monkeypatch.setattr(images.shutil, "disk_usage", lambda p: usage(1 << 40, 1 << 40, 2 << 20))
+    assert main(["dream", str(photo), "--size", "1000", "-o", str(tmp_path / "d.png"), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "the dream writes about 3 MB and 2 MB is free" in err, err
+    assert main(["zoom", str(photo), "--size", "256", "--frames", "100", "-o", str(tmp_path / "z.gif"), "--dry-run"]) == 1
+    assert "a zoom of 100 frames writes about" in capsys.readouterr().err
+    assert main(["style", str(photo), "--style", str(photo), "--size", "1000", "-o", str(tmp_path / "s.png"),
+                 "--dry-run"]) == 1
+    assert "style transfer writes about 3 MB" in capsys.readouterr().err
+    monkeypatch.setattr(images.shutil, "disk_usage", shutil.disk_usage)
+    assert main(["dream", str(photo), "-o", str(tmp_path / "d.png"), "--dry-run"]) == 0

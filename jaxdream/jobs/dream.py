@@ -124,6 +124,7 @@ def cmd_dream(args, observer=None) -> int:
     out = Path(args.output) if args.output else Path(args.input).with_name(Path(args.input).stem + "_dream.png")
     hw = output_size(args.input, args.size)
     media.check_output(out, inputs=[args.input, args.guide, cfg.mask])
+    media.check_space(out, hw[0] * hw[1] * 3 + (1 << 16), "the dream")
     ready = _ready(args, cfg, hw, out, f"dream ({cfg.octaves} octaves x {cfg.steps} steps)")
     if ready is None:
         return 0
@@ -172,6 +173,9 @@ def cmd_zoom(args, observer=None) -> int:
     hw = output_size(args.input, args.size)
     out, kind = media.check_animation_output(args.output, inputs=[args.input, args.guide, cfg.mask])
     frames.check_work_folder(frames.work_folder(out, kind), args.resume, args.overwrite)
+    total = zs.frames + zs.loop_overlap()  # PNG frames, the last states, then the output
+    media.check_space(frames.work_folder(out, kind), total * hw[0] * hw[1] * 3 * (2 if kind != "frames" else 1)
+                      + 2 * hw[0] * hw[1] * 12, f"a zoom of {total} frames")
     ready = _ready(args, cfg, hw, out, f"zoom ({zs.frames} frames)")
     if ready is None:
         return 0

@@ -254,6 +254,9 @@ def _style_run(args, items: list[tuple[Path, Path]], in_batch: bool = False, obs
     content = items[0][0] if len(items) == 1 else [c for c, _ in items]
     settings = _settings(args, init)
     plan = plan_style(content, args.style, chunk=args.chunk, **settings)
+    (h, w), images = plan.sizes[-1], plan.batch + (len(items) if plan.combos > 1 else 0)  # and the sheets
+    from jaxdream import media
+    media.check_space(items[0][1], images * h * w * 3 + (1 << 16), "style transfer")
     if args.dry_run:
         print(f"dry run: {plan.describe()}; writing {', '.join(str(out) for _, out in items)}")
         return 0

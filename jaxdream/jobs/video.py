@@ -200,6 +200,9 @@ def cmd_video(args, observer=None) -> int:
     settings = dataclasses.replace(settings, size=reader.size)
     hw = reader.frame_size[::-1]
     _check_frames(args, hw, range(reader.start, reader.end))
+    states = reader.frames if getattr(args, "passes", 1) > 1 else max(getattr(args, "temporal_frames", [1]) or [1])
+    media.check_space(frames.work_folder(out, kind), hw[0] * hw[1] * (3 * reader.frames * (1 if kind == "frames" else 2)
+                                                                     + 12 * (states + 1)), f"the video of {reader.frames} frames")
     if args.dry_run:
         return dry_run_done(f"{'dream' if args.dream else 'style'} {reader.frames} frames", hw, out)
     eta = _Eta(args, reader)

@@ -155,7 +155,41 @@ def _folder_problem(folder: Path) -> str | None:
         return f"cannot create files in {folder} ({e.strerror or e})"
     os.close(fd)
     os.unlink(probe)
+    free = _free_bytes(folder)
+    if free is not None and free < MIN_FREE_BYTES:  # an empty file fits on a full disk; a picture does not
+        return f"no space left in {folder} ({free // 1024} KiB free)"
     return None
+
+
+#: Below this much free space no output can be written (a full disk still creates empty files).
+MIN_FREE_BYTES = 1 << 20
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def check_space(path: str | os.PathLike, need: int, what: str) -> None:
+    """Before work: ``need`` bytes (an estimate of what the run writes) must be free where
+    ``path`` (a file or a folder to be) goes.
+
+    Raises:
+        MediaError: one line with the estimate and what is free.
+    """
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = _free_bytes(folder if folder.is_dir() else folder.parent)
+    if free is not None and free < need:
+        raise MediaError(f"{path}: {what} writes about {_mb(need)} and {_mb(free)} is free there; "
+                         f"free some space or write elsewhere")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{max(n, 0) // 1024} KiB"
 
 
 def check_output(path: str | os.PathLike, suffixes: Mapping[str, object] = IMAGE_FORMATS,
