@@ -545,6 +545,11 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+#: Frames of a zoom interrupted after its first frame: enough that, with every program compiled
+#: ahead and found in the cache, the run is still going when the signal arrives.
+LONG_ZOOM = 48
+
+
 class Started:
     """A ``jaxdream`` subprocess whose stdout and stderr go to files (no pipe can fill up)."""
 
@@ -586,7 +591,7 @@ class Started:
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_zoom_interrupted_keeps_frames_and_resumes(sig, code, inputs, real_env, tmp_path):
     out = tmp_path / "frames"
-    args = zoom_args(inputs, f"{out}/", 12, steps_per_frame=3)
+    args = zoom_args(inputs, f"{out}/", LONG_ZOOM, steps_per_frame=6)
     proc = Started(args, real_env, tmp_path / "logs")
     proc.wait_for(out / "frame_00000.png")
     rc = proc.stop(sig)
@@ -595,10 +600,10 @@ def test_zoom_interrupted_keeps_frames_and_resumes(sig, code, inputs, real_env, 
     assert "Traceback" not in err, err
     assert "interrupted" in err, err
     kept = sorted(p.name for p in out.glob("frame_*.png"))
-    assert 1 <= len(kept) < 12 and kept == frame_names(len(kept)), kept
+    assert 1 <= len(kept) < LONG_ZOOM and kept == frame_names(len(kept)), kept
     assert temp_files(out) == []
     assert_ok(run_cli(args + ["--resume"], real_env))
-    assert sorted(os.listdir(out)) == frame_names(12)
+    assert sorted(os.listdir(out)) == frame_names(LONG_ZOOM)
 
 
 @pytest.mark.slow
@@ -623,13 +628,13 @@ def test_sigkill_leftovers_are_cleaned_up_by_resume(inputs, real_env, tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     out = folder / "out.gif"
-    args = zoom_args(inputs, out, 12, steps_per_frame=3)
+    args = zoom_args(inputs, out, LONG_ZOOM, steps_per_frame=6)
     proc = Started(args, real_env, tmp_path / "logs")
     proc.wait_for(folder / ".out.gif.frames" / "frame_00000.png")
     assert proc.stop(signal.SIGKILL) == -signal.SIGKILL
     result = run_cli(args + ["--resume"], real_env)
     assert_ok(result)
-    assert out.is_file() and gif_frames(out) == 12
+    assert out.is_file() and gif_frames(out) == LONG_ZOOM
     assert sorted(os.listdir(folder)) == ["out.gif"], "work folder or temp files left behind"
 
 
@@ -641,7 +646,7 @@ def test_resume_knows_the_input_by_another_path(how, inputs, real_env, tmp_path)
     source.parent.mkdir()
     shutil.copy(inputs["image"], source)
     out = tmp_path / "frames"
-    first = zoom_args(inputs, f"{out}/", 12, image=source.resolve(), steps_per_frame=3)
+    first = zoom_args(inputs, f"{out}/", LONG_ZOOM, image=source.resolve(), steps_per_frame=6)
     proc = Started(first, real_env, tmp_path / "logs")
     proc.wait_for(out / "frame_00000.png")
     assert proc.stop(signal.SIGINT) == 130, proc.stderr
@@ -654,9 +659,9 @@ def test_resume_knows_the_input_by_another_path(how, inputs, real_env, tmp_path)
         cwd.mkdir()
         image = Path(os.path.relpath(source, cwd))
         assert not image.is_absolute()
-    result = run_cli(zoom_args(inputs, f"{out}/", 12, "--resume", image=image, steps_per_frame=3), real_env, cwd=cwd)
+    result = run_cli(zoom_args(inputs, f"{out}/", LONG_ZOOM, "--resume", image=image, steps_per_frame=6), real_env, cwd=cwd)
     assert_ok(result)
-    assert sorted(os.listdir(out)) == frame_names(12)
+    assert sorted(os.listdir(out)) == frame_names(LONG_ZOOM)
 
 
 # --------------------------------------------------------------------------------------------
