@@ -169,22 +169,10 @@ def torch_style(sizes: list[int], evals: int = 5, iterations: int = 100) -> dict
 def _torch_size(net, size: int, device: str, evals: int, iterations: int) -> dict:
     import torch
 
-    from peer_torch import CONTENT, STYLE, features, gram, objective
+    from peer_torch import objective, problem
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    content = torch.rand(1, 3, size, size, device=device) * 255 - 120
-    style = torch.rand(1, 3, size, size, device=device) * 255 - 120
-    with torch.no_grad():
-        content_t = {k: v for k, v in features(net, content).items() if k in CONTENT}
-        grams_t = {k: gram(v) for k, v in features(net, style).items() if k in STYLE}
-    x = content.clone().requires_grad_(True)
-
-    def eval_once():
-        x.grad = None
-        loss = objective(net, x, content_t, grams_t)
-        loss.backward()
-        return loss
-
+    x, content_t, grams_t, eval_once = problem(net, size, size, device)
     for _ in range(2):  # warm up (cudnn autotunes here)
         eval_once()
     sync()

@@ -66,6 +66,24 @@ def objective(net, x, content_t, grams_t):
     return loss + 1e-3 * 0.5 * tv
 
 
+def problem(net, h: int, w: int, device: str = "cpu"):
+    """A random style problem at h x w: (x, content targets, Gram targets, ``eval_once()``, which
+    computes the loss and x's gradient), starting from the content image."""
+    content = torch.rand(1, 3, h, w, device=device) * 255 - 120
+    style = torch.rand(1, 3, h, w, device=device) * 255 - 120
+    with torch.no_grad():
+        content_t = {k: v for k, v in features(net, content).items() if k in CONTENT}
+        grams_t = {k: gram(v) for k, v in features(net, style).items() if k in STYLE}
+    x = content.clone().requires_grad_(True)
+
+    def eval_once():
+        x.grad = None
+        loss = objective(net, x, content_t, grams_t)
+        loss.backward()
+        return loss
+    return x, content_t, grams_t, eval_once
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=512)
@@ -80,19 +98,7 @@ def main() -> None:
     for prm in net.parameters():
         prm.requires_grad_(False)
     h, w = a.height or a.size, a.size
-    content = torch.rand(1, 3, h, w) * 255 - 120
-    style = torch.rand(1, 3, h, w) * 255 - 120
-    with torch.no_grad():
-        content_t = {k: v for k, v in features(net, content).items() if k in CONTENT}
-        grams_t = {k: gram(v) for k, v in features(net, style).items() if k in STYLE}
-    x = content.clone().requires_grad_(True)
-
-    def eval_once():
-        x.grad = None
-        loss = objective(net, x, content_t, grams_t)
-        loss.backward()
-        return loss
-
+    x, content_t, grams_t, eval_once = problem(net, h, w)
     eval_once()  # warm up
     times = []
     for _ in range(a.evals):
