@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
@@ -36,6 +35,7 @@ from .nets.classes import class_index
 from .nets.network import Network, _features_jit, load_network
 from .optim.driver import in_jit_loop_default
 from .runtime import precision
+from .runtime.cache import compile_ahead
 
 #: ``normalize="auto"`` (the command line's default): ``lapnorm`` with this many levels for a class
 #: dream (its low frequencies draw the class's shapes: balloons, a banana, a traffic light, where
@@ -534,8 +534,9 @@ class Dreamer:
     def compile(self, shapes, layers=None, per_step: bool = False, starts: bool = True) -> float:
         """Compile the programs :meth:`run` will run on octaves of these (h, w) ``shapes`` (the
         ascent of each shape, the start image of each octave), all at once (XLA compiles
-        outside the GIL, one thread per distinct program), before any of them runs; each is
-        compiled once (later calls find it compiled, or in the persistent cache). ``per_step``:
+        outside the GIL; :func:`jaxdream.runtime.cache.compile_ahead`), before any of them runs;
+        each is compiled once in a process (later calls find it compiled, or in the persistent
+        cache). ``per_step``:
         the one-step program of a run that reports every step; ``starts``: the octaves' start
         images too (a zoom's or video's later frames only step). Returns the seconds spent
         (also added to :attr:`compile_seconds`)."""
@@ -550,10 +551,7 @@ class Dreamer:
         starts = [(image(shapes[0]),)] + [(image(b), image(a), image(a)) for a, b in zip(shapes, shapes[1:])]
         for args in starts if starts_too else ():  # the octaves' start images (run)
             programs.setdefault(("start", tuple(a.shape for a in args)), (_octave_start, args, {}))
-        start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=len(programs)) as pool:
-            list(pool.map(lambda p: p[0].lower(*p[1], **p[2]).compile(), programs.values()))
-        seconds = time.perf_counter() - start
+        seconds = compile_ahead(programs.values())
         self.compile_seconds += seconds
         return seconds
 

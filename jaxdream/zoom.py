@@ -22,6 +22,7 @@ from .errors import SettingsError
 from .media.masks import mask_hashes
 from .media.frames import FrameStore, finish, frame_run, work_folder
 from .optim.driver import loop_guard
+from .runtime.cache import compile_ahead
 
 # ----------------------------------------------------------------------------------------------
 # geometry
@@ -181,8 +182,8 @@ def _compile_ahead(dreamer, hw: tuple[int, int], schedule, first_frame: bool) ->
     for layers in sets:
         dreamer.compile([hw], layers=layers, starts=False)
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
-    affine_about_centre.lower(jax.ShapeDtypeStruct((*hw, 3), jnp.float32), scalar, scalar,
-                              jax.ShapeDtypeStruct((2,), jnp.float32)).compile()
+    compile_ahead([(affine_about_centre, (jax.ShapeDtypeStruct((*hw, 3), jnp.float32), scalar, scalar,
+                                          jax.ShapeDtypeStruct((2,), jnp.float32)), {})])
     return time.perf_counter() - start
 
 

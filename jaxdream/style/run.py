@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
-import time
-from concurrent.futures import ThreadPoolExecutor
 import itertools
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from ..optim.adam import AdamState, adam_average, adam_init
 from ..optim.driver import chunk_sizes, drive, in_jit_loop_default
 from ..optim.lbfgs import LbfgsState, history_cap, lbfgs_init
 from ..runtime import parallel
+from ..runtime.cache import compile_ahead
 from .plan import StylePlan, plan_style
 from .programs import adam_apply, adam_chunk, adam_step, lbfgs_apply, lbfgs_chunk, lbfgs_step
 
@@ -530,8 +529,9 @@ def _prepare_scales(run: _Run) -> list[_Scale]:
 
 
 def _compile_scales(run: _Run, scales: list[_Scale]) -> float:
-    """Compile the iteration program of every whole-image scale ahead, concurrently (XLA
-    compiles outside the GIL), from the shapes alone; seconds spent. Runs over a mesh place
+    """Compile the iteration program of every whole-image scale ahead, concurrently, from the
+    shapes alone (:func:`jaxdream.runtime.cache.compile_ahead`: once in a process, so a video's
+    frames trace it once); seconds spent. Runs over a mesh place
     their state with shardings and compile at their first chunk."""
     if run.where.mesh is not None or run.where.rows is not None:
         return 0.0
@@ -543,11 +543,9 @@ def _compile_scales(run: _Run, scales: list[_Scale]) -> float:
         x = jax.ShapeDtypeStruct((run.where.padded, *sc.hw, 3), jnp.float32)
         state = jax.eval_shape(lambda x, m=sc.corrections, n=sc.obj.n_losses: _optimiser_init(run.plan, x, m, n), x)
         count = (jax.ShapeDtypeStruct((), jnp.int32),) if run.in_jit_loop else ()
-        jobs.append(((state, run.params, sc.targets, run.loss_weights, *count, run.lr), sc.obj))
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
-        list(pool.map(lambda job: fn.lower(*job[0], spec=job[1], **static).compile(), jobs))
-    return time.perf_counter() - start
+        jobs.append((fn, (state, run.params, sc.targets, run.loss_weights, *count, run.lr),
+                     {"spec": sc.obj, **static}))
+    return compile_ahead(jobs)
 
 
 def _optimise_scale(run: _Run, sc: _Scale, x0: np.ndarray, callback: Callable[[StyleProgress], Any] | None,
