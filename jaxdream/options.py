@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from .errors import SettingsError
 
-__all__ = ["Number", "NUMBERS", "get", "Option", "OPTIONS", "spec", "default", "help_text", "add", "given",
+__all__ = ["Number", "NUMBERS", "get", "Option", "OPTIONS", "spec", "default", "help_text", "label", "add", "given",
            "RENAMED"]
 
 
@@ -527,6 +527,33 @@ def help_text(name: str, command: str | None = None) -> str:
     if o.default is None or o.action != "store":
         return o.help
     return f"{o.help} (default {show(o.default)})"
+
+
+#: What the studio calls an option, in plain words (the flag is shown beside it); an option not
+#: listed is called by its name (``step-size``: "Step size"). A dict gives per-command labels.
+LABELS = {
+    "size": "Size (longest side, px)", "steps": "Steps per octave", "jitter": "Random shift (px)",
+    "layers": "Layers to amplify", "channels": "Channels to amplify", "class": "ImageNet class to dream",
+    "normalize": "Gradient normalisation", "tile-size": "Tile size (px)", "seed": "Random seed",
+    "octave-scale": "Size ratio between octaves", "tv-weight": "Smoothness weight", "init": "Start from",
+    "learning-rate": "Learning rate", "style-scale": "Style image scale", "pooling": "VGG pooling",
+    "original-colors": "Keep the photo's colours", "color-transfer": "Match the style's colours to the photo",
+    "zoom": "Zoom per frame", "rotate": "Rotation per frame (degrees)", "fps": "Frames per second",
+    "steps-per-frame": "Dream steps per frame", "loop": "Loop seamlessly", "dream": "DeepDream instead of style",
+    "start": "First frame of the clip", "frames": {"video": "Frames to use", "": "Frames"},
+    "iterations": {"video": "Iterations (later frames)", "": "Iterations"},
+    "iterations-first": "Iterations (first frame)", "temporal-weight": "Temporal weight",
+    "blend": "Share of the previous dream", "optimizer": "Optimiser",
+}
+
+
+def label(name: str, command: str | None = None) -> str:
+    """What the studio calls option ``name`` in ``command`` (see :data:`LABELS`)."""
+    name = name.lstrip("-").replace("_", "-")
+    given = LABELS.get(name)
+    if isinstance(given, dict):
+        given = given.get(command or "", given.get(""))
+    return given or name.replace("-", " ").capitalize()
 
 
 def note(message: str) -> None:

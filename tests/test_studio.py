@@ -9,6 +9,7 @@ is missing (``.ci/run`` installs Debian's chromium; no browser is ever downloade
 from __future__ import annotations
 
 import http.client
+import io
 import importlib.util
 import json
 import os
@@ -217,7 +218,7 @@ def _wait(predicate, timeout=30.0):
 
 @pytest.fixture
 def fake_studio(tmp_path, photo):
-    studio = jobs.Studio(tmp_path / "studio", runner=(sys.executable, "-c", FAKE_RUNNER))
+    studio = jobs.Studio(tmp_path / "studio", runner=(sys.executable, "-c", FAKE_RUNNER), checker=None)
     upload = studio.receive([photo.read_bytes()], "photo.png")
     yield studio, upload
     studio.shutdown(wait_s=5)
@@ -253,13 +254,13 @@ def test_cancel_a_queued_job_and_stop_a_running_one(fake_studio):
 
 
 def test_a_restarted_studio_lists_its_jobs_and_requeues_the_queued(tmp_path, photo):
-    first = jobs.Studio(tmp_path / "studio", runner=(sys.executable, "-c", FAKE_RUNNER))
+    first = jobs.Studio(tmp_path / "studio", runner=(sys.executable, "-c", FAKE_RUNNER), checker=None)
     upload = first.receive([photo.read_bytes()], "photo.png")
     running = first.submit("dream", {"input": [upload.id]}, {})
     waiting = first.submit("dream", {"input": [upload.id]}, {})
     running.state = jobs.RUNNING  # as if the studio stopped in the middle of it
     first._save(running)
-    again = jobs.Studio(tmp_path / "studio", runner=(sys.executable, "-c", FAKE_RUNNER))
+    again = jobs.Studio(tmp_path / "studio", runner=(sys.executable, "-c", FAKE_RUNNER), checker=None)
     assert again.jobs[running.id].state == jobs.STOPPED
     assert [j["id"] for j in again.live()["queue"]] == [waiting.id]
     again.start()
@@ -270,12 +271,157 @@ def test_a_restarted_studio_lists_its_jobs_and_requeues_the_queued(tmp_path, pho
 
 def test_a_failed_run_says_why(tmp_path, photo):
     failing = "import sys; print('jaxdream: error: unknown layer inception_9z'); sys.exit(1)"
-    studio = jobs.Studio(tmp_path / "studio", runner=(sys.executable, "-c", failing)).start()
+    studio = jobs.Studio(tmp_path / "studio", runner=(sys.executable, "-c", failing), checker=None).start()
     upload = studio.receive([photo.read_bytes()], "photo.png")
     job = studio.submit("dream", {"input": [upload.id]}, {"layers": "inception_9z"})
     _wait(lambda: job.state == jobs.FAILED)
     assert job.summary()["error"] == "unknown layer inception_9z" and job.exit_status == 1
     studio.shutdown()
+
+
+@pytest.mark.parametrize("values, field, needle", [
+    ({"layers": "no_such_layer"}, "layers", "unknown layer 'no_such_layer'"),
+    ({"class": "no such class"}, "class", "unknown class"),
+    ({"channels": "99999"}, "channels", "channel 99999 is out of range"),
+    ({"size": "20000"}, "size", "megapixels"),
+])
+def test_a_job_the_cli_would_refuse_is_refused_at_submit_naming_its_field(tmp_path, photo, values, field, needle):
+    studio = jobs.Studio(tmp_path / "studio")  # the real check: the command line's --dry-run
+    upload = studio.receive([photo.read_bytes()], "photo.png")
+    with pytest.raises(forms.FormError, match=needle) as refused:
+        studio.submit("dream", {"input": [upload.id]}, values)
+    assert refused.value.field == field
+    assert studio.live()["queue"] == [] and studio.jobs == {}
+    assert [p.name for p in studio.home.iterdir()] == ["uploads"]  # no job folder left behind
+
+
+def test_octaves_that_cannot_fit_are_said_at_submit(tmp_path, photo):
+    studio = jobs.Studio(tmp_path / "studio")
+    upload = studio.receive([photo.read_bytes()], "photo.png")
+    job = studio.submit("dream", {"input": [upload.id]}, {"octaves": "64", "size": "128"})
+    assert len(job.notes) == 1 and job.notes[0].startswith("--octaves 64: only ") and "the run uses" in job.notes[0]
+    assert job.summary()["notes"] == job.notes and job.summary()["files"] == {"input": [upload.id]}
+    again = jobs.Studio(tmp_path / "studio")  # kept with the job
+    assert again.jobs[job.id].notes == job.notes and again.jobs[job.id].files == {"input": [upload.id]}
+
+
+def test_argparse_refusals_name_their_field():
+    with pytest.raises(forms.FormError) as refused:
+        forms.to_argv("dream", {"input": [Path("a.png")]}, {"steps": "-3"}, Path("out.png"))
+    assert refused.value.field == "steps"
+
+
+def test_delete_removes_a_finished_job_and_refuses_a_queued_one(fake_studio):
+    studio, upload = fake_studio
+    done = studio.submit("dream", {"input": [upload.id]}, {})
+    studio.start()
+    _wait(lambda: done.state == jobs.DONE)
+    studio.shutdown()  # the worker stops: the next job stays queued
+    waiting = studio.submit("dream", {"input": [upload.id]}, {})
+    with pytest.raises(uploads.UploadError, match="queued") as refused:
+        studio.delete(waiting.id)
+    assert refused.value.status == 409 and waiting.folder.is_dir()
+    version = studio.version
+    assert studio.delete(done.id) == done.id
+    assert not done.folder.exists() and done.id not in [g["id"] for g in studio.gallery()]
+    assert studio.version > version
+    assert studio.uploads.joinpath(upload.id).is_file()  # the upload stays for other jobs
+    with pytest.raises(uploads.UploadError, match="no job") as gone:
+        studio.delete(done.id)
+    assert gone.value.status == 404
+
+
+#: A stand-in runner that starts a child (as a run starts ffmpeg), notes both process ids, and
+#: ignores SIGINT: only killing its process group ends it.
+STUBBORN_RUNNER = r"""
+import os, signal, subprocess, sys, time
+from pathlib import Path
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+Path(sys.argv[1], "pids").write_text(f"{os.getpid()} {child.pid}")
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _pids(job) -> list[int]:
+    _wait(lambda: (job.folder / "pids").exists())
+    return [int(p) for p in (job.folder / "pids").read_text().split()]
+
+
+def test_a_run_and_its_children_end_with_the_studio(tmp_path, photo):
+    studio = jobs.Studio(tmp_path / "studio", runner=(sys.executable, "-c", STUBBORN_RUNNER), checker=None).start()
+    upload = studio.receive([photo.read_bytes()], "photo.png")
+    job = studio.submit("dream", {"input": [upload.id]}, {})
+    pids = _pids(job)
+    assert all(map(_alive, pids))
+    studio.shutdown(wait_s=1)
+    _wait(lambda: not any(map(_alive, pids)), timeout=10)
+
+
+#: A studio in its own process that starts the stubborn runner, says so, and waits to be killed.
+KILLED_STUDIO = r"""
+import sys, time
+from pathlib import Path
+from jaxdream.studio import jobs
+studio = jobs.Studio(Path(sys.argv[1]), runner=(sys.executable, "-c", sys.argv[2]), checker=None).start()
+upload = studio.receive([Path(sys.argv[3]).read_bytes()], "photo.png")
+job = studio.submit("dream", {"input": [upload.id]}, {})
+print(job.id, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_run_orphaned_by_a_killed_studio_is_ended_when_the_studio_starts_again(tmp_path, photo):
+    home = tmp_path / "studio"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_STUDIO, str(home), STUBBORN_RUNNER, str(photo)],
+                            stdout=subprocess.PIPE, text=True)
+    job_id = proc.stdout.readline().strip()
+    folder = home / job_id
+    _wait(lambda: (folder / "pids").exists())
+    pids = [int(p) for p in (folder / "pids").read_text().split()]
+    proc.kill()  # SIGKILL: the studio cannot stop its run
+    proc.wait()
+    assert all(map(_alive, pids))  # the orphan goes on (it ignores SIGINT)
+    t0 = time.monotonic()
+    again = jobs.Studio(home, checker=None)
+    assert again.jobs[job_id].state == jobs.STOPPED
+    assert not any(map(_alive, pids)) and time.monotonic() - t0 < jobs.STOP_GRACE_S + 5
+    assert not (folder / jobs.RUNNER_PID).exists()
+
+
+def test_a_job_runner_stops_when_its_studio_dies():
+    received: list[int] = []
+    # the watchdog compares the parent it started with: here one that dies after two looks
+    with mock_ppid([4242, 4242, 4242, 1]):
+        runner._end_with_parent(received, every_s=0.01)
+        time.sleep(0.005)
+        assert received == []
+        _wait(lambda: received == [signal.SIGTERM], timeout=5)
+
+
+class mock_ppid:
+    """``os.getppid`` answering the given values in turn (the last one from then on)."""
+
+    def __init__(self, values):
+        self.values, self.saved = list(values), None
+
+    def _next(self):
+        return self.values.pop(0) if len(self.values) > 1 else self.values[0]
+
+    def __enter__(self):
+        self.saved, os.getppid = os.getppid, self._next
+        return self
+
+    def __exit__(self, *exc):
+        os.getppid = self.saved
 
 
 @pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", ".hidden", "uploads/../../x", "uploads/",
@@ -474,6 +620,73 @@ def _request(server: str, method: str, path: str, body: bytes | None = None, hea
     conn.request(method, path, body=body, headers=headers or {})
     response = conn.getresponse()
     return response.status, response.read()
+
+
+@pytest.fixture
+def app_server(tmp_path):
+    """The studio's app over an idle studio, served by uvicorn in a thread; yields (host,
+    port, studio, the server's log records)."""
+    import logging
+
+    import uvicorn
+
+    from jaxdream.studio import app
+    studio = jobs.Studio(tmp_path / "studio", checker=None)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("uvicorn.error").addHandler(handler)
+    sock = app._bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app.create_app(studio), log_level="warning", lifespan="off",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    _wait(lambda: server.started)
+    yield "127.0.0.1", sock.getsockname()[1], studio, records
+    server.should_exit = True
+    thread.join(5)
+    logging.getLogger("uvicorn.error").removeHandler(handler)
+
+
+@needs_web
+def test_a_preview_replaced_while_it_is_served_arrives_whole(app_server, photo):
+    host, port, studio, records = app_server
+    folder = studio.home / "0123456789abcdef"
+    folder.mkdir()
+    versions = []
+    for size in (48, 640):  # two previews of very different lengths, replaced as a run does
+        buf = io.BytesIO()
+        Image.fromarray(rand_image(size, size, seed=size).astype(np.uint8)).save(buf, format="JPEG", quality=95)
+        versions.append(buf.getvalue())
+    stop = threading.Event()
+
+    def replace_forever():
+        i = 0
+        while not stop.is_set():
+            tmp = folder / ".preview.jpg.tmp"
+            tmp.write_bytes(versions[i % 2])
+            os.replace(tmp, folder / "preview.jpg")
+            i += 1
+
+    (folder / "preview.jpg").write_bytes(versions[0])
+    writer = threading.Thread(target=replace_forever, daemon=True)
+    writer.start()
+    try:
+        seen = set()
+        for _ in range(300):
+            conn = http.client.HTTPConnection(host, port, timeout=10)
+            conn.request("GET", f"/files/{folder.name}/preview.jpg")
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            assert response.status == 200 and int(response.getheader("Content-Length")) == len(body)
+            assert body in versions
+            seen.add(versions.index(body))
+    finally:
+        stop.set()
+        writer.join()
+    assert seen == {0, 1}  # the file really changed under the requests
+    assert not [r for r in records if "Content-Length" in r.getMessage() or r.exc_info]
 
 
 def test_json_depth_counts_brackets_outside_strings():

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from jaxdream.dream import objective_layers
+from jaxdream.dream import objective_layers, octave_shapes
+from jaxdream.options import note
 from jaxdream.errors import SettingsError
 
 from .common import (FRAMES_KEPT, add, add_device_flags, add_dry_run, add_frames_flags, dry_run_done, output_size,
@@ -90,7 +91,9 @@ def check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
     from jaxdream.runtime import memory
     from jaxdream.nets import get_spec
     h, w = hw
-    get_spec(cfg.model).check_size(h, w, objective_layers(cfg))
+    spec = get_spec(cfg.model)
+    spec.check_size(h, w, objective_layers(cfg))
+    _say_octaves_that_fit(cfg, hw, spec.min_size(objective_layers(cfg)))
     need = memory.dream_bytes(h, w, cfg.tile_size, cfg.tile_batch)
     if args.guide:
         gh, gw = output_size(args.guide, cfg.guide_size, "guide", "--guide-size")
@@ -99,6 +102,15 @@ def check_dream_size(args, cfg, hw: tuple[int, int]) -> None:
     if cfg.mask is not None and not getattr(args, "dream", False):  # video checks its masks itself
         from jaxdream.media.masks import check_aspect, mask_name
         check_aspect(_read_mask(cfg.mask), hw, mask_name(cfg.mask), f"the input {Path(args.input).name}")
+
+
+def _say_octaves_that_fit(cfg, hw: tuple[int, int], min_size: int) -> None:
+    """A note when fewer octaves than ``--octaves`` fit (each is ``--octave-scale`` smaller, and
+    none may be under the layers' minimum size): the run uses those that fit."""
+    fit = len(octave_shapes(hw[0], hw[1], cfg.octaves, cfg.octave_scale, min_size))
+    if fit < cfg.octaves:
+        note(f"--octaves {cfg.octaves}: only {fit} fit at {hw[1]}x{hw[0]} (the smallest must be at least "
+             f"{min_size} px on each side); the run uses {fit}")
 
 
 def _ready(args, cfg, hw: tuple[int, int], out, what: str):

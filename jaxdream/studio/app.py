@@ -6,7 +6,8 @@ Routes:
 * ``GET /api/options``: the forms, read from the command line's parser (:mod:`.forms`);
 * ``POST /api/uploads?name=FILE``: the file's bytes as the body (:mod:`.uploads`);
 * ``POST /api/jobs``: ``{"command", "files": {role: [upload ids]}, "values": {option: text}}``;
-* ``GET /api/jobs``, ``GET /api/jobs/ID``, ``POST /api/jobs/ID/cancel``;
+* ``GET /api/jobs``, ``GET /api/jobs/ID``, ``POST /api/jobs/ID/cancel``, ``DELETE /api/jobs/ID``
+  (a finished job and its files);
 * ``GET /api/events``: server-sent events with the queue and the running job's progress,
   sent whenever they change;
 * ``GET /files/PATH``: a file of the studio folder (``?download=1`` to save it), nothing else.
@@ -21,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import mimetypes
+import os
 import socket
 import sys
 import threading
@@ -56,8 +59,10 @@ SECURITY_HEADERS = {
 
 
 def _refused(e: JaxdreamError) -> JSONResponse:
+    """The answer to a refused request: its status (400 unless the error says), the one-line
+    message, and the form's field it is about (``field``: None when it is about no one field)."""
     status = getattr(e, "status", 400)
-    return JSONResponse({"error": str(e)}, status_code=status)
+    return JSONResponse({"error": str(e), "field": getattr(e, "field", None)}, status_code=status)
 
 
 def _guard(request: Request) -> None:
@@ -85,6 +90,7 @@ def _routes() -> list:
         Route("/api/jobs", _list_jobs),
         Route("/api/jobs", _submit, methods=["POST"]),
         Route("/api/jobs/{job}", _get_job),
+        Route("/api/jobs/{job}", _delete_job, methods=["DELETE"]),
         Route("/api/jobs/{job}/cancel", _cancel, methods=["POST"]),
         Route("/api/events", _events),
         Route("/files/{path:path}", _files),
@@ -190,6 +196,11 @@ async def _get_job(request: Request) -> Response:
     return JSONResponse(job.summary(progress=True) | {"argv": read_json(job.folder / SETTINGS, {}).get("argv")})
 
 
+async def _delete_job(request: Request) -> Response:
+    _guard(request)
+    return JSONResponse({"deleted": await run_in_threadpool(_studio(request).delete, request.path_params["job"])})
+
+
 async def _cancel(request: Request) -> Response:
     _guard(request)
     return JSONResponse(_studio(request).cancel(request.path_params["job"]).summary())
@@ -216,14 +227,38 @@ async def _live_events(studio: Studio):
         quiet += EVENT_POLL_S
 
 
+#: Files up to this size are answered from memory, read from one open file: a preview or a
+#: ``progress.json`` that a run replaces while it is being sent still arrives whole, its length
+#: that of the bytes sent. Larger ones (results, which are written once) are streamed with ranges.
+IN_MEMORY_BYTES = 8 << 20
+
+
 async def _files(request: Request) -> Response:
     studio = _studio(request)
     path = studio.file(request.path_params["path"])
     headers = dict(SECURITY_HEADERS, **{"Cache-Control": "no-cache"})
+    filename = None
     if request.query_params.get("download"):
-        name = "_".join(path.relative_to(studio.home.resolve()).parts)
-        return FileResponse(path, headers=headers, filename=f"jaxdream_{name}")
-    return FileResponse(path, headers=headers)
+        filename = "jaxdream_" + "_".join(path.relative_to(studio.home.resolve()).parts)
+    data = await run_in_threadpool(_small_file, path)
+    if data is None:
+        return FileResponse(path, headers=headers, filename=filename)
+    if filename:
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return Response(data, media_type=kind, headers=headers)
+
+
+def _small_file(path: Path) -> bytes | None:
+    """The bytes of ``path`` read from one open file, or None when it is over
+    :data:`IN_MEMORY_BYTES`."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > IN_MEMORY_BYTES:
+                return None
+            return f.read(IN_MEMORY_BYTES + 1)
+    except OSError:
+        raise UploadError("no such file", 404) from None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import functools
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import SettingsError
-from ..options import Number
+from ..options import Number, label
 
 #: The commands the studio runs, in the page's order.
 COMMANDS = ("dream", "style", "zoom", "video")
@@ -39,6 +39,16 @@ MAIN = {
     "video": ("--dream", "--size", "--start", "--frames", "--iterations-first", "--iterations",
               "--temporal-weight", "--style-weight", "--content-weight", "--steps-per-frame", "--blend",
               "--octaves", "--steps", "--layers", "--seed"),
+}
+
+#: What the studio's forms start with where it differs from the command line's default: a style
+#: run that shows a picture at its defaults (the photo as the start; at the command line's random
+#: start, a few dozen iterations show only noise), and enough iterations for the style to show.
+PRESETS = {
+    "dream": {},
+    "style": {"init": "image", "iterations": "300"},
+    "zoom": {"frames": "48"},
+    "video": {"frames": "24", "iterations-first": "200", "iterations": "60"},
 }
 
 #: Options whose command-line value may also be a file name: the page allows only these values.
@@ -79,7 +89,31 @@ INPUTS = {
 
 
 class FormError(SettingsError):
-    """A form the command line would refuse; the message says why (one line)."""
+    """A form the command line would refuse; the message says why (one line), ``field`` which
+    of the form's fields it is about (None: the form as a whole)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+#: Words of an error line that name the field it is about, when it names no flag.
+_FIELD_WORDS = (("layer", "layers"), ("class", "class"), ("channel", "channels"), ("megapixel", "size"),
+                ("memory", "size"), ("octave", "octaves"), ("mask", None))
+
+
+def field_named_by(command: str, message: str) -> str | None:
+    """The field of ``command``'s form an error line is about: the first of its flags the line
+    names (``--size``), else the first field a word of it points to (``unknown layer`` -> layers)."""
+    names = [f.name for f in fields(command)]
+    flags = {m: m for m in names if f"--{m}" in message}
+    if flags:
+        return min(flags, key=lambda m: message.index(f"--{m}"))
+    lower = message.lower()
+    for word, name in _FIELD_WORDS:
+        if word in lower:
+            return name if name in names else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -107,6 +141,7 @@ class Field:
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    label: str = ""
 
 
 def _text(value) -> str:
@@ -162,13 +197,13 @@ def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 def fields(command: str) -> list[Field]:
     """The fields the page shows for ``command``, read from the command line's parser."""
     actions = _actions(subparsers(cli_parser())[_command(command)])
-    return [field_of(actions[flag], flag) for flag in MAIN[command]]
+    return [replace(field_of(actions[flag], flag), label=label(flag, command)) for flag in MAIN[command]]
 
 
 def describe() -> dict:
     """Everything the page needs to draw its forms (JSON-able)."""
-    return {name: {"fields": [asdict(f) for f in fields(name)],
-                   "inputs": [asdict(i) for i in INPUTS[name]]} for name in COMMANDS}
+    return {name: {"fields": [asdict(f) for f in fields(name)], "inputs": [asdict(i) for i in INPUTS[name]],
+                   "presets": PRESETS[name]} for name in COMMANDS}
 
 
 def _command(command: str) -> str:
@@ -246,12 +281,20 @@ def cli_parser() -> argparse.ArgumentParser:
 _PARSE = threading.Lock()
 
 
+def _flag_field(message: str) -> str | None:
+    """The option an argparse error names (``argument --steps: ...``), as the form calls it."""
+    for word in message.replace("/", " ").split():
+        if word.startswith("--"):
+            return word.strip(":,'\"").lstrip("-")
+    return None
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse a command line with the command line's own parser; :class:`FormError` if refused."""
     with _PARSE:
         try:
             return cli_parser().parse_args(argv)
         except _Refused as e:
-            raise FormError(str(e)) from None
+            raise FormError(str(e), _flag_field(str(e))) from None
         except SystemExit:  # argparse exits only for --help or --version, which no form writes
             raise FormError("the options could not be read") from None

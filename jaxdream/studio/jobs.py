@@ -34,6 +34,8 @@ from pathlib import Path
 from . import forms, uploads
 
 SETTINGS, STATUS, PROGRESS, LOG, PREVIEW = "settings.json", "status.json", "progress.json", "log.txt", "preview.jpg"
+#: The running job's process id, while it runs (a studio that was killed finds its orphan by it).
+RUNNER_PID = ".runner.pid"
 
 #: A job's states; the last four are final.
 QUEUED, RUNNING, STOPPING = "queued", "running", "stopping"
@@ -44,6 +46,13 @@ JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
 #: How a job runs: this plus the job folder.
 RUNNER = (sys.executable, "-m", "jaxdream.studio.runner")
+
+#: How a job is checked when it is submitted: this plus its command line and ``--dry-run``, in
+#: its folder (the command line's own checks: layers, class, channels, sizes, memory, output).
+CHECKER = (sys.executable, "-m", "jaxdream.cli.main")
+
+#: Seconds the submit-time check may take.
+CHECK_TIMEOUT_S = 120.0
 
 #: Seconds a stopped run gets to save what it finished before it is killed.
 STOP_GRACE_S = 20.0
@@ -79,6 +88,8 @@ class Job:
     exit_status: int | None = None
     values: dict = field(default_factory=dict)
     inputs: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)  # role -> the upload ids it was made from ("use again")
+    notes: list = field(default_factory=list)  # what the check said about the settings (clamped octaves)
 
     def status(self) -> dict:
         """What ``status.json`` holds."""
@@ -92,7 +103,7 @@ class Job:
     def summary(self, progress: bool = False) -> dict:
         """What the page is told about the job (with ``progress.json`` if asked)."""
         out = {"id": self.id, "command": self.command, "values": self.values, "inputs": self.inputs,
-               "results": self.results(), **self.status()}
+               "files": self.files, "notes": self.notes, "results": self.results(), **self.status()}
         if progress:
             out["progress"] = read_json(self.folder / PROGRESS, {})
         return out
@@ -106,13 +117,17 @@ class Studio:
         runner: the command a job runs, before the job folder (default :data:`RUNNER`).
         max_upload_bytes: ceiling of one upload.
         env: extra environment variables for the runs.
+        checker: the command that checks a submitted job (default :data:`CHECKER`; None: the
+            parser's checks only).
     """
 
-    def __init__(self, home: Path, runner=RUNNER, max_upload_bytes: int = 200 * 10**6, env: dict | None = None):
-        self.home = Path(home)
+    def __init__(self, home: Path, runner=RUNNER, max_upload_bytes: int = 200 * 10**6, env: dict | None = None,
+                 checker=CHECKER):
+        self.home = Path(home).absolute()
         self.uploads = self.home / "uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
         self.runner = tuple(runner)
+        self.checker = tuple(checker) if checker else None
         self.max_upload_bytes = max_upload_bytes
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.version = 0  # goes up whenever a job's state changes: the page refreshes its gallery
@@ -139,9 +154,11 @@ class Studio:
             proc = self._proc
             self._cv.notify_all()
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            _signal_group(proc.pid, signal.SIGINT)
         if self._worker.is_alive():
             self._worker.join(wait_s)
+        if proc is not None and proc.poll() is None:  # the run ends with the studio
+            _signal_group(proc.pid, signal.SIGKILL)
 
     def _load(self) -> None:
         """Read the jobs of an earlier session: queued ones are queued again, in order."""
@@ -151,10 +168,12 @@ class Studio:
             if not JOB_ID.match(folder.name) or not settings or not status:
                 continue
             job = Job(folder.name, folder, settings["command"], status.get("created", 0.0),
-                      values=settings.get("values", {}), inputs=settings.get("inputs", {}))
+                      values=settings.get("values", {}), inputs=settings.get("inputs", {}),
+                      files=settings.get("files", {}), notes=settings.get("notes", []))
             for k in ("state", "started", "finished", "error", "exit_status"):
                 setattr(job, k, status.get(k))
             if job.state in (RUNNING, STOPPING):
+                end_orphan(folder)  # a studio that was killed left its run going
                 job.state, job.error = STOPPED, "the studio stopped during the run"
                 self._save(job)
             self.jobs[job.id] = job
@@ -172,20 +191,26 @@ class Studio:
         Raises:
             FormError, UploadError: with the message the page shows.
         """
-        given = {role: [uploads.find(self.uploads, u) for u in (ids if isinstance(ids, list) else [ids])]
-                 for role, ids in (files or {}).items() if ids}
+        ids = {role: [str(u) for u in (v if isinstance(v, list) else [v])] for role, v in (files or {}).items() if v}
+        given = {role: [uploads.find(self.uploads, u) for u in us] for role, us in ids.items()}
         names = _input_names(command, given)
         argv = forms.to_argv(command, {r: [Path(n) for n in ns] for r, ns in names.items()}, values,
                              Path(forms.OUTPUTS[command]))
         job = Job(secrets.token_hex(8), Path(), command, time.time(), values=dict(values),
-                  inputs={r: [_original(p) for p in ps] for r, ps in given.items()})
+                  inputs={r: [_original(p) for p in ps] for r, ps in given.items()}, files=ids)
         job.folder = self.home / job.id
         job.folder.mkdir()
-        for role, paths in given.items():
-            for path, name in zip(paths, names[role]):
-                _link_or_copy(path, job.folder / name)
-        write_json(job.folder / SETTINGS, {"command": command, "values": job.values, "inputs": job.inputs,
-                                           "argv": argv, "created": job.created})
+        try:
+            for role, paths in given.items():
+                for path, name in zip(paths, names[role]):
+                    _link_or_copy(path, job.folder / name)
+            job.notes = self.check(command, argv, job.folder)
+            write_json(job.folder / SETTINGS, {"command": command, "values": job.values, "inputs": job.inputs,
+                                               "files": ids, "notes": job.notes, "argv": argv,
+                                               "created": job.created})
+        except BaseException:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            raise
         with self._cv:
             self.jobs[job.id] = job
             self._queue.append(job.id)
@@ -207,6 +232,37 @@ class Studio:
                 if self._proc is not None:  # else _run stops it as soon as it has started
                     _stop(self._proc)
         return job
+
+    def check(self, command: str, argv: list[str], folder: Path) -> list[str]:
+        """Run the command line's ``--dry-run`` of ``argv`` in ``folder`` (where the inputs are):
+        its notes (settings it will change, such as octaves that do not fit), or
+        :class:`~jaxdream.studio.forms.FormError` with its error line and the field it is about."""
+        if self.checker is None:
+            return []
+        env = {**self.env, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # a run may hold the device
+        try:
+            out = subprocess.run([*self.checker, *argv, "--dry-run"], cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                                 capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise forms.FormError(f"checking the settings took over {CHECK_TIMEOUT_S:.0f} s") from None
+        lines = [line.strip() for line in out.stderr.splitlines() if line.strip()]
+        said = lambda kind: [ln.split(f"jaxdream: {kind}:", 1)[1].strip() for ln in lines  # noqa: E731
+                             if ln.startswith(f"jaxdream: {kind}:")]
+        if out.returncode != 0:
+            message = (said("error") or lines or [f"the settings were refused (exit status {out.returncode})"])[-1]
+            raise forms.FormError(message, field=forms.field_named_by(command, message))
+        return said("note") + said("warning")
+
+    def delete(self, job_id: str) -> str:
+        """Remove a finished job and its files; refused (409) while it is queued or running."""
+        job = self.job(job_id)
+        with self._cv:
+            if job.state not in FINAL:
+                raise uploads.UploadError(f"job {job.id} is {job.state}: stop it before deleting it", 409)
+            del self.jobs[job.id]
+            self.version += 1
+        shutil.rmtree(job.folder, ignore_errors=True)
+        return job.id
 
     def job(self, job_id: str) -> Job:
         if not isinstance(job_id, str) or job_id not in self.jobs:
@@ -263,11 +319,16 @@ class Studio:
 
     def _run(self, job: Job) -> None:
         with open(job.folder / LOG, "ab") as log, self._cv:
+            # its own process group: the run and whatever it starts (ffmpeg) are stopped together,
+            # and a terminal's Ctrl-C reaches the server alone, which then stops the run
             self._proc = subprocess.Popen([*self.runner, str(job.folder)], cwd=job.folder, env=self.env,
-                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+            (job.folder / RUNNER_PID).write_text(str(self._proc.pid))
             if job.state == STOPPING:
                 _stop(self._proc)
         status = self._proc.wait()
+        (job.folder / RUNNER_PID).unlink(missing_ok=True)
         self._finish(job, status, None)
 
     def _finish(self, job: Job, status: int | None, error: str | None) -> None:
@@ -286,13 +347,51 @@ class Studio:
             self._save(job)
 
 
+def _signal_group(pid: int, signum: int) -> None:
+    """Send ``signum`` to the process group a run leads (nothing if it has ended)."""
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _stop(proc: subprocess.Popen) -> None:
-    """SIGINT, as Ctrl-C on the command line (the run saves what it finished); killed if it
-    has not ended after :data:`STOP_GRACE_S`."""
-    proc.send_signal(signal.SIGINT)
-    timer = threading.Timer(STOP_GRACE_S, lambda: proc.poll() is None and proc.kill())
+    """SIGINT, as Ctrl-C on the command line (the run saves what it finished); killed with its
+    group if it has not ended after :data:`STOP_GRACE_S`."""
+    _signal_group(proc.pid, signal.SIGINT)
+    timer = threading.Timer(STOP_GRACE_S, lambda: proc.poll() is None and _signal_group(proc.pid, signal.SIGKILL))
     timer.daemon = True
     timer.start()
+
+
+def end_orphan(folder: Path, grace_s: float = STOP_GRACE_S) -> bool:
+    """End the run of ``folder`` left by a studio that was killed (its runner recorded in
+    :data:`RUNNER_PID` and still running this folder's job): SIGINT to its group, SIGKILL after
+    ``grace_s``. Returns whether there was one."""
+    try:
+        pid = int((folder / RUNNER_PID).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return False
+    try:
+        if os.fsencode(str(folder)) not in cmdline or os.getpgid(pid) != pid:
+            return False  # the number now belongs to another process
+    except ProcessLookupError:
+        return False
+    _signal_group(pid, signal.SIGINT)
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end and Path(f"/proc/{pid}").exists() and not _zombie(pid):
+        time.sleep(0.05)
+    _signal_group(pid, signal.SIGKILL)
+    (folder / RUNNER_PID).unlink(missing_ok=True)
+    return True
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _original(path: Path) -> str:

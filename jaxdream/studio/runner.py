@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -226,10 +227,24 @@ def _record_signals() -> list[int]:
     return received
 
 
+def _end_with_parent(received: list[int], every_s: float = 0.5) -> None:
+    """Stop the run (as SIGTERM: it keeps what it finished) when the studio that started it
+    dies: a run of a studio that was killed must not go on writing into a job marked stopped."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        received.append(signal.SIGTERM)
+
+    threading.Thread(target=watch, name="jaxdream-studio-parent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the job in folder ``argv[0]``; returns the command's exit status."""
     folder = Path((argv or sys.argv[1:])[0]).resolve()
     received = _record_signals()
+    _end_with_parent(received)
     command = read_json(folder / SETTINGS)["argv"]
     os.chdir(folder)
     print(f"jaxdream {shlex.join(command)}", flush=True)
