@@ -7,17 +7,30 @@ const $ = (selector) => document.querySelector(selector);
 const CHANGES = {"X-Jaxdream": "1"};  // the server refuses changes without it (other sites cannot send it)
 const COLOURS = ["#f3a953", "#5ec8d8", "#c38cf2", "#8fd175", "#f27c8c"];
 const FINAL = ["done", "failed", "cancelled", "stopped"];
+const STORE = "jaxdream.studio.v1";  // localStorage: the chosen tab, the forms and the chosen uploads
+const ANNOUNCE_EVERY_MS = 20000;     // the phase is read out at most this often (state changes at once)
+
+// The video command's options that apply only to a style transfer of the clip, or only to --dream.
+const VIDEO_GROUPS = {
+  style: {names: ["iterations-first", "iterations", "temporal-weight", "style-weight", "content-weight"],
+          legend: "Style transfer of the clip (with style images)"},
+  dream: {names: ["steps-per-frame", "blend", "octaves", "steps", "layers"],
+          legend: "Dream the clip (these apply with --dream only)"},
+};
 
 const state = {
-  options: null,      // {command: {fields, inputs}}
+  options: null,      // {command: {fields, inputs, presets}}
   command: "dream",
-  uploads: {},        // "role:kind" -> [upload]
-  values: {},         // command -> {field: value} typed so far
+  uploads: {},        // "role:kind" -> [{id, name, kind, width, height}]
+  values: {},         // command -> {field: text} as typed
   shown: null,        // id of the job in the "current" panel
   follow: true,       // show the running job as it starts
   previews: -1,       // preview count shown for the current job
   version: -1,        // gallery version last fetched
   live: null,
+  submitted: null,    // {id, command, text}: the last run started here, while its message shows
+  deleted: new Set(), // gallery ids deleted from this page (a gallery fetched before must not bring them back)
+  announced: {key: "", at: 0},
 };
 
 function el(tag, attrs = {}, ...children) {
@@ -48,30 +61,100 @@ async function api(path, options = {}) {
   const response = await fetch(path, options);
   let body = {};
   try { body = await response.json(); } catch (e) { body = {error: `${response.status} ${response.statusText}`}; }
-  if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const error = new Error(body.error || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    error.field = body.field || null;
+    throw error;
+  }
   return body;
 }
 
-// ---------------------------------------------------------------------------------------------
-// the new-run panel
+function inputNames(job) { return Object.values(job.inputs || {}).flat().join(", "); }
 
-function renderCommands() {
-  const tabs = $("#commands");
-  tabs.textContent = "";
-  for (const name of Object.keys(state.options)) {
-    const tab = el("button", {type: "button", role: "tab", "aria-selected": String(name === state.command),
-                              dataset: {command: name}}, name);
-    tab.addEventListener("click", () => chooseCommand(name));
-    tabs.append(tab);
+// ---------------------------------------------------------------------------------------------
+// what is kept across a reload (localStorage)
+
+function save() {
+  try {
+    localStorage.setItem(STORE, JSON.stringify({command: state.command, values: state.values, uploads: state.uploads}));
+  } catch (e) { /* private mode or full: the page works without */ }
+}
+
+function restore() {
+  let kept = {};
+  try { kept = JSON.parse(localStorage.getItem(STORE) || "{}") || {}; } catch (e) { kept = {}; }
+  if (kept.command in state.options) state.command = kept.command;
+  for (const [command, values] of Object.entries(kept.values || {})) {
+    if (!(command in state.options) || typeof values !== "object" || !values) continue;
+    const known = new Set(state.options[command].fields.map((f) => f.name));
+    state.values[command] = Object.fromEntries(Object.entries(values).filter(([k, v]) => known.has(k) && typeof v === "string"));
+  }
+  for (const [key, list] of Object.entries(kept.uploads || {})) {
+    if (Array.isArray(list)) state.uploads[key] = list.filter((u) => u && typeof u.id === "string" && typeof u.name === "string");
   }
 }
 
+async function uploadExists(id) {
+  try {
+    return (await fetch(`/files/uploads/${encodeURIComponent(id)}`, {method: "HEAD"})).ok;
+  } catch (e) {
+    return true;  // the server is away: keep it, the run's submission will say
+  }
+}
+
+async function checkKeptUploads() {
+  const gone = [];
+  for (const [key, list] of Object.entries(state.uploads)) {
+    const kept = [];
+    for (const upload of list) (await uploadExists(upload.id) ? kept : gone).push(upload);
+    state.uploads[key] = kept;
+  }
+  if (!gone.length) return;
+  save();
+  renderInputs();
+  say(`${gone.map((u) => u.name).join(", ")}: no longer in the studio folder; choose ${gone.length > 1 ? "them" : "it"} again`, "error");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the new-run panel: tabs, inputs, options
+
+function renderCommands() {
+  const tabs = $("#commands");
+  if (!tabs.children.length) {
+    for (const name of Object.keys(state.options)) {
+      const tab = el("button", {type: "button", role: "tab", id: `tab-${name}`, "aria-controls": "run-form",
+                                dataset: {command: name}}, name);
+      tab.addEventListener("click", () => chooseCommand(name));
+      tabs.append(tab);
+    }
+    tabs.addEventListener("keydown", onTabKey);
+  }
+  for (const tab of tabs.children) {
+    const selected = tab.dataset.command === state.command;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+  }
+  $("#run-form").setAttribute("aria-labelledby", `tab-${state.command}`);
+}
+
+function onTabKey(event) {
+  const names = Object.keys(state.options);
+  const at = names.indexOf(state.command);
+  const to = {ArrowRight: at + 1, ArrowDown: at + 1, ArrowLeft: at - 1, ArrowUp: at - 1, Home: 0, End: names.length - 1}[event.key];
+  if (to === undefined) return;
+  event.preventDefault();
+  const name = names[(to + names.length) % names.length];
+  chooseCommand(name);
+  document.getElementById(`tab-${name}`).focus();
+}
+
 function chooseCommand(name) {
-  rememberValues();
   state.command = name;
   renderCommands();
   renderInputs();
   renderOptions();
+  save();
 }
 
 function uploadKey(spec) { return `${spec.role}:${spec.kind}`; }
@@ -81,16 +164,31 @@ function what(spec) {
   return spec.most === 1 ? "a photo" : "images";
 }
 
+function dreamingVideo() {
+  return state.command === "video" && (state.values.video || {}).dream === "on";
+}
+
+function usedInputs() {
+  // the inputs this run takes (a video with --dream takes no style images)
+  return state.options[state.command].inputs.filter((spec) => !(dreamingVideo() && spec.role === "style"));
+}
+
 function renderInputs() {
   const box = $("#inputs");
   box.textContent = "";
   for (const spec of state.options[state.command].inputs) {
-    const input = el("input", {type: "file", id: `file-${spec.role}`, multiple: spec.most !== 1,
-                               accept: spec.kind === "video" ? "video/*,.gif,.mkv" : "image/*"});
-    const zone = el("label", {class: "drop", for: `file-${spec.role}`, dataset: {role: spec.role, kind: spec.kind}},
-                    input, el("span", {class: "drop-title"}, spec.label),
-                    el("span", {class: "hint"}, `drop ${what(spec)} here or click to choose`),
-                    el("span", {class: "thumbs"}));
+    const input = el("input", {type: "file", id: `file-${spec.role}`, multiple: spec.most !== 1, tabindex: "-1",
+                               "aria-hidden": "true", accept: spec.kind === "video" ? "video/*,.gif,.mkv" : "image/*"});
+    const hintId = `drop-hint-${spec.role}`;
+    const target = el("div", {class: "drop-target", role: "button", tabindex: "0", "aria-describedby": hintId},
+                      el("span", {class: "drop-title"}, spec.label),
+                      el("span", {class: "hint", id: hintId}, `drop ${what(spec)} here, or click (Enter) to choose`));
+    const zone = el("div", {class: "drop", dataset: {role: spec.role, kind: spec.kind}},
+                    target, input, el("p", {class: "field-error", hidden: true}), el("span", {class: "thumbs"}));
+    target.addEventListener("click", () => input.click());
+    target.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
+    });
     input.addEventListener("change", () => { uploadFiles(spec, [...input.files]); input.value = ""; });
     zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
     zone.addEventListener("dragleave", () => zone.classList.remove("over"));
@@ -102,6 +200,7 @@ function renderInputs() {
     box.append(zone);
     renderThumbs(spec);
   }
+  showVideoGroups();
 }
 
 function renderThumbs(spec) {
@@ -115,14 +214,20 @@ function renderThumbs(spec) {
     const remove = el("button", {type: "button", class: "remove", title: "remove", "aria-label": `remove ${upload.name}`}, "×");
     remove.addEventListener("click", (e) => {
       e.preventDefault();
-      state.uploads[uploadKey(spec)] = list.filter((u) => u.id !== upload.id);
+      state.uploads[uploadKey(spec)] = (state.uploads[uploadKey(spec)] || []).filter((u) => u.id !== upload.id);
       renderThumbs(spec);
+      save();
     });
-    const picture = upload.kind === "image"
-      ? el("img", {src: `/files/uploads/${upload.id}`, alt: ""})
-      : el("span", {class: "clip-icon"}, "▶");
-    thumbs.append(el("span", {class: "thumb", dataset: {upload: upload.id}}, picture,
-                     el("span", {class: "thumb-name"}, `${upload.name} · ${upload.width}×${upload.height}`), remove));
+    const size = upload.width ? ` · ${upload.width}×${upload.height}` : "";
+    const name = el("span", {class: "thumb-name", title: upload.name}, `${upload.name}${size}`);
+    let picture = el("span", {class: "clip-icon", "aria-hidden": "true"}, "▶");
+    if (upload.kind !== "video") {
+      picture = el("img", {src: `/files/uploads/${encodeURIComponent(upload.id)}`, alt: ""});
+      picture.addEventListener("load", () => {
+        if (!upload.width) name.textContent = `${upload.name} · ${picture.naturalWidth}×${picture.naturalHeight}`;
+      });
+    }
+    thumbs.append(el("span", {class: "thumb", dataset: {upload: upload.id}}, picture, name, remove));
   }
 }
 
@@ -133,8 +238,11 @@ async function uploadFiles(spec, files) {
       const upload = await api(`/api/uploads?name=${encodeURIComponent(file.name)}`, {
         method: "POST", body: file, headers: {...CHANGES, "Content-Type": "application/octet-stream"}});
       const key = uploadKey(spec);
-      state.uploads[key] = spec.most === 1 ? [upload] : [...(state.uploads[key] || []), upload];
+      const kept = {id: upload.id, name: upload.name, kind: upload.kind, width: upload.width, height: upload.height};
+      state.uploads[key] = spec.most === 1 ? [kept] : [...(state.uploads[key] || []), kept];
       renderThumbs(spec);
+      unmark(spec.role);
+      save();
       say(`${upload.name}: ${upload.width}×${upload.height}, ready`, "ok");
     } catch (error) {
       say(error.message, "error");
@@ -142,20 +250,39 @@ async function uploadFiles(spec, files) {
   }
 }
 
-function fieldInput(field, value) {
-  const id = `opt-${field.name}`;
+function presetOf(command, field) {
+  const presets = state.options[command].presets || {};
+  if (field.name in presets) return String(presets[field.name]);
+  return field.kind === "flag" ? "" : field.default;
+}
+
+function valueOf(command, field) {
+  const typed = state.values[command] || {};
+  return field.name in typed ? typed[field.name] : presetOf(command, field);
+}
+
+function plainLabel(field) {
+  // the server's plain-language label; else the flag in words (--step-size: Step size)
+  if (field.label) return field.label;
+  const words = field.flag.replace(/^-+/, "").replace(/-/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+function fieldInput(field, value, id) {
   if (field.kind === "flag") return el("input", {type: "checkbox", id, name: field.name, checked: value === "on"});
-  if (field.kind === "choice") {
-    const select = el("select", {id, name: field.name}, ...field.choices.map((c) => el("option", {value: c}, c)));
+  if (field.choices && field.choices.length) {
+    const choices = [...field.choices];
+    const options = choices.map((c) => el("option", {value: c}, c));
+    if (!choices.includes(field.default) && field.default === "") options.unshift(el("option", {value: ""}, "off"));
+    const select = el("select", {id, name: field.name}, ...options);
     select.value = value;
+    if (select.value !== value) select.value = field.default;
     return select;
   }
-  if (field.kind === "number") {
-    return el("input", {type: "number", id, name: field.name, value, step: field.integer ? "1" : "any",
-                        min: field.low_open ? null : field.low, max: field.high, placeholder: field.default ? null : "default"});
-  }
-  return el("input", {type: "text", id, name: field.name, value, placeholder: field.default ? null : "none",
-                      spellcheck: "false"});
+  const numeric = field.kind === "number";
+  return el("input", {type: "text", id, name: field.name, value, spellcheck: "false",
+                      inputmode: numeric ? (field.integer ? "numeric" : "decimal") : null,
+                      placeholder: field.default ? null : (numeric ? "default" : "none")});
 }
 
 function bound(value) { return Math.abs(value) >= 1e6 ? Number(value).toExponential() : String(value); }
@@ -167,50 +294,202 @@ function range(field) {
   return field.kind === "list" ? `${span}, comma-separated for a sweep` : span;
 }
 
+function hintOf(command, field) {
+  const preset = presetOf(command, field);
+  const differs = preset !== (field.kind === "flag" ? "" : field.default);
+  const shown = field.kind === "flag" ? (preset ? "on" : "off") : preset;
+  const start = differs ? `the studio starts at ${shown}` : "";
+  return [field.help, range(field), start].filter(Boolean).join(" · ");
+}
+
+function randomSeed(field, input) {
+  const high = Math.min(Number(field.high) || 2 ** 31 - 1, 2 ** 31 - 1);
+  input.value = String(Math.floor(Math.random() * (high + 1)));
+  input.dispatchEvent(new Event("input", {bubbles: true}));
+}
+
+function fieldRow(command, field) {
+  const id = `opt-${field.name}`;
+  const input = fieldInput(field, valueOf(command, field), id);
+  input.setAttribute("aria-describedby", `help-${field.name}`);
+  const label = el("label", {for: id}, el("span", {class: "label-text"}, plainLabel(field)), " ",
+                   el("code", {class: "flag"}, field.flag));
+  let control = input;
+  if (field.name === "seed") {
+    const dice = el("button", {type: "button", class: "small seed-random", "aria-label": "random seed"}, "random");
+    dice.addEventListener("click", () => randomSeed(field, input));
+    control = el("div", {class: "with-button"}, input, dice);
+  }
+  const help = el("small", {class: "help", id: `help-${field.name}`}, hintOf(command, field));
+  return el("div", {class: `field ${field.kind}`, dataset: {field: field.name}},
+            ...(field.kind === "flag" ? [el("div", {class: "check"}, input, label)] : [label, control]),
+            el("p", {class: "field-error", id: `error-${field.name}`, hidden: true}), help);
+}
+
 function renderOptions() {
   const form = $("#options");
   form.textContent = "";
-  const typed = state.values[state.command] || {};
-  for (const field of state.options[state.command].fields) {
-    const value = field.name in typed ? typed[field.name] : field.default;
-    const hint = [field.help, range(field)].filter(Boolean).join(" · ");
-    const row = el("div", {class: `field ${field.kind}`, title: hint},
-                   el("label", {for: `opt-${field.name}`}, field.flag),
-                   fieldInput(field, field.kind === "flag" ? (typed[field.name] || "") : value),
-                   el("small", {}, hint));
-    form.append(row);
+  const command = state.command;
+  const fields = state.options[command].fields;
+  if (command !== "video") {
+    form.append(el("div", {class: "group"}, ...fields.map((f) => fieldRow(command, f))));
+    return;
   }
+  const grouped = new Set(Object.values(VIDEO_GROUPS).flatMap((g) => g.names));
+  form.append(el("div", {class: "group"}, ...fields.filter((f) => !grouped.has(f.name)).map((f) => fieldRow(command, f))));
+  form.append(el("p", {class: "group-note", id: "group-note"}));
+  for (const [name, group] of Object.entries(VIDEO_GROUPS)) {
+    const rows = fields.filter((f) => group.names.includes(f.name)).map((f) => fieldRow(command, f));
+    if (!rows.length) continue;
+    form.append(el("fieldset", {class: "group", dataset: {group: name}}, el("legend", {}, group.legend), ...rows));
+  }
+  showVideoGroups();
+}
+
+function showVideoGroups() {
+  if (state.command !== "video") return;
+  const dreaming = dreamingVideo();
+  const style = document.querySelector("fieldset[data-group='style']");
+  const dream = document.querySelector("fieldset[data-group='dream']");
+  if (style) style.hidden = dreaming;
+  if (dream) dream.hidden = !dreaming;
+  const note = $("#group-note");
+  if (note) {
+    note.textContent = dreaming ? "Dreaming the clip: the style-transfer options are hidden (switch --dream off for them)."
+                                : "Style transfer of the clip: switch on --dream to dream it instead (its options appear then).";
+  }
+  const zone = document.querySelector(".drop[data-role='style']");
+  if (zone) zone.hidden = dreaming;
+}
+
+function hiddenField(name) {
+  if (state.command !== "video") return false;
+  const group = dreamingVideo() ? VIDEO_GROUPS.style : VIDEO_GROUPS.dream;
+  return group.names.includes(name);
+}
+
+function onFormInput(event) {
+  const input = event.target;
+  if (!input.name || !state.options) return;
+  const field = state.options[state.command].fields.find((f) => f.name === input.name);
+  if (!field) return;
+  state.values[state.command] = {...(state.values[state.command] || {}),
+                                 [field.name]: field.kind === "flag" ? (input.checked ? "on" : "") : input.value};
+  unmark(field.name);
+  if (field.name === "dream") showVideoGroups();
+  save();
 }
 
 function formValues() {
   const values = {};
   for (const field of state.options[state.command].fields) {
-    const input = document.getElementById(`opt-${field.name}`);
-    if (!input) continue;
-    values[field.name] = field.kind === "flag" ? (input.checked ? "on" : "") : input.value;
+    if (hiddenField(field.name)) continue;  // options of the other kind of video run: not sent
+    values[field.name] = valueOf(state.command, field);
   }
   return values;
 }
 
-function rememberValues() {
-  if (state.options && $("#options").children.length) state.values[state.command] = formValues();
+function resetForm() {
+  delete state.values[state.command];
+  renderOptions();
+  renderInputs();
+  save();
+  say(`${state.command}: the studio's starting values`);
+}
+
+// a refused submission: the field it names is marked and focused
+function mark(name, message) {
+  const input = document.getElementById(`opt-${name}`);
+  const zone = document.querySelector(`.drop[data-role="${name}"]`);
+  const box = input ? input.closest(".field") : zone;
+  if (!box) return false;
+  const error = box.querySelector(".field-error");
+  error.textContent = message;
+  error.hidden = false;
+  if (input) {
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", `error-${name} help-${name}`);
+    input.focus();
+  } else {
+    const target = zone.querySelector(".drop-target");
+    target.setAttribute("aria-invalid", "true");
+    zone.classList.add("invalid");
+    target.focus();
+  }
+  box.scrollIntoView({block: "nearest"});
+  return true;
+}
+
+function unmark(name) {
+  const input = document.getElementById(`opt-${name}`);
+  const zone = document.querySelector(`.drop[data-role="${name}"]`);
+  const box = input ? input.closest(".field") : zone;
+  if (!box) return;
+  const error = box.querySelector(".field-error");
+  if (error) { error.hidden = true; error.textContent = ""; }
+  if (input) {
+    input.removeAttribute("aria-invalid");
+    input.setAttribute("aria-describedby", `help-${name}`);
+  } else {
+    zone.classList.remove("invalid");
+    zone.querySelector(".drop-target").removeAttribute("aria-invalid");
+  }
+}
+
+function unmarkAll() {
+  for (const box of document.querySelectorAll("#new-run .field-error:not([hidden])")) {
+    const owner = box.closest("[data-field]") || box.closest(".drop");
+    unmark(owner.dataset.field || owner.dataset.role);
+  }
+}
+
+function showNotes(notes) {
+  const list = $("#notes");
+  list.textContent = "";
+  list.append(...notes.map((n) => el("li", {}, n)));
+  list.hidden = !notes.length;
 }
 
 async function start() {
+  const button = $("#start");
+  if (button.disabled) return;
+  unmarkAll();
+  showNotes([]);
   const files = {};
-  for (const spec of state.options[state.command].inputs) {
-    files[spec.role] = (state.uploads[uploadKey(spec)] || []).map((u) => u.id);
-  }
+  for (const spec of usedInputs()) files[spec.role] = (state.uploads[uploadKey(spec)] || []).map((u) => u.id);
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  button.textContent = "Checking…";
+  say("checking the settings…");
   try {
     const job = await api("/api/jobs", {
       method: "POST", headers: {...CHANGES, "Content-Type": "application/json"},
       body: JSON.stringify({command: state.command, files, values: formValues()})});
-    say(`${job.command} run ${job.id} queued`, "ok");
+    const text = `${job.command} run ${job.id} queued`;
+    say(text, "ok");
+    showNotes(job.notes || []);
+    state.submitted = {id: job.id, command: job.command, text};
     state.follow = true;
     if (!state.live || !state.live.active) showJob(job);
   } catch (error) {
     say(error.message, "error");
+    if (error.field) mark(error.field, error.message);
+  } finally {
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+    button.textContent = "Start";
   }
+}
+
+// the message "… queued" is replaced once that run has ended
+function settleSubmitted(job) {
+  const sent = state.submitted;
+  if (!sent || sent.id !== job.id || !FINAL.includes(job.state)) return;
+  if ($("#message").textContent === sent.text) {
+    const why = job.error ? `: ${job.error}` : "";
+    say(`${sent.command} run ${sent.id} ${job.state}${why}`, job.state === "done" ? "ok" : job.state === "failed" ? "error" : "info");
+  }
+  state.submitted = null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,33 +514,78 @@ function showJob(job) {
   state.shown = job.id;
   panel.dataset.job = job.id;
   panel.dataset.state = job.state;
-  const inputs = Object.values(job.inputs || {}).flat().join(", ");
+  const inputs = inputNames(job);
   $("#current-title").textContent = `${job.command} · ${inputs}`;
   $("#current-state").textContent = job.state;
   $("#current-state").dataset.state = job.state;
   showProgress(job);
   showPicture(job);
   showActions(job);
+  settleSubmitted(job);
+}
+
+function clearCurrent() {
+  const panel = $("#current");
+  state.shown = null;
+  state.previews = -1;
+  panel.dataset.job = "";
+  panel.dataset.state = "";
+  $("#current-title").textContent = "Nothing running";
+  $("#current-state").textContent = "";
+  for (const id of ["#preview", "#result-video"]) { $(id).hidden = true; $(id).removeAttribute("src"); }
+  $("#placeholder").hidden = false;
+  $("#phase").textContent = "";
+  $("#eta").textContent = "";
+  setBar(0, "");
+  drawCurve({points: []});
+  $("#stop").disabled = true;
+  for (const id of ["#download", "#download-settings", "#command-line"]) $(id).hidden = true;
+  $("#results-more").textContent = "";
+}
+
+function setBar(percent, text) {
+  const bar = $("#bar");
+  $("#bar-fill").style.width = `${percent}%`;
+  bar.setAttribute("aria-valuenow", String(percent));
+  if (text) bar.setAttribute("aria-valuetext", `${percent}%, ${text}`);
+  else bar.removeAttribute("aria-valuetext");
+}
+
+function phaseText(job) {
+  const progress = job.progress || {};
+  if (job.state === "failed") return job.error || "failed";
+  if (job.state === "queued") return "queued";
+  if (FINAL.includes(job.state)) {
+    const why = job.error ? `: ${job.error}` : "";
+    return `${job.state}${why}${progress.elapsed_s ? ` after ${clock(progress.elapsed_s)}` : ""}`;
+  }
+  return progress.phase || "starting";
 }
 
 function showProgress(job) {
   const progress = job.progress || {};
   const final = FINAL.includes(job.state);
-  $("#bar-fill").style.width = `${Math.round(100 * (job.state === "done" ? 1 : progress.fraction || 0))}%`;
-  $("#bar-fill").dataset.state = job.state;
   const phase = $("#phase");
+  const text = phaseText(job);
   phase.classList.toggle("error", job.state === "failed");
-  if (job.state === "failed") phase.textContent = job.error || "failed";
-  else if (job.state === "queued") phase.textContent = "queued";
-  else if (final) {
-    const why = job.error ? `: ${job.error}` : "";
-    phase.textContent = `${job.state}${why}${progress.elapsed_s ? ` after ${clock(progress.elapsed_s)}` : ""}`;
-  }
-  else phase.textContent = progress.phase || "starting";
+  phase.textContent = text;
+  setBar(Math.round(100 * (job.state === "done" ? 1 : progress.fraction || 0)), text);
+  $("#bar-fill").dataset.state = job.state;
   const eta = !final && progress.eta_s !== null && progress.eta_s !== undefined;
   const sofar = !final && progress.elapsed_s ? `${clock(progress.elapsed_s)} so far` : "";
   $("#eta").textContent = eta ? `about ${clock(progress.eta_s)} left` : sofar;
   drawCurve(progress.curve || {points: []});
+  announce(job, text);
+}
+
+// the polite live region: a new state at once, the running phase at most every ANNOUNCE_EVERY_MS
+function announce(job, text) {
+  const key = `${job.id}:${job.state}`;
+  const now = Date.now();
+  if (key === state.announced.key && now - state.announced.at < ANNOUNCE_EVERY_MS) return;
+  state.announced = {key, at: now};
+  const eta = $("#eta").textContent;
+  $("#announce").textContent = `${job.command} run ${job.state === text ? text : `${job.state}: ${text}`}${eta ? `, ${eta}` : ""}`;
 }
 
 function showPicture(job) {
@@ -274,6 +598,7 @@ function showPicture(job) {
   if (name && name.endsWith(".mp4")) {
     img.hidden = true;
     video.hidden = false;
+    video.setAttribute("aria-label", `result of the ${job.command} of ${inputNames(job)}`);
     const src = resultUrl(job, name);
     if (video.getAttribute("src") !== src) video.src = src;
     return;
@@ -282,6 +607,7 @@ function showPicture(job) {
   video.removeAttribute("src");
   img.hidden = !name;
   if (!name) return;
+  img.alt = `${name === "preview.jpg" ? "preview" : "result"} of the ${job.command} of ${inputNames(job)}`;
   if (name === "preview.jpg") {
     if (progress.previews === state.previews) return;
     state.previews = progress.previews;
@@ -364,11 +690,16 @@ function drawCurve(curve) {
                    `${curve.label || ""}${log ? " (log scale)" : ""} over ${unit} ${x0}–${Math.max(...xs)}`));
 }
 
+async function cancelJob(id) {
+  const job = await api(`/api/jobs/${id}/cancel`, {method: "POST", headers: CHANGES});
+  say(`${job.command} run ${job.id}: ${job.state === "stopping" ? "stopping (keeping what is finished)" : job.state}`);
+  return job;
+}
+
 async function stopShown() {
   if (!state.shown) return;
   try {
-    const job = await api(`/api/jobs/${state.shown}/cancel`, {method: "POST", headers: CHANGES});
-    say(`${job.command} run ${job.id}: ${job.state === "stopping" ? "stopping (keeping what is finished)" : job.state}`);
+    await cancelJob(state.shown);
   } catch (error) {
     say(error.message, "error");
   }
@@ -383,57 +714,150 @@ async function showById(id) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// queue, gallery, live updates
+// queue and gallery: keyed elements, rebuilt only when what they show has changed (so that a
+// click lands even while progress arrives several times a second)
+
+function syncKeyed(container, items, signature, build, empty) {
+  const existing = new Map();
+  for (const node of container.children) if (node.dataset.job) existing.set(node.dataset.job, node);
+  const nodes = items.map((item) => {
+    const sig = signature(item);
+    let node = existing.get(item.id);
+    if (!node || node.dataset.sig !== sig) {
+      const fresh = build(item);
+      fresh.dataset.job = item.id;
+      fresh.dataset.sig = sig;
+      if (node) node.replaceWith(fresh);
+      node = fresh;
+    }
+    return node;
+  });
+  if (!nodes.length) nodes.push(container.querySelector(":scope > .empty") || empty());
+  for (const child of [...container.children]) if (!nodes.includes(child)) child.remove();
+  nodes.forEach((node, i) => {
+    if (container.children[i] !== node) container.insertBefore(node, container.children[i] || null);
+  });
+}
+
+function queueItem(job) {
+  const verb = job.state === "queued" ? "remove" : "stop";
+  const what = `${job.command} · ${inputNames(job)}`;
+  const cancel = el("button", {type: "button", class: "subtle small", "aria-label": `${verb} ${what}`}, verb);
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    cancel.textContent = verb === "remove" ? "removing…" : "stopping…";
+    try {
+      await cancelJob(job.id);
+    } catch (error) {
+      say(error.message, "error");
+      cancel.disabled = false;
+      cancel.textContent = verb;
+    }
+  });
+  const show = el("button", {type: "button", class: "what link", title: what}, what);
+  show.addEventListener("click", () => { state.follow = job.state !== "queued"; showById(job.id); });
+  return el("li", {dataset: {state: job.state}},
+            el("span", {class: "badge", dataset: {state: job.state}}, job.state), show, cancel);
+}
 
 function renderQueue(live) {
-  const list = $("#queue");
-  list.textContent = "";
   const jobs = [...(live.active ? [live.active] : []), ...live.queue];
-  if (!jobs.length) list.append(el("li", {class: "empty"}, "empty"));
-  jobs.forEach((job) => {
-    const cancel = el("button", {type: "button", class: "subtle small"}, job.state === "queued" ? "remove" : "stop");
-    cancel.addEventListener("click", async (e) => {
-      e.stopPropagation();
-      try {
-        await api(`/api/jobs/${job.id}/cancel`, {method: "POST", headers: CHANGES});
-      } catch (error) {
-        say(error.message, "error");
-      }
-    });
-    const inputs = Object.values(job.inputs || {}).flat().join(", ");
-    const item = el("li", {dataset: {job: job.id, state: job.state}},
-                    el("span", {class: "badge", dataset: {state: job.state}}, job.state),
-                    el("span", {class: "what"}, `${job.command} · ${inputs}`), cancel);
-    item.addEventListener("click", () => { state.follow = job.state !== "queued"; showById(job.id); });
-    list.append(item);
-  });
+  syncKeyed($("#queue"), jobs, (job) => [job.state, job.command, inputNames(job)].join("|"), queueItem,
+            () => el("li", {class: "empty"}, "empty"));
 }
 
 function thumbnail(job) {
   const picture = (job.results || []).find((r) => /\.(png|jpe?g|gif|webp)$/i.test(r));
-  if (picture) return `/files/${job.id}/${picture}?v=${job.finished}`;
-  return null;
+  return picture ? `/files/${job.id}/${picture}?v=${job.finished}` : null;
+}
+
+function noPicture(job) {
+  const results = job.results || [];
+  const text = results.length ? results[0] : job.state === "done" ? "no image" : `${job.state}, no image`;
+  return el("span", {class: "no-picture"}, text);
+}
+
+function galleryCard(job) {
+  const inputs = inputNames(job);
+  const src = thumbnail(job);
+  const picture = src ? el("img", {src, alt: `${job.command} of ${inputs}: ${job.state === "done" ? "result" : `${job.state} run`}`,
+                                   loading: "lazy"})
+                      : noPicture(job);
+  if (src) picture.addEventListener("error", () => picture.replaceWith(noPicture(job)));
+  const open = el("button", {type: "button", class: "open", title: `show this ${job.command} run`}, picture);
+  open.addEventListener("click", () => { state.follow = false; showById(job.id); window.scrollTo({top: 0, behavior: "smooth"}); });
+  const again = el("button", {type: "button", class: "small", "aria-label": `use again: the settings of this ${job.command} of ${inputs}`},
+                   "use again");
+  const remove = el("button", {type: "button", class: "small danger", "aria-label": `delete this ${job.command} of ${inputs}`}, "delete");
+  const problem = el("p", {class: "card-error", role: "alert", hidden: true});
+  const card = el("figure", {class: "card", dataset: {state: job.state}}, open,
+                  el("figcaption", {},
+                     el("span", {class: "what", title: `${job.command} ${inputs}`}, el("b", {}, job.command), ` ${inputs}`),
+                     el("span", {class: "badge", dataset: {state: job.state}}, job.state),
+                     el("time", {}, new Date(job.created * 1000).toLocaleString()),
+                     el("span", {class: "card-actions"}, again, remove), problem));
+  again.addEventListener("click", () => useAgain(job));
+  remove.addEventListener("click", () => deleteJob(job, card, remove, problem));
+  return card;
 }
 
 function renderGallery(gallery) {
-  const box = $("#gallery");
-  box.textContent = "";
-  if (!gallery.length) box.append(el("p", {class: "empty"}, "No finished runs yet."));
-  for (const job of gallery) {
-    const src = thumbnail(job) || (job.state !== "failed" ? `/files/${job.id}/preview.jpg` : null);
-    const picture = src ? el("img", {src, alt: `${job.command} result`, loading: "lazy"})
-                        : el("div", {class: "no-picture"}, "no image");
-    if (src) picture.addEventListener("error", () => picture.replaceWith(el("div", {class: "no-picture"}, "no image")));
-    const when = new Date(job.created * 1000).toLocaleString();
-    const inputs = Object.values(job.inputs || {}).flat().join(", ");
-    const card = el("figure", {class: "card", tabindex: "0", dataset: {job: job.id, state: job.state}}, picture,
-                    el("figcaption", {}, el("span", {}, el("b", {}, job.command), ` ${inputs}`),
-                       el("span", {class: "badge", dataset: {state: job.state}}, job.state), el("time", {}, when)));
-    const open = () => { state.follow = false; showById(job.id); window.scrollTo({top: 0, behavior: "smooth"}); };
-    card.addEventListener("click", open);
-    card.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
-    box.append(card);
+  const jobs = gallery.filter((job) => !state.deleted.has(job.id));
+  syncKeyed($("#gallery"), jobs, (job) => [job.state, job.finished, (job.results || []).join(","), job.error].join("|"),
+            galleryCard, () => el("p", {class: "empty"}, "No finished runs yet."));
+  for (const job of jobs) settleSubmitted(job);
+}
+
+async function deleteJob(job, card, button, problem) {
+  button.disabled = true;
+  problem.hidden = true;
+  try {
+    await api(`/api/jobs/${job.id}`, {method: "DELETE", headers: CHANGES});
+  } catch (error) {
+    if (error.status !== 404) {  // 404: already gone
+      problem.textContent = `not deleted: ${error.message}`;
+      problem.hidden = false;
+      say(`not deleted: ${error.message}`, "error");
+      button.disabled = false;
+      return;
+    }
   }
+  state.deleted.add(job.id);
+  const next = card.nextElementSibling || card.previousElementSibling;
+  card.remove();
+  if (!$("#gallery").children.length) $("#gallery").append(el("p", {class: "empty"}, "No finished runs yet."));
+  if (state.shown === job.id) clearCurrent();
+  say(`${job.command} run ${job.id} deleted`);
+  const focus = next && next.querySelector(".open");
+  if (focus) focus.focus();
+}
+
+async function useAgain(job) {
+  const options = state.options[job.command];
+  if (!options) { say(`this studio has no ${job.command}`, "error"); return; }
+  const values = job.values || {};
+  state.values[job.command] = Object.fromEntries(options.fields.map((f) => [
+    f.name, f.name in values ? String(values[f.name] ?? "") : (f.kind === "flag" ? "" : f.default)]));
+  const gone = [];
+  if (job.files) {
+    for (const spec of options.inputs) {
+      const ids = job.files[spec.role] || [];
+      const names = (job.inputs || {})[spec.role] || [];
+      const kept = [];
+      for (const [i, id] of ids.entries()) {
+        const upload = {id, name: names[i] || id, kind: spec.kind};
+        (await uploadExists(id) ? kept : gone).push(upload);
+      }
+      state.uploads[uploadKey(spec)] = kept;
+    }
+  }
+  chooseCommand(job.command);
+  const where = $("#new-run");
+  where.scrollIntoView({block: "start", behavior: "smooth"});
+  document.getElementById(`tab-${job.command}`).focus({preventScroll: true});
+  if (!job.files) say(`the settings of ${job.command} run ${job.id} are in the form; choose its files again`, "info");
+  else if (gone.length) say(`the settings of ${job.command} run ${job.id} are in the form; ${gone.map((u) => u.name).join(", ")} ${gone.length > 1 ? "are" : "is"} no longer in the studio folder: choose ${gone.length > 1 ? "them" : "it"} again`, "error");
+  else say(`the settings and files of ${job.command} run ${job.id} are in the form`, "ok");
 }
 
 async function refreshGallery() {
@@ -479,15 +903,21 @@ async function main() {
     img.dataset.pending = "";
   });
   $("#start").addEventListener("click", start);
+  $("#reset").addEventListener("click", resetForm);
   $("#stop").addEventListener("click", stopShown);
+  $("#options").addEventListener("input", onFormInput);
+  $("#options").addEventListener("change", onFormInput);
+  $("#options").addEventListener("submit", (e) => e.preventDefault());
   try {
     state.options = await api("/api/options");
   } catch (error) {
     say(`cannot read the options: ${error.message}`, "error");
     return;
   }
+  restore();
   chooseCommand(state.command);
   connect();
+  checkKeptUploads();
 }
 
 main();
