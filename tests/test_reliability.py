@@ -437,3 +437,53 @@ def test_a_killed_runs_lock_does_not_hold_the_folder(tmp_path):
     store.start()
     store.release()
     assert not (tmp_path / ".zf.lock").exists()
+
+
+def test_an_interrupt_during_the_final_clean_up_is_a_success(tmp_path, monkeypatch):
+    """A zoom's or video's MP4 is complete once written: SIGTERM while its frames folder is being
+    deleted must neither leave a half-deleted folder marked unfinished nor say "--resume"."""
+    from jaxdream.jobs.command import Terminated
+    out = tmp_path / "z.mp4"
+    folder = frames.work_folder(out, "mp4")
+    store = frames.FrameStore(folder, {"a": 1}, resume=False)
+    for i in range(3):
+        store.save(i, _frame(i * 40.0), _frame(i * 40.0))
+    real_rmtree, calls = frames.shutil.rmtree, []
+
+    def interrupted_rmtree(path, *args, **kwargs):
+        calls.append(Path(path))
+        (Path(path) / frames.STATE_FILE).unlink(missing_ok=True)  # half of it went
+        raise Terminated
+
+    monkeypatch.setattr(frames.shutil, "rmtree", interrupted_rmtree)
+    assert frames.finish(store, out, "mp4", 3, fps=4.0) == out
+    monkeypatch.setattr(frames.shutil, "rmtree", real_rmtree)
+    assert out.is_file() and len(media.probe_video(out).pts) == 3
+    assert not folder.exists() and calls and calls[0] != folder  # renamed away before deleting
+    # the next run into the same place: nothing unfinished, and the leftovers of a dead process go
+    dead = calls[0].with_name(calls[0].name.replace(f"-{os.getpid()}-", "-999999999-"))
+    calls[0].rename(dead)
+    assert frames.check_work_folder(folder, resume=False, overwrite=False) is False
+    assert not dead.exists()
+
+
+def test_a_command_that_finished_its_work_despite_an_interrupt_exits_0():
+    import signal
+    import threading
+    import time
+
+    from jaxdream.jobs.command import run_interruptibly
+
+    def finishes_anyway(args):
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # an interrupt raised into a thread lands between
+                time.sleep(0.01)                 # instructions, not inside a sleep
+        except KeyboardInterrupt:
+            pass  # as frames.finish does during its clean-up
+        return 0
+
+    received: list[int] = []
+    threading.Timer(0.3, received.append, (signal.SIGTERM,)).start()
+    args = argparse.Namespace(func=finishes_anyway)
+    assert run_interruptibly(args, received) == 0

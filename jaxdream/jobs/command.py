@@ -250,8 +250,8 @@ def run_interruptibly(args: argparse.Namespace, received: list[int], observer=No
     deadline = time.monotonic() + INTERRUPT_GRACE_S
     while not finished.wait(0.1) and time.monotonic() < deadline and len(received) < 2:
         pass  # a second signal: stop waiting
-    if finished.is_set():
-        return outcome.get("status", status) if outcome.get("status") in (130, 143) else status
+    if finished.is_set():  # the worker's own status: interrupted, or finished its work (0) before
+        return outcome.get("status", status) if outcome.get("status") in (0, 130, 143) else status
     from .common import run_abandon_hooks
     run_abandon_hooks()
     print("jaxdream: interrupted (while XLA was busy: what was finished is kept)", file=sys.stderr)

@@ -205,7 +205,16 @@ class FrameStore:
             yield images.load_image(self.frame_path(i))
 
     def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the work folder: first renamed away in one step (so a run is finished the
+        moment its output is in place and this folder is gone), then deleted. An interrupt
+        while deleting leaves only the renamed folder, named as a temp of this process, which
+        the next run into the same place removes (:func:`jaxdream.media.images.remove_stale_temps`)."""
+        trash = self.folder.with_name(f"{images.temp_prefix(self.folder)}{os.getpid()}-removing")
+        try:
+            os.rename(self.folder, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def check_work_folder(folder: Path, resume: bool, overwrite: bool) -> bool:
@@ -218,6 +227,7 @@ def check_work_folder(folder: Path, resume: bool, overwrite: bool) -> bool:
     folder = Path(folder)
     if resume and overwrite:
         raise SettingsError("give --resume (continue) or --overwrite (start over), not both")
+    images.remove_stale_temps(folder)  # a finished run's folder whose removal was cut short
     if overwrite:
         return False
     unfinished = (folder / STATE_FILE).is_file()
@@ -284,7 +294,10 @@ def finish(store: FrameStore, out: Path, kind: str, total: int, fps: float, loop
     frames = loop_blend(loaders, loop_overlap) if loop_overlap else (f() for f in loaders)
     try:
         video.write_video(out, frames, fps, audio_from=audio_from, audio_start=audio_start, timestamps=timestamps)
-        store.remove()
+        try:
+            store.remove()
+        except KeyboardInterrupt:  # the output is complete: an interrupt now does not undo the run
+            pass
     finally:
         store.release()
     return out

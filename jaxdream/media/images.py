@@ -238,7 +238,7 @@ def check_not_input(path: Path, inputs: Sequence[str | os.PathLike]) -> None:
 TEMP_TAG = "jaxdream-tmp"
 
 
-def _temp_prefix(path: Path) -> str:
+def temp_prefix(path: Path) -> str:
     return f".{path.name}.{TEMP_TAG}-"
 
 
@@ -262,7 +262,7 @@ def remove_stale_temps(path: str | os.PathLike, any_name: bool = False) -> list[
     removed = []
     try:
         candidates = [p for p in folder.iterdir() if p.name.startswith(".") and marker in p.name
-                      and (any_name or p.name.startswith(_temp_prefix(path)))]
+                      and (any_name or p.name.startswith(temp_prefix(path)))]
     except OSError:
         return removed
     for candidate in candidates:
@@ -289,7 +289,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_temp_prefix(path)}{os.getpid()}-", suffix=path.suffix)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{temp_prefix(path)}{os.getpid()}-", suffix=path.suffix)
     except OSError as e:
         raise MediaError(f"{path}: cannot write: {_folder_problem(folder) or (e.strerror or e)}") from None
     os.close(fd)
