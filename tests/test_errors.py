@@ -155,3 +155,36 @@ def test_a_full_disk_is_caught_before_any_work(jaxdream_home, tmp_path, capsys, 
     assert "style transfer writes about 3 MB" in capsys.readouterr().err
     monkeypatch.setattr(images.shutil, "disk_usage", shutil.disk_usage)
     assert main(["dream", str(photo), "-o", str(tmp_path / "d.png"), "--dry-run"]) == 0
+
+
+def test_a_cluster_that_does_not_form_ends_in_one_line_within_the_timeout(jaxdream_home, tmp_path):
+    """Process 0 of 2 whose partner never comes: one line and exit 1 after the timeout, not
+    XLA's abort with a C++ stack (exit 134) after about a minute."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JAXDREAM_CLUSTER_TIMEOUT_S": "3", "JAXDREAM_HOME": str(jaxdream_home)}
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "jaxdream.cli.main", "devices", "--coordinator", f"127.0.0.1:{port}",
+                          "--num-processes", "2", "--process-id", "0"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"jaxdream: error: the JAX cluster at 127.0.0.1:{port} did not form within 3 s")
+    assert time.monotonic() - t0 < 40
+
+
+def test_a_bad_cluster_timeout_is_one_line(monkeypatch):
+    import pytest
+
+    from jaxdream.errors import SettingsError
+    from jaxdream.runtime import parallel
+    for bad in ("soon", "0", "-5", "nan", "1e9"):
+        monkeypatch.setenv("JAXDREAM_CLUSTER_TIMEOUT_S", bad)
+        with pytest.raises(SettingsError, match="JAXDREAM_CLUSTER_TIMEOUT_S"):
+            parallel.cluster_timeout()

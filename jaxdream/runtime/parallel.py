@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import threading
 import time
 from typing import Any
 
@@ -346,7 +348,7 @@ def _wait_for_coordinator(address: str, timeout_s: float) -> None:
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, timeout_s: int = 60) -> bool:
+                           process_id: int | None = None, timeout_s: float | None = None) -> bool:
     """Join this process to a multi-process JAX cluster (``jax.distributed.initialize``).
 
     With explicit arguments, initialise with them. Without, initialise only when
@@ -355,16 +357,18 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     touches JAX's devices.
 
     Failures become :class:`SettingsError`, with one exception XLA does not let us catch: when
-    process 0's coordinator is up but not every process registers within ``timeout_s``, XLA's
-    coordination service terminates the waiting processes (non-zero exit, a log line naming
-    DEADLINE_EXCEEDED). A process other than 0 first waits up to ``timeout_s`` for the
-    coordinator to accept connections, so a wrong address or a missing process 0 is an error.
+    process 0's coordinator is up but not every process registers in time, XLA's coordination
+    service aborts the waiting processes (a C++ stack, exit 134). A watchdog ends the process
+    first, after ``timeout_s``, with one line and exit status 1. A process other than 0 first
+    waits up to ``timeout_s`` for the coordinator to accept connections, so a wrong address or
+    a missing process 0 is an error.
 
     Args:
         coordinator: ``host:port`` of process 0's coordinator service.
         num_processes: the number of processes.
         process_id: this process's rank, 0 to ``num_processes - 1``.
-        timeout_s: seconds to wait for every process to connect.
+        timeout_s: seconds to wait for every process to connect (default:
+            ``JAXDREAM_CLUSTER_TIMEOUT_S`` or 60); past it the process ends in one line.
 
     Returns:
         True if this process is (now) part of a cluster, False for a single process.
@@ -377,6 +381,8 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         return True
     if all(v is None for v in explicit) and not cluster_detected():
         return False
+    if timeout_s is None:
+        timeout_s = cluster_timeout()
     if num_processes is not None and num_processes < 1:
         raise SettingsError(f"--num-processes {num_processes}: must be at least 1")
     if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
@@ -385,14 +391,43 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         _check_host_port(coordinator)
     if coordinator is not None and process_id not in (None, 0):
         _wait_for_coordinator(coordinator, timeout_s)
+    where = coordinator or "the detected cluster"
+    # XLA aborts a process whose cluster does not form in time (a C++ stack, exit 134): this
+    # one ends first, in one line
+    watchdog = threading.Timer(timeout_s, _cluster_not_formed, (where, num_processes, timeout_s))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id, initialization_timeout=int(timeout_s))
+                                   process_id=process_id, initialization_timeout=int(timeout_s) + 30)
     except Exception as e:  # noqa: BLE001 -- jax raises RuntimeError, ValueError, XlaRuntimeError
         detail = " ".join(str(e).split())[:300]
-        where = coordinator or "the detected cluster"
         raise SettingsError(f"could not join the JAX cluster at {where}: {detail}") from None
+    finally:
+        watchdog.cancel()
     return True
+
+
+def _cluster_not_formed(where: str, num_processes: int | None, timeout_s: float) -> None:
+    """End the process in one line: the cluster did not form within ``timeout_s``."""
+    many = f"all {num_processes} processes" if num_processes else "every process"
+    sys.stderr.write(f"jaxdream: error: the JAX cluster at {where} did not form within {timeout_s:g} s (not "
+                     f"{many} joined); start every process with the same --coordinator and --num-processes "
+                     f"and its own --process-id (JAXDREAM_CLUSTER_TIMEOUT_S sets the wait)\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def cluster_timeout() -> float:
+    """Seconds a process waits for its cluster: ``JAXDREAM_CLUSTER_TIMEOUT_S``, default 60."""
+    text = os.environ.get("JAXDREAM_CLUSTER_TIMEOUT_S", "60")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86400:
+        raise SettingsError(f"JAXDREAM_CLUSTER_TIMEOUT_S={text}: expected seconds, 0 < S <= 86400")
+    return value
 
 
 def _check_host_port(text: str) -> None:
