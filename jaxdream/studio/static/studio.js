@@ -323,7 +323,8 @@ function fieldRow(command, field) {
   const help = el("small", {class: "help", id: `help-${field.name}`}, hintOf(command, field));
   return el("div", {class: `field ${field.kind}`, dataset: {field: field.name}},
             ...(field.kind === "flag" ? [el("div", {class: "check"}, input, label)] : [label, control]),
-            el("p", {class: "field-error", id: `error-${field.name}`, hidden: true}), help);
+            el("p", {class: "field-error", id: `error-${field.name}`, hidden: true}),
+            el("div", {class: "help-box"}, help));  // one line; the whole help overlays what follows on focus
 }
 
 function renderOptions() {
