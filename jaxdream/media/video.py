@@ -62,8 +62,9 @@ def _even(frame: np.ndarray) -> np.ndarray:
 
 
 #: The oldest ffmpeg the video path works with: the probe passes every frame through with its
-#: own timestamp (``-fps_mode passthrough -enc_time_base demux``, ffmpeg 5.1's options).
-#: imageio-ffmpeg 0.6.0 is the oldest release bundling one (7.0; 0.4.9-0.5.1 bundle 4.2.2).
+#: own timestamp (``-fps_mode passthrough``, ffmpeg 5.1's option, and ``-enc_time_base`` set to
+#: the demuxer's time base, see :func:`_demux_time_base`). imageio-ffmpeg 0.6.0 is the oldest
+#: release bundling one (7.0; 0.4.9-0.5.1 bundle 4.2.2).
 MIN_FFMPEG = (5, 1)
 _VERSION = re.compile(r"ffmpeg version (?:n)?(\d+)\.(\d+)")
 
@@ -105,6 +106,27 @@ def check_ffmpeg(exe: str) -> str:
         raise MediaError(f"ffmpeg {m.group(1)}.{m.group(2)} at {exe} is too old: jaxdream's video needs "
                          f"ffmpeg {MIN_FFMPEG[0]}.{MIN_FFMPEG[1]} or newer; {how}")
     return exe
+
+
+@functools.lru_cache(maxsize=None)
+def ffmpeg_version(exe: str) -> tuple[int, int] | None:
+    """(major, minor) of an ffmpeg binary; None when its version line has no release number (a
+    git snapshot) or it does not run."""
+    try:
+        out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, errors="replace",
+                             timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = _VERSION.match((out.stdout or "").strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _demux_time_base(exe: str) -> str:
+    """The ``-enc_time_base`` value that keeps each frame's demuxed timestamp: ``demux`` from
+    ffmpeg 6.1 on (where it was added), ``-1`` before. Tried: 5.1 refuses ``demux`` ("Invalid
+    time base"), 7.0 takes both (``-1`` as deprecated), 9.0 refuses ``-1``."""
+    version = ffmpeg_version(exe)
+    return "-1" if version is not None and version < (6, 1) else "demux"
 
 
 def _last_line(stderr: str, default: str = "ffmpeg failed") -> str:
@@ -219,12 +241,17 @@ def _stream_line(header: list[str], kind: str) -> str | None:
     return next((line for line in header if line.lstrip().startswith("Stream #") and f" {kind}:" in line), None)
 
 
+def parse_audio_probe(stderr: str) -> AudioInfo | None:
+    """The first audio stream in what ``ffmpeg -i`` printed about its input (None if none)."""
+    line = _stream_line(_input_header(stderr), "Audio")
+    return _parse_audio(line) if line else None
+
+
 def probe_audio(path: str | os.PathLike) -> AudioInfo | None:
     """The first audio stream of a media file (None if it has none), from ``ffmpeg -i``."""
     result = subprocess.run([_ffmpeg(), "-hide_banner", "-nostdin", "-i", os.fspath(path)],
                             capture_output=True, text=True, errors="replace")
-    line = _stream_line(_input_header(result.stderr), "Audio")
-    return _parse_audio(line) if line else None
+    return parse_audio_probe(result.stderr)
 
 
 def has_audio(path: str | os.PathLike) -> bool:
@@ -241,14 +268,31 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         MediaError: not a media file, no video stream, nothing decodes.
     """
     path = Path(path)
-    cmd = [_ffmpeg(), "-hide_banner", "-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0",
-           "-fps_mode", "passthrough", "-enc_time_base", "demux", "-c:v", "wrapped_avframe",
-           "-f", "framecrc", "-"]
-    result = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-    header = _input_header(result.stderr)
+    result = subprocess.run(probe_command(_ffmpeg(), path), capture_output=True, text=True, errors="replace")
+    return parse_video_probe(path, result.stdout, result.stderr, result.returncode)
+
+
+def probe_command(exe: str, path: str | os.PathLike) -> list[str]:
+    """The ffmpeg command :func:`probe_video` runs: every frame of the first video stream
+    passed through with its own timestamp, listed by the ``framecrc`` muxer on stdout; what
+    ffmpeg says about the input on stderr."""
+    return [exe, "-hide_banner", "-nostdin", "-nostats", "-i", os.fspath(path), "-map", "0:v:0",
+            "-fps_mode", "passthrough", "-enc_time_base", _demux_time_base(exe),
+            "-c:v", "wrapped_avframe", "-f", "framecrc", "-"]
+
+
+def parse_video_probe(path: str | os.PathLike, stdout: str, stderr: str, returncode: int) -> VideoInfo:
+    """:func:`probe_video`'s result from the output of :func:`probe_command` (``path`` only
+    names the file in errors).
+
+    Raises:
+        MediaError: as :func:`probe_video`.
+    """
+    path = Path(path)
+    header = _input_header(stderr)
     video_line, audio_line = _stream_line(header, "Video"), _stream_line(header, "Audio")
     time_base, size, sar, pts, durations = Fraction(0), None, Fraction(1), [], []
-    for line in result.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("#tb 0:"):
             time_base = Fraction(line.split(":", 1)[1].strip())
         elif line.startswith("#dimensions 0:"):
@@ -263,9 +307,12 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     if video_line is None or size is None or not pts:
         if video_line is None and audio_line is not None:
             raise MediaError(f"{path}: the file has no frames (an audio stream only)")
-        if video_line is not None and result.returncode == 0:
+        if video_line is not None and returncode == 0:
             raise MediaError(f"{path}: the video has no frames")
-        if any(line.startswith("Input #0") for line in header) and not _stream_line(header, ""):
+        if video_line is not None:  # a video ffmpeg failed on: its last line says why
+            raise MediaError(f"{path}: ffmpeg could not decode its video ({_last_line(stderr)})")
+        if any(line.startswith("Input #0") for line in header) and \
+                not any(line.lstrip().startswith("Stream #") for line in header):
             raise MediaError(f"{path}: the clip is empty (its container holds no video stream)")
         raise MediaError(f"{path}: not a video file ffmpeg can read (or a truncated one whose index is missing)")
     duration_line = next((line for line in header if "Duration:" in line), "")
@@ -406,9 +453,11 @@ def _write_mp4_timed(target: str, first: np.ndarray, frames, timestamps: Sequenc
             count += 1
         (folder / "frames.txt").write_text("\n".join(lines) + "\n")
         last, last_duration = ticks[count - 1] - ticks[0], ticks[count] - ticks[count - 1]
-        cmd = [_ffmpeg(), "-y", "-nostdin", "-loglevel", "error", "-f", "concat", "-safe", "0",
-               "-i", str(folder / "frames.txt"), "-fps_mode", "passthrough", "-enc_time_base", "demux",
-               "-vf", "setsar=1", "-c:v", "libx264", "-bf", "0", "-pix_fmt", "yuv420p", *_X264,
+        exe = _ffmpeg()
+        cmd = [exe, "-y", "-nostdin", "-loglevel", "error", "-f", "concat", "-safe", "0",
+               "-i", str(folder / "frames.txt"), "-fps_mode", "passthrough",
+               "-enc_time_base", _demux_time_base(exe), "-vf", "setsar=1", "-c:v", "libx264", "-bf", "0",
+               "-pix_fmt", "yuv420p", *_X264,
                "-video_track_timescale", str(scale),
                "-bsf:v", rf"setts=pts=PTS:dts=DTS:duration=if(eq(PTS\,{last})\,{last_duration}\,DURATION)",
                "-movflags", "+faststart", "-f", "mp4", target]
