@@ -343,6 +343,9 @@ def _rgb(css: str) -> list[float]:
 @pytest.mark.skipif(not HAVE_AXE, reason="axe-core is not installed (pip install axe-playwright-python: the test extra)")
 def test_accessibility(page, server, photo):
     from importlib.resources import files
+    # file choosers are intercepted from now on (a listener added just before the key press
+    # turns interception on asynchronously, and the dialog can open first)
+    page.on("filechooser", lambda chooser: None)
     upload = _upload_photo(page, photo)
     job = _submit(server, upload, QUICK)["id"]
     page.wait_for_selector(f"#gallery .card[data-job='{job}'][data-state='done'] img", timeout=90_000)
@@ -402,3 +405,15 @@ def test_accessibility(page, server, photo):
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
     assert chooser.value is not None
+
+
+def test_the_video_form_shows_the_options_of_the_chosen_kind_of_run(page):
+    _tab(page, "video").click()
+    style_only, dream_only = page.locator("#opt-temporal-weight"), page.locator("#opt-steps-per-frame")
+    assert style_only.is_visible() and not dream_only.is_visible()
+    assert page.locator(".drop[data-role='style']").is_visible()
+    page.check("#opt-dream")
+    assert dream_only.is_visible() and not style_only.is_visible()
+    assert not page.locator(".drop[data-role='style']").is_visible()  # no style images for a dream
+    legend = page.locator("fieldset", has=dream_only).locator("legend").inner_text()
+    assert "--dream" in legend

@@ -586,7 +586,8 @@ function announce(job, text) {
   if (key === state.announced.key && now - state.announced.at < ANNOUNCE_EVERY_MS) return;
   state.announced = {key, at: now};
   const eta = $("#eta").textContent;
-  $("#announce").textContent = `${job.command} run ${job.state === text ? text : `${job.state}: ${text}`}${eta ? `, ${eta}` : ""}`;
+  const said = text.startsWith(job.state) ? text : `${job.state}: ${text}`;
+  $("#announce").textContent = `${job.command} run ${said}${eta ? `, ${eta}` : ""}`;
 }
 
 function showPicture(job) {
