@@ -364,10 +364,12 @@ def _stop(proc: subprocess.Popen) -> None:
     timer.start()
 
 
-def end_orphan(folder: Path, grace_s: float = STOP_GRACE_S) -> bool:
+def end_orphan(folder: Path, grace_s: float | None = None) -> bool:
     """End the run of ``folder`` left by a studio that was killed (its runner recorded in
     :data:`RUNNER_PID` and still running this folder's job): SIGINT to its group, SIGKILL after
-    ``grace_s``. Returns whether there was one."""
+    ``grace_s`` (default :data:`STOP_GRACE_S`); returns once it has ended. Returns whether there
+    was one."""
+    grace_s = STOP_GRACE_S if grace_s is None else grace_s
     try:
         pid = int((folder / RUNNER_PID).read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -383,6 +385,9 @@ def end_orphan(folder: Path, grace_s: float = STOP_GRACE_S) -> bool:
     while time.monotonic() < end and Path(f"/proc/{pid}").exists() and not _zombie(pid):
         time.sleep(0.05)
     _signal_group(pid, signal.SIGKILL)
+    end = time.monotonic() + 5
+    while time.monotonic() < end and Path(f"/proc/{pid}").exists() and not _zombie(pid):
+        time.sleep(0.02)
     (folder / RUNNER_PID).unlink(missing_ok=True)
     return True
 
