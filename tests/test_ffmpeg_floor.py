@@ -4,7 +4,6 @@ named in one line when the one at hand is older, missing or not ffmpeg; and the 
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import sys

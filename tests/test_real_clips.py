@@ -26,8 +26,6 @@ from jaxdream import media
 from jaxdream import video as vd
 from jaxdream.errors import MediaError
 from jaxdream.cli.main import main as cli_main
-from jaxdream.nets import get_spec
-from jaxdream.nets.network import Network
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 MEDIA = REAL_WEIGHTS.parent / "media"

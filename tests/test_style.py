@@ -22,8 +22,6 @@ from jaxdream.media import color
 from jaxdream.cli.main import main as cli_main
 from jaxdream.objectives.losses import content_loss, gram, style_loss, total_variation
 from jaxdream.nets import get_spec
-from jaxdream.nets.vgg19 import BLOCKS, WIDTHS
-from jaxdream.nets.network import Network
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REAL_WEIGHTS.parent / "media"

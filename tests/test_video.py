@@ -22,10 +22,7 @@ from weightfiles import REAL_SKIP_REASON, REAL_WEIGHTS
 from jaxdream.objectives import gatys
 from jaxdream import media, style
 from jaxdream import video as vd
-from jaxdream.cli.main import main as cli_main
 from jaxdream.errors import SettingsError
-from jaxdream.nets import get_spec
-from jaxdream.nets.network import Network
 
 MEDIA = REAL_WEIGHTS.parent / "media"
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
