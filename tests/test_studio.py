@@ -382,8 +382,9 @@ time.sleep(120)
 def test_a_run_orphaned_by_a_killed_studio_is_ended_when_the_studio_starts_again(tmp_path, photo, monkeypatch):
     monkeypatch.setattr(jobs, "STOP_GRACE_S", 2.0)  # this orphan ignores SIGINT: killed after the grace
     home = tmp_path / "studio"
+    # run outside the checkout, so that the installed package is imported (as CI installs it)
     proc = subprocess.Popen([sys.executable, "-c", KILLED_STUDIO, str(home), STUBBORN_RUNNER, str(photo)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     job_id = proc.stdout.readline().strip()
     folder = home / job_id
     _wait(lambda: (folder / "pids").exists())
