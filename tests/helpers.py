@@ -7,6 +7,7 @@
   :func:`rand_image`, :func:`quadratic`.
 * Synthetic clips: :func:`texture`, :func:`pan_frames`, :func:`write_clip`, :func:`read_folder`
   and :func:`maker` (the frame maker of a tiny network).
+* Another release's ffmpeg: :func:`bundled_ffmpeg` (the binary of an imageio-ffmpeg wheel).
 
 jaxdream is imported inside the functions, so that importing this module (and so running the
 tests that only need the command) never depends on the package's layout.
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -199,3 +202,36 @@ def maker(tiny_net, style_png, **kw):
     from jaxdream import video as vd
     settings = dict(iterations_first=6, iterations=3, network=tiny_net, chunk=3)
     return vd.StyleFrames([style_png], **(settings | kw))
+
+
+# --------------------------------------------------------------------------------------------
+# another release's ffmpeg
+# --------------------------------------------------------------------------------------------
+
+
+def bundled_ffmpeg(version: str, folder: Path) -> Path:
+    """The ffmpeg binary of the ``imageio-ffmpeg==version`` wheel for this platform, downloaded
+    with pip into ``folder`` once (found there on later calls); the test skips, saying why, when
+    the package index cannot be reached or the wheel bundles none."""
+    found = sorted(folder.glob("imageio_ffmpeg/binaries/ffmpeg-*"))
+    if found:
+        return found[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
+                              "--timeout", "20", "--retries", "1", "-d", str(folder), f"imageio-ffmpeg=={version}"],
+                             capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"imageio-ffmpeg {version} could not be downloaded in 300 s")
+    wheels = list(folder.glob(f"imageio_ffmpeg-{version}-*.whl"))
+    if got.returncode != 0 or not wheels:
+        pytest.skip(f"imageio-ffmpeg {version} could not be downloaded (no package index here?): "
+                    f"{(got.stderr or got.stdout).strip()[-200:]}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        names = [n for n in wheel.namelist() if "/binaries/ffmpeg" in n]
+        if not names:
+            pytest.skip(f"imageio-ffmpeg {version}'s wheel for this platform bundles no ffmpeg")
+        wheel.extract(names[0], folder)
+    exe = folder / names[0]
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return exe

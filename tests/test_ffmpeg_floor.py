@@ -5,14 +5,11 @@ named in one line when the one at hand is older, missing or not ffmpeg; and the 
 from __future__ import annotations
 
 import stat
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli_env, needs_script, pan_frames, run_cli, write_clip
+from helpers import bundled_ffmpeg, cli_env, needs_script, pan_frames, run_cli, write_clip
 
 from jaxdream.errors import MediaError
 from jaxdream.media import video as media_video
@@ -71,27 +68,6 @@ def test_an_old_ffmpeg_ends_the_video_command_in_one_line(tmp_path):
     assert not (tmp_path / "out.mp4").exists()
 
 
-def _bundled_ffmpeg(version: str, folder: Path) -> Path:
-    """The ffmpeg binary of the ``imageio-ffmpeg==version`` wheel for this platform (downloaded
-    with pip; the test skips, saying so, when the package index cannot be reached)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-                          "-d", str(folder), f"imageio-ffmpeg=={version}"], capture_output=True, text=True,
-                         timeout=600)
-    wheels = list(folder.glob(f"imageio_ffmpeg-{version}-*.whl"))
-    if got.returncode != 0 or not wheels:
-        pytest.skip(f"imageio-ffmpeg {version} could not be downloaded (no package index here?): "
-                    f"{(got.stderr or got.stdout).strip()[-200:]}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        names = [n for n in wheel.namelist() if "/binaries/ffmpeg" in n]
-        if not names:
-            pytest.skip(f"imageio-ffmpeg {version}'s wheel for this platform bundles no ffmpeg")
-        wheel.extract(names[0], folder)
-    exe = folder / names[0]
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return exe
-
-
 @pytest.mark.slow
 @needs_script
 def test_the_floor_release_runs_a_video_and_the_one_below_is_named(tmp_path, googlenet_caffemodel):
@@ -104,12 +80,12 @@ def test_the_floor_release_runs_a_video_and_the_one_below_is_named(tmp_path, goo
     clip = write_clip(tmp_path / "clip.mp4", pan_frames(3))
     args = ["video", clip, "--dream", "--frames", 3, "--octaves", 1, "--steps", 1, "--size", 32,
             "--layers", "inception_3a/output", "--weights", googlenet_caffemodel.path]
-    new = _bundled_ffmpeg("0.6.0", tmp_path / "floor")
+    new = bundled_ffmpeg("0.6.0", tmp_path / "floor")
     run = run_cli([*args, "-o", tmp_path / "floor.mp4"], cli_env(tmp_path / "h1", IMAGEIO_FFMPEG_EXE=str(new)),
                   cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "floor.mp4").stat().st_size > 0
-    old = _bundled_ffmpeg("0.5.1", tmp_path / "below")
+    old = bundled_ffmpeg("0.5.1", tmp_path / "below")
     run = run_cli([*args, "-o", tmp_path / "below.mp4"], cli_env(tmp_path / "h2", IMAGEIO_FFMPEG_EXE=str(old)),
                   cwd=tmp_path, timeout=900)
     assert run.returncode == 1 and "ffmpeg 4.2" in run.stderr and "5.1 or newer" in run.stderr, run.stderr

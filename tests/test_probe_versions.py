@@ -36,12 +36,12 @@ import stat
 import subprocess
 import sys
 import warnings
-import zipfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from helpers import bundled_ffmpeg
 
 from jaxdream.errors import MediaError
 from jaxdream.media import video as mv
@@ -382,33 +382,6 @@ def _maker() -> str:
 DROPS_LAST_VFR_FRAME = (7, 0)
 
 
-def _floor_ffmpeg(cache: Path) -> str:
-    """imageio-ffmpeg 0.6.0's bundled ffmpeg, downloaded once with pip into ``cache``; skips,
-    saying why, when the package index cannot be reached."""
-    found = sorted(cache.glob("imageio_ffmpeg/binaries/ffmpeg-*"))
-    if found:
-        return str(found[0])
-    cache.mkdir(parents=True, exist_ok=True)
-    try:
-        got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-                              "--timeout", "20", "--retries", "1", "-d", str(cache), f"imageio-ffmpeg=={FLOOR}"],
-                             capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"imageio-ffmpeg {FLOOR} (the floor) could not be downloaded in 300 s")
-    wheels = list(cache.glob(f"imageio_ffmpeg-{FLOOR}-*.whl"))
-    if got.returncode != 0 or not wheels:
-        pytest.skip(f"imageio-ffmpeg {FLOOR} (the floor) could not be downloaded (no package index here?): "
-                    f"{(got.stderr or got.stdout).strip()[-200:]}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        names = [n for n in wheel.namelist() if "/binaries/ffmpeg" in n]
-        if not names:
-            pytest.skip(f"imageio-ffmpeg {FLOOR}'s wheel for this platform bundles no ffmpeg")
-        wheel.extract(names[0], cache)
-    exe = cache / names[0]
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return str(exe)
-
-
 @pytest.fixture(scope="module")
 def live_clips(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("probe_clips")
@@ -432,7 +405,7 @@ def test_every_ffmpeg_here_probes_fresh_clips(which, live_clips, tmp_path_factor
         if not exe:
             pytest.skip("no ffmpeg on the PATH (Debian: apt-get install ffmpeg gives 5.1)")
     else:  # cached across runs beside pytest's numbered temp folders
-        exe = _floor_ffmpeg(tmp_path_factory.getbasetemp().parent / f"jaxdream-imageio-ffmpeg-{FLOOR}")
+        exe = str(bundled_ffmpeg(FLOOR, tmp_path_factory.getbasetemp().parent / f"jaxdream-imageio-ffmpeg-{FLOOR}"))
     try:
         mv.check_ffmpeg(exe)
     except MediaError as e:

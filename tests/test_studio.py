@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import http.client
 import io
-import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,33 +23,15 @@ import numpy as np
 import pytest
 from PIL import Image
 from helpers import rand_image
+from studio_support import HAVE_WEB, NO_BROWSER, chromium, png_bytes, serving
 
 from jaxdream import media, options
 from jaxdream.dream import DreamConfig
 from jaxdream.studio import forms, jobs, runner, uploads
 
-HAVE_WEB = all(importlib.util.find_spec(m) is not None for m in ("starlette", "uvicorn"))
-HAVE_PLAYWRIGHT = importlib.util.find_spec("playwright") is not None
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_web = pytest.mark.skipif(not HAVE_WEB, reason="the web extra is not installed (pip install 'jaxdream[web]')")
-needs_browser = pytest.mark.skipif(
-    not (HAVE_WEB and HAVE_PLAYWRIGHT and CHROMIUM),
-    reason="no browser to drive: " + ", ".join(
-        why for ok, why in ((HAVE_WEB, "the web extra (starlette, uvicorn) is not installed"),
-                            (HAVE_PLAYWRIGHT, "playwright is not installed (pip install playwright)"),
-                            (CHROMIUM, "no chromium on PATH (apt-get install chromium)")) if not ok))
+needs_browser = pytest.mark.skipif(bool(NO_BROWSER), reason=f"no browser to drive: {NO_BROWSER}")
 
-#: Debian's chromium, headless, talking to nothing but the test's server.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def png_bytes(h: int, w: int, seed: int = 0) -> bytes:
-    """A smooth random RGB image as PNG bytes."""
-    import io
-    buf = io.BytesIO()
-    Image.fromarray(media.to_uint8(rand_image(h, w, seed))).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -502,32 +482,14 @@ def test_style_sweep_previews_its_contact_sheet(env, tmp_path, vgg_h5):
 def server(env):
     """``jaxdream serve --port 0`` (uploads over 1 MB refused), run outside the checkout so that
     the installed package is imported; yields its URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "jaxdream.cli.main", "serve", "--port", "0",
-                             "--max-upload-mb", "1"], cwd=env["root"], env={**os.environ, **env["vars"]},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    end = time.time() + 90
-    while not any("http://" in line for line in lines):
-        assert proc.poll() is None and time.time() < end, f"the server did not start: {''.join(lines)}"
-        time.sleep(0.1)
-    url = next(line for line in lines if "http://" in line).split("http://")[1].split("/")[0]
-    yield f"http://{url}/"
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with serving(env["root"], {**os.environ, **env["vars"]}, "--max-upload-mb", "1") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -13,50 +13,23 @@ from __future__ import annotations
 
 import http.client
 import importlib.util
-import io
 import json
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import rand_image
-from PIL import Image
+from studio_support import NO_BROWSER, chromium, png_bytes, serving
 
-from jaxdream import media
 
-HAVE_WEB = all(importlib.util.find_spec(m) is not None for m in ("starlette", "uvicorn"))
-HAVE_PLAYWRIGHT = importlib.util.find_spec("playwright") is not None
 HAVE_AXE = importlib.util.find_spec("axe_playwright_python") is not None
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not (HAVE_WEB and HAVE_PLAYWRIGHT and CHROMIUM), reason="no browser to drive: " + ", ".join(
-        why for ok, why in ((HAVE_WEB, "the web extra (starlette, uvicorn) is not installed"),
-                            (HAVE_PLAYWRIGHT, "playwright is not installed (pip install playwright)"),
-                            (CHROMIUM, "no chromium on PATH (apt-get install chromium)")) if not ok)),
-]
-
-#: Debian's chromium, headless, talking to nothing but the test's server.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(bool(NO_BROWSER), reason=f"no browser to drive: {NO_BROWSER}")]
 
 #: A dream that finishes in a few seconds on a CPU with the synthetic GoogLeNet.
 QUICK = {"size": "48", "octaves": "1", "steps": "2"}
-
-
-def png_bytes(h: int, w: int, seed: int = 0) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(media.to_uint8(rand_image(h, w, seed))).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -81,30 +54,14 @@ def photo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(env):
     """``jaxdream serve --port 0``, run outside the checkout; yields its URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "jaxdream.cli.main", "serve", "--port", "0"], cwd=env["root"],
-                            env=env["environ"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-    end = time.time() + 90
-    while not any("http://" in line for line in lines):
-        assert proc.poll() is None and time.time() < end, f"the server did not start: {''.join(lines)}"
-        time.sleep(0.1)
-    url = next(line for line in lines if "http://" in line).split("http://")[1].split("/")[0]
-    yield f"http://{url}/"
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with serving(env["root"], env["environ"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
