@@ -81,6 +81,24 @@ def _ffmpeg() -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def _version_line(exe: str) -> tuple[int, str]:
+    """``exe -version``'s exit status and first line, asked once per binary.
+
+    Raises:
+        OSError, subprocess.SubprocessError: it does not run.
+    """
+    out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, errors="replace",
+                         timeout=60, stdin=subprocess.DEVNULL)
+    return out.returncode, ((out.stdout or out.stderr or "").strip().splitlines() or [""])[0]
+
+
+def _release(line: str) -> tuple[int, int] | None:
+    """(major, minor) of an ffmpeg version line; None without a release number (a git snapshot)."""
+    m = _VERSION.match(line)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+@functools.lru_cache(maxsize=None)
 def check_ffmpeg(exe: str) -> str:
     """``exe`` if it runs as ffmpeg :data:`MIN_FFMPEG` or newer (a build whose version line has
     no release number, such as a git snapshot, is taken as new); otherwise one error line naming
@@ -92,33 +110,27 @@ def check_ffmpeg(exe: str) -> str:
     how = (f"pip install -U imageio-ffmpeg (0.6.0 or newer bundles one), or point IMAGEIO_FFMPEG_EXE at "
            f"ffmpeg {MIN_FFMPEG[0]}.{MIN_FFMPEG[1]} or newer")
     try:
-        out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, errors="replace",
-                             timeout=60, stdin=subprocess.DEVNULL)
+        status, first = _version_line(exe)
     except (OSError, subprocess.SubprocessError) as e:
         raise MediaError(f"ffmpeg {exe} cannot run ({e.strerror if isinstance(e, OSError) and e.strerror else e}); "
                          f"{how}") from None
-    first = (out.stdout or out.stderr or "").strip().splitlines()[:1]
-    if out.returncode != 0 or not first or not first[0].startswith("ffmpeg version"):
-        raise MediaError(f"{exe} is not ffmpeg (its -version printed {first[0][:60]!r} and exited "
-                         f"{out.returncode}); {how}" if first else f"{exe} is not ffmpeg; {how}")
-    m = _VERSION.match(first[0])
-    if m and (int(m.group(1)), int(m.group(2))) < MIN_FFMPEG:
-        raise MediaError(f"ffmpeg {m.group(1)}.{m.group(2)} at {exe} is too old: jaxdream's video needs "
+    if status != 0 or not first.startswith("ffmpeg version"):
+        raise MediaError(f"{exe} is not ffmpeg (its -version printed {first[:60]!r} and exited "
+                         f"{status}); {how}" if first else f"{exe} is not ffmpeg; {how}")
+    release = _release(first)
+    if release is not None and release < MIN_FFMPEG:
+        raise MediaError(f"ffmpeg {release[0]}.{release[1]} at {exe} is too old: jaxdream's video needs "
                          f"ffmpeg {MIN_FFMPEG[0]}.{MIN_FFMPEG[1]} or newer; {how}")
     return exe
 
 
-@functools.lru_cache(maxsize=None)
 def ffmpeg_version(exe: str) -> tuple[int, int] | None:
     """(major, minor) of an ffmpeg binary; None when its version line has no release number (a
     git snapshot) or it does not run."""
     try:
-        out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, errors="replace",
-                             timeout=60, stdin=subprocess.DEVNULL)
+        return _release(_version_line(exe)[1])
     except (OSError, subprocess.SubprocessError):
         return None
-    m = _VERSION.match((out.stdout or "").strip())
-    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _demux_time_base(exe: str) -> str:
