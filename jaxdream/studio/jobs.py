@@ -381,18 +381,22 @@ def end_orphan(folder: Path, grace_s: float | None = None) -> bool:
     except ProcessLookupError:
         return False
     _signal_group(pid, signal.SIGINT)
-    end = time.monotonic() + grace_s
-    while time.monotonic() < end and Path(f"/proc/{pid}").exists() and not _zombie(pid):
-        time.sleep(0.05)
-    _signal_group(pid, signal.SIGKILL)
-    end = time.monotonic() + 5
-    while time.monotonic() < end and Path(f"/proc/{pid}").exists() and not _zombie(pid):
-        time.sleep(0.02)
+    _ended(pid, grace_s)
+    _signal_group(pid, signal.SIGKILL)  # also whatever it started that is still in its group
+    _ended(pid, 5.0)
     (folder / RUNNER_PID).unlink(missing_ok=True)
     return True
 
 
+def _ended(pid: int, within_s: float) -> None:
+    """Wait up to ``within_s`` for process ``pid`` to end (gone, or a zombie no one reaps)."""
+    end = time.monotonic() + within_s
+    while not _zombie(pid) and time.monotonic() < end:
+        time.sleep(0.02)
+
+
 def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended: gone, or a zombie."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
