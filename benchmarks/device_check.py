@@ -995,6 +995,22 @@ def _waited(ctx: Context, key, build: Callable[[], Any]) -> tuple[Any, bool]:
 _BESIDE = " (timed while other programs were still compiling)"
 
 
+def _speed(ctx: Context, compiled, args, compile_s: float) -> dict:
+    """A compiled program's timed calls (it has run once already), its compile time and memory."""
+    times = time_calls(lambda: compiled(*args), ctx.plan["reps"])
+    return {"compile_s": compile_s, "seconds": float(np.median(times)), "min_s": min(times),
+            "memory": compiled_memory(compiled), "peak_bytes": peak_memory()}
+
+
+def _speed_row(measurement: str, out: dict, note: str) -> dict:
+    """The table row of a :func:`_speed` result; ``note`` ends its value."""
+    mem = out["memory"] or {}
+    return {"measurement": measurement,
+            "value": f"{_ms(out['seconds'])} (min {_ms(out['min_s'])}), compile {out['compile_s']:.1f} s, temp "
+                     f"{_mb(mem.get('temp'))}, peak {_mb(out['peak_bytes'])}{note}",
+            "target": "", "status": ""}
+
+
 def run_style_speed(size: int, dtype) -> Callable[[Context], dict]:
     name = jnp.dtype(dtype).name
 
@@ -1003,10 +1019,8 @@ def run_style_speed(size: int, dtype) -> Callable[[Context], dict]:
                                                              lambda: _raw_style(ctx, size, dtype))
         (loss, _), grad = compiled(*args)
         jax.block_until_ready(grad)
-        times = time_calls(lambda: compiled(*args), ctx.plan["reps"])
-        out = {"size": size, "dtype": name, "remat": spec.remat, "compile_s": compile_s,
-               "seconds": float(np.median(times)), "min_s": min(times), "loss": float(loss),
-               "memory": compiled_memory(compiled), "peak_bytes": peak_memory()}
+        out = {"size": size, "dtype": name, "remat": spec.remat, "loss": float(loss),
+               **_speed(ctx, compiled, args, compile_s)}
         extra = ""
         f32 = ctx.built(("style", size, "float32"))
         if dtype != jnp.float32 and f32 is not None:
@@ -1016,11 +1030,8 @@ def run_style_speed(size: int, dtype) -> Callable[[Context], dict]:
             extra = f", loss vs f32 {out['loss_rel_diff_vs_f32']:.1e}"
         if dtype == jnp.float32:
             ctx.measured.setdefault(("style_eval", size), out["seconds"])
-        mem = out["memory"] or {}
-        row = {"measurement": f"style loss+gradient {size} px {name}{' (remat)' if spec.remat else ''}",
-               "value": f"{_ms(out['seconds'])} (min {_ms(out['min_s'])}), compile {compile_s:.1f} s, temp "
-                        f"{_mb(mem.get('temp'))}, peak {_mb(out['peak_bytes'])}{extra}{_BESIDE if beside else ''}",
-               "target": "", "status": ""}
+        row = _speed_row(f"style loss+gradient {size} px {name}{' (remat)' if spec.remat else ''}", out,
+                         extra + (_BESIDE if beside else ""))
         return {"rows": [row], **out}
     return run
 
@@ -1029,14 +1040,8 @@ def run_dream_speed(size: int) -> Callable[[Context], dict]:
     def run(ctx: Context) -> dict:
         (compiled, compile_s, args), beside = _waited(ctx, ("speed", "dream", size), lambda: _dream_compiled(ctx, size))
         jax.block_until_ready(compiled(*args))
-        times = time_calls(lambda: compiled(*args), ctx.plan["reps"])
-        out = {"size": size, "compile_s": compile_s, "seconds": float(np.median(times)), "min_s": min(times),
-               "memory": compiled_memory(compiled), "peak_bytes": peak_memory()}
-        mem = out["memory"] or {}
-        row = {"measurement": f"dream ascent step {size} px (GoogLeNet to inception_4c)",
-               "value": f"{_ms(out['seconds'])} (min {_ms(out['min_s'])}), compile {compile_s:.1f} s, temp "
-                        f"{_mb(mem.get('temp'))}, peak {_mb(out['peak_bytes'])}{_BESIDE if beside else ''}",
-               "target": "", "status": ""}
+        out = {"size": size, **_speed(ctx, compiled, args, compile_s)}
+        row = _speed_row(f"dream ascent step {size} px (GoogLeNet to inception_4c)", out, _BESIDE if beside else "")
         return {"rows": [row], **out}
     return run
 
