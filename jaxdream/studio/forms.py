@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -106,9 +107,9 @@ def field_named_by(command: str, message: str) -> str | None:
     """The field of ``command``'s form an error line is about: the first of its flags the line
     names (``--size``), else the first field a word of it points to (``unknown layer`` -> layers)."""
     names = [f.name for f in fields(command)]
-    flags = {m: m for m in names if f"--{m}" in message}
+    flags = [m for m in re.findall(r"--([\w-]+)", message) if m in names]  # in the line's order
     if flags:
-        return min(flags, key=lambda m: message.index(f"--{m}"))
+        return flags[0]
     lower = message.lower()
     for word, name in _FIELD_WORDS:
         if word in lower:
@@ -255,7 +256,10 @@ def to_argv(command: str, files: dict[str, list[Path]], values: dict, output: Pa
     """The full command line of a run (``dream IN -o OUT --steps=20 ...``), checked by the
     command line's parser; raises :class:`FormError` with the parser's message."""
     argv = [_command(command), *input_argv(command, files), "-o", str(output), *option_argv(command, values)]
-    parse(argv)
+    try:
+        parse(argv)
+    except FormError as e:
+        raise FormError(str(e), field_named_by(command, str(e))) from None
     return argv
 
 
@@ -281,20 +285,12 @@ def cli_parser() -> argparse.ArgumentParser:
 _PARSE = threading.Lock()
 
 
-def _flag_field(message: str) -> str | None:
-    """The option an argparse error names (``argument --steps: ...``), as the form calls it."""
-    for word in message.replace("/", " ").split():
-        if word.startswith("--"):
-            return word.strip(":,'\"").lstrip("-")
-    return None
-
-
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse a command line with the command line's own parser; :class:`FormError` if refused."""
     with _PARSE:
         try:
             return cli_parser().parse_args(argv)
         except _Refused as e:
-            raise FormError(str(e), _flag_field(str(e))) from None
+            raise FormError(str(e)) from None
         except SystemExit:  # argparse exits only for --help or --version, which no form writes
             raise FormError("the options could not be read") from None
