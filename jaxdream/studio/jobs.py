@@ -245,13 +245,10 @@ class Studio:
                                  capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise forms.FormError(f"checking the settings took over {CHECK_TIMEOUT_S:.0f} s") from None
-        lines = [line.strip() for line in out.stderr.splitlines() if line.strip()]
-        said = lambda kind: [ln.split(f"jaxdream: {kind}:", 1)[1].strip() for ln in lines  # noqa: E731
-                             if ln.startswith(f"jaxdream: {kind}:")]
         if out.returncode != 0:
-            message = (said("error") or lines or [f"the settings were refused (exit status {out.returncode})"])[-1]
+            message = _last_error(out.stderr, f"the settings were refused (exit status {out.returncode})")
             raise forms.FormError(message, field=forms.field_named_by(command, message))
-        return said("note") + said("warning")
+        return _said(out.stderr, "note") + _said(out.stderr, "warning")
 
     def delete(self, job_id: str) -> str:
         """Remove a finished job and its files; refused (409) while it is queued or running."""
@@ -434,12 +431,23 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def _said(text: str, kind: str) -> list[str]:
+    """The ``jaxdream: KIND: ...`` lines of a command's output, without that prefix."""
+    prefix = f"jaxdream: {kind}:"
+    return [line.strip().removeprefix(prefix).strip() for line in text.splitlines() if line.strip().startswith(prefix)]
+
+
+def _last_error(text: str, nothing: str) -> str:
+    """Why a command failed: its last ``jaxdream: error:`` line, else its last line, else
+    ``nothing``."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (_said(text, "error") or lines or [nothing])[-1]
+
+
 def _error_line(log: Path) -> str:
-    """Why a run failed: its last ``jaxdream: error:`` line, else its last line."""
+    """Why a run failed, from its log (:func:`_last_error`)."""
     try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        text = log.read_text(errors="replace")
     except OSError:
         return "the run failed"
-    errors = [line for line in lines if line.startswith("jaxdream: error:")]
-    line = (errors or lines or ["the run failed (no output)"])[-1]
-    return line.removeprefix("jaxdream: error:").strip()[:500]
+    return _last_error(text, "the run failed (no output)")[:500]
